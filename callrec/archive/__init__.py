@@ -1,0 +1,1 @@
+"""The archive: call metadata in PostgreSQL, recordings as files."""

@@ -1,0 +1,1 @@
+"""Routing: which agents answer which service number, and how they are rung."""

@@ -1,0 +1,67 @@
+"""Service settings, read from CALLREC_* environment variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from callrec.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    ari_url: str
+    ari_user: str
+    ari_password: str
+    app_name: str
+    web_host: str
+    web_port: int
+    public_url: str  # how Asterisk reaches our HTTP server (prompt audio)
+    archive_dir: Path
+    journal_dir: Path
+    config_path: Path
+    prompts_dir: Path
+    prompt_cache_dir: Path
+    log_format: str  # "console" or "json"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+
+        def need(key: str) -> str:
+            value = env.get(key, "").strip()
+            if not value:
+                raise ConfigError(f"{key} is not set")
+            return value
+
+        web_url = env.get("CALLREC_WEB_URL", "http://127.0.0.1:8080").rstrip("/")
+        host_port = web_url.split("://", 1)[-1].split("/", 1)[0]
+        host, _, port = host_port.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"CALLREC_WEB_URL must look like http://host:port, got {web_url!r}")
+        archive_dir = Path(need("CALLREC_ARCHIVE_DIR"))
+        state_dir = Path(env.get("CALLREC_STATE_DIR", str(archive_dir.parent / "state")))
+        log_format = env.get("CALLREC_LOG_FORMAT", "json")
+        if log_format not in ("json", "console"):
+            raise ConfigError("CALLREC_LOG_FORMAT must be 'json' or 'console'")
+        return cls(
+            database_url=need("CALLREC_DATABASE_URL"),
+            ari_url=need("CALLREC_ARI_URL").rstrip("/"),
+            ari_user=need("CALLREC_ARI_USER"),
+            ari_password=need("CALLREC_ARI_PASSWORD"),
+            app_name=env.get("CALLREC_ARI_APP", "callrec"),
+            web_host=env.get("CALLREC_WEB_BIND", host),
+            web_port=int(port),
+            public_url=env.get("CALLREC_PUBLIC_URL", web_url).rstrip("/"),
+            archive_dir=archive_dir,
+            journal_dir=Path(env.get("CALLREC_JOURNAL_DIR", str(state_dir / "journal"))),
+            config_path=Path(need("CALLREC_CONFIG")),
+            prompts_dir=Path(env.get("CALLREC_PROMPTS_DIR", "prompts")),
+            prompt_cache_dir=Path(
+                env.get("CALLREC_PROMPT_CACHE_DIR", str(state_dir / "prompt-cache"))
+            ),
+            log_format=log_format,
+        )

@@ -1,0 +1,7 @@
+"""Errors the local stack reports to the person running `make up` or the tests."""
+
+from __future__ import annotations
+
+
+class StackError(Exception):
+    """Something the developer must fix; the message says what and how."""

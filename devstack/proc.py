@@ -1,0 +1,102 @@
+"""Background processes with pid files, so `make down` can find and stop them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+
+def spawn(
+    argv: Sequence[str],
+    log: Path,
+    pidfile: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> int:
+    """Start a detached process (own session) whose output goes to `log`."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            start_new_session=True,
+        )
+    pidfile.write_text(f"{proc.pid}\n")
+    return proc.pid
+
+
+def read_pid(pidfile: Path) -> int | None:
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    return pid if alive(pid) else None
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours still answers kill(0); reap it if it is ours.
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        done = 0
+        stat = Path(f"/proc/{pid}/stat")
+        try:
+            if stat.read_text().split(") ", 1)[1].startswith("Z"):
+                return False
+        except (FileNotFoundError, IndexError):
+            return False
+    return done == 0
+
+
+def stop(pidfile: Path, timeout: float = 10.0, sig: int = signal.SIGTERM) -> None:
+    """Signal the process group, wait, then SIGKILL what is left."""
+    pid = read_pid(pidfile)
+    if pid is not None:
+        _signal_group(pid, sig)
+        deadline = time.monotonic() + timeout
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if alive(pid):
+            _signal_group(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 5
+            while alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+    pidfile.unlink(missing_ok=True)
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        os.kill(pid, sig)
+
+
+def wait_until(check: object, timeout: float, what: str, interval: float = 0.1) -> None:
+    """Poll `check()` until it is truthy; raise TimeoutError naming `what`."""
+    assert callable(check)
+    deadline = time.monotonic() + timeout
+    last_exc: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except Exception as exc:  # polling: the thing is not ready yet
+            last_exc = exc
+        time.sleep(interval)
+    raise TimeoutError(f"{what} not ready after {timeout:.0f}s (last error: {last_exc!r})")
