@@ -1,0 +1,518 @@
+"""An asyncio client for Asterisk's REST Interface: REST calls and the events websocket.
+
+Transport only: no call logic. REST errors become the typed exceptions of
+`callrec.ari.errors`; the websocket reconnects by itself and reports its state to the handler
+as `Connected` / `Disconnected` events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, TypeVar
+from urllib.parse import quote
+
+import aiohttp
+import structlog
+from yarl import URL
+
+from callrec.ari.backoff import Backoff
+from callrec.ari.errors import (
+    AriDecodeError,
+    AriError,
+    AriUnavailable,
+    EventDecodeError,
+    error_for_status,
+)
+from callrec.ari.events import ApplicationReplaced, Connected, Disconnected, Event, decode_event
+from callrec.ari.models import (
+    Application,
+    Bridge,
+    Channel,
+    LiveRecording,
+    Playback,
+    StoredRecording,
+    endpoint_state,
+)
+
+log = structlog.get_logger(__name__)
+
+EventHandler = Callable[[Event], Awaitable[None]]
+
+HEARTBEAT = 10.0  # seconds between pings; a peer silent for 1.5x this is dropped
+_CHUNK = 64 * 1024
+_Params = list[tuple[str, str]]
+_T = TypeVar("_T")
+
+
+def _basic_auth(user: str, password: str) -> str:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    return f"Basic {token}"
+
+
+def _segment(value: str) -> str:
+    """One URL path segment, fully quoted ('/' becomes %2F: recording names contain it)."""
+    if not isinstance(value, str) or value in ("", ".", ".."):
+        raise ValueError(f"invalid ARI path segment: {value!r}")
+    if ".." in value.split("/"):
+        raise ValueError(f"'..' is not allowed in an ARI name: {value!r}")
+    return quote(value, safe="")
+
+
+def _bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _list_of(data: Any, decode: Callable[[Any], _T], what: str) -> list[_T]:
+    if not isinstance(data, list):
+        raise AriDecodeError(f"expected a JSON list of {what}, got {type(data).__name__}")
+    return [decode(item) for item in data]
+
+
+async def _error_text(resp: aiohttp.ClientResponse) -> str:
+    """Asterisk's explanation of an error response: its JSON `message`, or the body text."""
+    try:
+        body = await resp.text()
+    except (aiohttp.ClientError, UnicodeDecodeError):
+        return resp.reason or ""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("message"), str):
+        return str(data["message"])
+    return body.strip()[:200] or (resp.reason or "")
+
+
+class AriClient:
+    """REST and events client for one ARI application.
+
+    The constructor does no I/O; `async with AriClient(...) as ari:` (or `start`/`close`)
+    opens and closes the HTTP sessions. `base_url` is Asterisk's HTTP server, e.g.
+    ``http://127.0.0.1:8088`` (a trailing ``/ari`` is accepted too).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        user: str,
+        password: str,
+        app: str,
+        *,
+        request_timeout: float = 10.0,
+        heartbeat: float = HEARTBEAT,
+        backoff_factory: Callable[[], Backoff] = Backoff,
+    ) -> None:
+        base = base_url.rstrip("/")
+        if base.endswith("/ari"):
+            base = base[: -len("/ari")]
+        self._base = base
+        self._authorization = _basic_auth(user, password)
+        self.app = app
+        self.request_timeout = request_timeout
+        self._heartbeat = heartbeat
+        self._backoff_factory = backoff_factory
+        self._session: aiohttp.ClientSession | None = None
+        self._ws_session: aiohttp.ClientSession | None = None
+        self._connected = False
+        self._events_running = False
+        #: successful reconnections of the events websocket (the first connect not counted)
+        self.reconnects = 0
+        #: websocket messages dropped because they were not well-formed ARI events
+        self.rejected_events = 0
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._session is not None:
+            return
+        headers = {"Authorization": self._authorization}
+        self._session = aiohttp.ClientSession(
+            headers=headers, timeout=aiohttp.ClientTimeout(total=self.request_timeout)
+        )
+        # the websocket lives for hours: only connecting is bounded, reading is not
+        self._ws_session = aiohttp.ClientSession(
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(
+                total=None, connect=self.request_timeout, sock_connect=self.request_timeout
+            ),
+        )
+
+    async def close(self) -> None:
+        sessions = [s for s in (self._session, self._ws_session) if s is not None]
+        self._session = self._ws_session = None
+        for session in sessions:
+            await session.close()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def connected(self) -> bool:
+        """True while the events websocket is up."""
+        return self._connected
+
+    # -- REST plumbing --------------------------------------------------------------------
+
+    def _url(self, *segments: str) -> URL:
+        path = "/".join(_segment(s) for s in segments)
+        return URL(f"{self._base}/ari/{path}", encoded=True)
+
+    def _require_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("AriClient is not started: use 'async with AriClient(...)'")
+        return self._session
+
+    async def _request(
+        self,
+        method: str,
+        *segments: str,
+        params: _Params | None = None,
+        body: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """Send one request; the decoded JSON body, or None for an empty answer."""
+        session = self._require_session()
+        what = f"{method} /ari/{'/'.join(segments)}"
+        try:
+            async with session.request(
+                method, self._url(*segments), params=params, json=body
+            ) as resp:
+                if resp.status >= 400:
+                    message = await _error_text(resp)
+                    raise error_for_status(resp.status, f"{what}: {resp.status} {message}")
+                payload = await resp.read()
+        except AriError:
+            raise
+        except TimeoutError as exc:
+            raise AriUnavailable(f"{what}: no answer within {self.request_timeout:g} s") from exc
+        except aiohttp.ClientError as exc:
+            raise AriUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
+        if not payload.strip():
+            return None
+        try:
+            return json.loads(payload)
+        except ValueError as exc:
+            raise AriDecodeError(f"{what}: answer is not JSON") from exc
+
+    # -- REST: Asterisk and application ---------------------------------------------------
+
+    async def ping(self) -> None:
+        """Raises `AriUnavailable` (or another `AriError`) unless Asterisk answers."""
+        await self._request("GET", "asterisk", "ping")
+
+    async def get_application(self) -> Application:
+        return Application.from_json(await self._request("GET", "applications", self.app))
+
+    async def endpoint_state(self, tech: str, resource: str) -> str:
+        """e.g. "online", "offline" or "unknown" for PJSIP/agent1."""
+        return endpoint_state(await self._request("GET", "endpoints", tech, resource))
+
+    # -- REST: channels -------------------------------------------------------------------
+
+    async def list_channels(self) -> list[Channel]:
+        return _list_of(await self._request("GET", "channels"), Channel.from_json, "channels")
+
+    async def get_channel(self, channel_id: str) -> Channel:
+        return Channel.from_json(await self._request("GET", "channels", channel_id))
+
+    async def answer(self, channel_id: str) -> None:
+        await self._request("POST", "channels", channel_id, "answer")
+
+    async def hangup(self, channel_id: str, reason: str = "normal") -> None:
+        """`reason`: normal, busy, congestion, no_answer, answered_elsewhere, ..."""
+        await self._request("DELETE", "channels", channel_id, params=[("reason", reason)])
+
+    async def play(
+        self, channel_id: str, media: str | Sequence[str], *, playback_id: str | None = None
+    ) -> Playback:
+        """Queue one or more media URIs (``sound:...``) on the channel."""
+        items = [media] if isinstance(media, str) else list(media)
+        if not items:
+            raise ValueError("play() needs at least one media URI")
+        params: _Params = [("media", m) for m in items]
+        if playback_id is not None:
+            params.append(("playbackId", playback_id))
+        data = await self._request("POST", "channels", channel_id, "play", params=params)
+        return Playback.from_json(data)
+
+    async def stop_playback(self, playback_id: str) -> None:
+        await self._request("DELETE", "playbacks", playback_id)
+
+    async def ring(self, channel_id: str) -> None:
+        await self._request("POST", "channels", channel_id, "ring")
+
+    async def ring_stop(self, channel_id: str) -> None:
+        await self._request("DELETE", "channels", channel_id, "ring")
+
+    async def start_moh(self, channel_id: str) -> None:
+        await self._request("POST", "channels", channel_id, "moh")
+
+    async def stop_moh(self, channel_id: str) -> None:
+        await self._request("DELETE", "channels", channel_id, "moh")
+
+    async def create_channel(
+        self,
+        endpoint: str,
+        *,
+        channel_id: str,
+        app_args: str = "",
+        originator: str | None = None,
+        variables: Mapping[str, str] | None = None,
+    ) -> Channel:
+        """Create (not yet dial) a channel into our application: POST /channels/create."""
+        params: _Params = [("endpoint", endpoint), ("app", self.app), ("channelId", channel_id)]
+        if app_args:
+            params.append(("appArgs", app_args))
+        if originator is not None:
+            params.append(("originator", originator))
+        body = {"variables": dict(variables)} if variables else None
+        data = await self._request("POST", "channels", "create", params=params, body=body)
+        return Channel.from_json(data)
+
+    async def dial(
+        self,
+        channel_id: str,
+        *,
+        caller: str | None = None,
+        timeout: int | None = None,  # noqa: ASYNC109 - seconds Asterisk lets the phone ring
+    ) -> None:
+        """Dial a created channel; `caller` is the id of the channel it is dialled for.
+
+        Returns at once; progress arrives as `Dial` events, a ring timeout as cause 19.
+        """
+        params: _Params = []
+        if caller is not None:
+            params.append(("caller", caller))
+        if timeout is not None:
+            params.append(("timeout", str(int(timeout))))
+        await self._request("POST", "channels", channel_id, "dial", params=params)
+
+    # -- REST: bridges --------------------------------------------------------------------
+
+    async def list_bridges(self) -> list[Bridge]:
+        return _list_of(await self._request("GET", "bridges"), Bridge.from_json, "bridges")
+
+    async def get_bridge(self, bridge_id: str) -> Bridge:
+        return Bridge.from_json(await self._request("GET", "bridges", bridge_id))
+
+    async def create_bridge(
+        self, bridge_id: str, *, bridge_type: str = "mixing", name: str | None = None
+    ) -> Bridge:
+        params: _Params = [("type", bridge_type)]
+        if name is not None:
+            params.append(("name", name))
+        return Bridge.from_json(await self._request("POST", "bridges", bridge_id, params=params))
+
+    async def destroy_bridge(self, bridge_id: str) -> None:
+        await self._request("DELETE", "bridges", bridge_id)
+
+    async def add_channel(self, bridge_id: str, channel_id: str) -> None:
+        params = [("channel", channel_id)]
+        await self._request("POST", "bridges", bridge_id, "addChannel", params=params)
+
+    async def remove_channel(self, bridge_id: str, channel_id: str) -> None:
+        params = [("channel", channel_id)]
+        await self._request("POST", "bridges", bridge_id, "removeChannel", params=params)
+
+    # -- REST: recordings -----------------------------------------------------------------
+
+    async def record_bridge(
+        self, bridge_id: str, name: str, *, format: str = "wav", if_exists: str = "fail"
+    ) -> LiveRecording:
+        """Record the bridge's mix into ``<spool>/recording/<name>.<format>``."""
+        params = [("name", name), ("format", format), ("ifExists", if_exists)]
+        data = await self._request("POST", "bridges", bridge_id, "record", params=params)
+        return LiveRecording.from_json(data)
+
+    async def stop_recording(self, name: str) -> None:
+        await self._request("POST", "recordings", "live", name, "stop")
+
+    async def list_stored_recordings(self) -> list[StoredRecording]:
+        data = await self._request("GET", "recordings", "stored")
+        return _list_of(data, StoredRecording.from_json, "stored recordings")
+
+    async def delete_stored_recording(self, name: str) -> None:
+        await self._request("DELETE", "recordings", "stored", name)
+
+    async def download_recording(self, name: str, dest: Path) -> int:
+        """Stream a stored recording's file into `dest`; returns the bytes written.
+
+        `dest` is created only once Asterisk has answered 200 (`AriNotFound` leaves no file);
+        after a failure midway it may hold part of the file: the caller writes to a temporary
+        name and renames it when complete.
+        """
+        session = self._require_session()
+        what = f"GET /ari/recordings/stored/{name}/file"
+        # a long file may take longer than one request timeout; a stalled read may not
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self.request_timeout, sock_read=self.request_timeout
+        )
+        url = self._url("recordings", "stored", name, "file")
+        try:
+            async with session.get(url, timeout=timeout) as resp:
+                if resp.status >= 400:
+                    message = await _error_text(resp)
+                    raise error_for_status(resp.status, f"{what}: {resp.status} {message}")
+                return await _stream_to_file(resp, dest)
+        except AriError:
+            raise
+        except TimeoutError as exc:
+            raise AriUnavailable(f"{what}: stalled for {self.request_timeout:g} s") from exc
+        except aiohttp.ClientError as exc:
+            raise AriUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
+
+    # -- events ---------------------------------------------------------------------------
+
+    async def run_events(self, handler: EventHandler) -> None:
+        """Receive events until cancelled, reconnecting with backoff whenever the socket drops.
+
+        `handler` is awaited for each event in arrival order; it must only enqueue (a slow
+        reader makes Asterisk drop the socket). `Connected` follows every successful connect,
+        `Disconnected` every drop. Exceptions from `handler` are logged, never fatal.
+        """
+        if self._events_running:
+            raise RuntimeError("run_events() is already running on this client")
+        self._events_running = True
+        backoff = self._backoff_factory()
+        first = True
+        try:
+            while True:
+                ws = await self._connect_events()
+                if ws is None:
+                    await asyncio.sleep(backoff.next_delay())
+                    continue
+                started = time.monotonic()
+                try:
+                    self._connected = True
+                    if not first:
+                        self.reconnects += 1
+                    log.info("ari.events.connected", app=self.app, reconnect=not first)
+                    await self._deliver(handler, Connected(reconnect=not first, timestamp=_now()))
+                    first = False
+                    reason = await self._pump(ws, handler)
+                finally:
+                    self._connected = False
+                    await ws.close()
+                lived = time.monotonic() - started
+                log.warning("ari.events.disconnected", app=self.app, reason=reason, lived_s=lived)
+                await self._deliver(handler, Disconnected(reason=reason, timestamp=_now()))
+                backoff.connection_lived(lived)
+                await asyncio.sleep(backoff.next_delay())
+        finally:
+            self._events_running = False
+
+    async def _connect_events(self) -> aiohttp.ClientWebSocketResponse | None:
+        """Open the events websocket, or log why not and return None."""
+        if self._ws_session is None:
+            raise RuntimeError("AriClient is not started: use 'async with AriClient(...)'")
+        params = {"app": self.app, "subscribeAll": "false"}
+        try:
+            async with asyncio.timeout(self.request_timeout):
+                return await self._ws_session.ws_connect(
+                    URL(f"{self._base}/ari/events"),
+                    params=params,
+                    heartbeat=self._heartbeat,
+                    autoping=True,
+                    max_msg_size=16 * 1024 * 1024,
+                )
+        except aiohttp.WSServerHandshakeError as exc:
+            # 401: wrong ARI credentials; 400/404: ARI disabled or no such app name
+            log.error("ari.events.refused", app=self.app, status=exc.status, message=exc.message)
+        except TimeoutError:
+            log.warning("ari.events.connect_timeout", app=self.app, timeout=self.request_timeout)
+        except aiohttp.ClientError as exc:
+            log.warning("ari.events.connect_failed", app=self.app, error=str(exc))
+        return None
+
+    async def _pump(self, ws: aiohttp.ClientWebSocketResponse, handler: EventHandler) -> str:
+        """Deliver messages until the socket closes; returns why it closed."""
+        while True:
+            msg = await ws.receive()
+            if msg.type is aiohttp.WSMsgType.TEXT:
+                event = self._decode(msg.data)
+                if event is None:
+                    continue
+                await self._deliver(handler, event)
+                if isinstance(event, ApplicationReplaced):
+                    # Asterisk sends us nothing more for this app; connecting again takes it back
+                    log.error(
+                        "ari.events.application_replaced",
+                        app=self.app,
+                        hint="another client connected with the same ARI application name",
+                    )
+                    return "application replaced by another websocket"
+            elif msg.type is aiohttp.WSMsgType.BINARY:
+                self._reject("binary message")
+            elif msg.type is aiohttp.WSMsgType.ERROR:
+                return f"websocket error: {ws.exception() or msg.data}"
+            elif msg.type in (
+                aiohttp.WSMsgType.CLOSE,
+                aiohttp.WSMsgType.CLOSING,
+                aiohttp.WSMsgType.CLOSED,
+            ):
+                error = ws.exception()
+                if error is not None:
+                    return f"websocket closed: {error}"
+                return f"closed by Asterisk (code {ws.close_code})"
+
+    def _decode(self, text: str) -> Event | None:
+        try:
+            data = json.loads(text)
+        except ValueError:
+            self._reject("not JSON")
+            return None
+        if not isinstance(data, dict):
+            self._reject("not a JSON object")
+            return None
+        try:
+            return decode_event(data)
+        except EventDecodeError as exc:
+            self._reject(exc.message)
+        except Exception:
+            # decode_event promises EventDecodeError only; a bug must not stop the stream
+            log.exception("ari.events.decoder_bug")
+            self._reject("decoder failure")
+        return None
+
+    def _reject(self, reason: str) -> None:
+        # the message itself is not logged: it can hold callers' phone numbers
+        self.rejected_events += 1
+        log.warning("ari.events.rejected", app=self.app, reason=reason)
+
+    async def _deliver(self, handler: EventHandler, event: Event) -> None:
+        try:
+            await handler(event)
+        except Exception:
+            log.exception("ari.events.handler_failed", event_type=event.type)
+
+
+async def _stream_to_file(resp: aiohttp.ClientResponse, dest: Path) -> int:
+    # file writes go to a thread: a slow disk must not stall the event loop
+    handle = await asyncio.to_thread(dest.open, "wb")
+    written = 0
+    try:
+        async for chunk in resp.content.iter_chunked(_CHUNK):
+            await asyncio.to_thread(handle.write, chunk)
+            written += len(chunk)
+    finally:
+        await asyncio.to_thread(handle.close)
+    return written
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,353 @@
+"""AriClient without a network: URL building, error mapping, and the event loop's behaviour
+fed by scripted websockets (the real websocket is exercised in tests/integration)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import WSMessage, WSMsgType
+
+from callrec.ari import errors
+from callrec.ari.backoff import Backoff
+from callrec.ari.client import AriClient, _basic_auth, _list_of, _segment
+from callrec.ari.events import (
+    ApplicationReplaced,
+    Connected,
+    Disconnected,
+    Event,
+    StasisStart,
+    UnknownEvent,
+)
+from callrec.ari.models import Application, Bridge, StoredRecording, endpoint_state
+from tests.unit.test_ari_samples import bridge, sample
+
+# -- pure helpers ------------------------------------------------------------------------
+
+
+def test_constructor_does_no_io_and_rest_needs_start() -> None:
+    ari = AriClient("http://127.0.0.1:1", "u", "p", "callrec")
+    assert not ari.connected
+    assert (ari.reconnects, ari.rejected_events) == (0, 0)
+    with pytest.raises(RuntimeError, match="async with"):
+        ari._require_session()
+
+
+@pytest.mark.parametrize(
+    "base", ["http://h:8088", "http://h:8088/", "http://h:8088/ari", "http://h:8088/ari/"]
+)
+def test_urls_are_built_under_ari(base: str) -> None:
+    ari = AriClient(base, "u", "p", "callrec")
+    assert str(ari._url("channels", "1764357885.17", "answer")) == (
+        "http://h:8088/ari/channels/1764357885.17/answer"
+    )
+
+
+def test_recording_names_keep_their_slashes_encoded() -> None:
+    ari = AriClient("http://h:8088", "u", "p", "callrec")
+    url = ari._url("recordings", "stored", "2026/11/28/6f1c", "file")
+    assert url.raw_path == "/ari/recordings/stored/2026%2F11%2F28%2F6f1c/file"
+    assert url.with_query([("media", "sound:x")]).raw_path == url.raw_path
+
+
+@pytest.mark.parametrize(
+    ("value", "quoted"),
+    [("a b", "a%20b"), ("x?y#z", "x%3Fy%23z"), ("100%", "100%25"), ("ä", "%C3%A4")],
+)
+def test_segments_are_fully_quoted(value: str, quoted: str) -> None:
+    assert _segment(value) == quoted
+
+
+@pytest.mark.parametrize("value", ["", ".", "..", "a/../b", "../etc"])
+def test_traversal_segments_are_refused(value: str) -> None:
+    with pytest.raises(ValueError, match=r"segment|not allowed"):
+        _segment(value)
+
+
+def test_basic_auth_header() -> None:
+    # RFC 7617 example
+    assert _basic_auth("Aladdin", "open sesame") == "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (400, errors.AriBadRequest),
+        (404, errors.AriNotFound),
+        (409, errors.AriConflict),
+        (412, errors.AriInvalidState),
+        (422, errors.AriUnprocessable),
+        (500, errors.AriServerError),
+        (503, errors.AriServerError),
+        (401, errors.AriError),
+        (403, errors.AriError),
+    ],
+)
+def test_status_maps_to_typed_error(status: int, kind: type[errors.AriError]) -> None:
+    exc = errors.error_for_status(status, f"GET /ari/x: {status} Channel not found")
+    assert type(exc) is kind
+    assert exc.ari_status == status
+    assert "Channel not found" in str(exc)
+    assert exc.http_status == 502
+
+
+def test_error_tree() -> None:
+    assert issubclass(errors.AriInvalidState, errors.AriConflict)
+    from callrec.errors import CallrecError
+
+    for cls in (errors.AriNotFound, errors.AriUnavailable, errors.EventDecodeError):
+        assert issubclass(cls, errors.AriError)
+        assert issubclass(cls, CallrecError)
+    assert errors.AriUnavailable().http_status == 503
+    assert errors.AriUnavailable().message == "Asterisk is unavailable"
+
+
+def test_rest_models_decode() -> None:
+    app = Application.from_json(
+        {
+            "name": "callrec",
+            "channel_ids": ["1764357885.17"],
+            "bridge_ids": ["call-6f1c"],
+            "endpoint_ids": [],
+            "device_names": [],
+            "events_allowed": [],
+            "events_disallowed": [],
+        }
+    )
+    assert app == Application("callrec", ("1764357885.17",), ("call-6f1c",))
+    assert _list_of([bridge()], Bridge.from_json, "bridges") == [Bridge("call-6f1c", "mixing", ())]
+    assert StoredRecording.from_json({"name": "a/b", "format": "wav"}).name == "a/b"
+    assert endpoint_state(
+        {"technology": "PJSIP", "resource": "agent1", "state": "online", "channel_ids": []}
+    ) == ("online")
+    assert endpoint_state({"technology": "PJSIP", "resource": "x", "channel_ids": []}) == (
+        "unknown"
+    )
+    with pytest.raises(errors.AriDecodeError, match="list"):
+        _list_of({"message": "x"}, Bridge.from_json, "bridges")
+    with pytest.raises(errors.AriDecodeError, match="channel_ids"):
+        Application.from_json({"name": "callrec", "bridge_ids": []})
+
+
+# -- the event loop, fed by scripted websockets ------------------------------------------
+
+
+def text(obj: Any) -> WSMessage:
+    return WSMessage(WSMsgType.TEXT, obj if isinstance(obj, str) else json.dumps(obj), None)
+
+
+class ScriptedSocket:
+    """Plays a list of messages, then reports the close it was given."""
+
+    def __init__(
+        self,
+        messages: list[WSMessage],
+        *,
+        end: WSMessage | None = None,
+        close_code: int = 1000,
+        error: BaseException | None = None,
+        hang: bool = False,
+    ) -> None:
+        self._messages = list(messages)
+        self._end = end or WSMessage(WSMsgType.CLOSE, 1000, "")
+        self.close_code = close_code
+        self._error = error
+        self._hang = hang
+        self.closed = False
+
+    async def receive(self) -> WSMessage:
+        await asyncio.sleep(0)
+        if self._messages:
+            return self._messages.pop(0)
+        if self._hang:
+            await asyncio.Event().wait()
+        return self._end
+
+    def exception(self) -> BaseException | None:
+        return self._error
+
+    async def close(self) -> bool:
+        self.closed = True
+        return True
+
+
+class Harness:
+    """Runs `run_events` against a queue of scripted connection attempts."""
+
+    def __init__(self, attempts: list[ScriptedSocket | None]) -> None:
+        self.ari = AriClient(
+            "http://127.0.0.1:1",
+            "u",
+            "p",
+            "callrec",
+            backoff_factory=lambda: Backoff(uniform=lambda: 0.0),
+        )
+        self.attempts = list(attempts)
+        self.sockets = [a for a in attempts if a is not None]
+        self.events: list[Event] = []
+        self.connected_seen: list[bool] = []
+        self.connects = 0
+        self.exhausted = asyncio.Event()
+        self.arrived = asyncio.Condition()
+        self.ari._connect_events = self._connect  # type: ignore[method-assign]
+
+    async def _connect(self) -> Any:
+        self.connects += 1
+        if not self.attempts:
+            self.exhausted.set()
+            await asyncio.Event().wait()
+        return self.attempts.pop(0)
+
+    async def handler(self, event: Event) -> None:
+        self.events.append(event)
+        self.connected_seen.append(self.ari.connected)
+        async with self.arrived:
+            self.arrived.notify_all()
+
+    async def wait_events(self, count: int) -> None:
+        async with asyncio.timeout(5), self.arrived:
+            await self.arrived.wait_for(lambda: len(self.events) >= count)
+
+    async def run(self) -> list[Event]:
+        task = asyncio.create_task(self.ari.run_events(self.handler))
+        async with asyncio.timeout(5):
+            await self.exhausted.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return self.events
+
+
+def kinds(events: list[Event]) -> list[str]:
+    return [e.type for e in events]
+
+
+async def test_good_events_are_delivered_in_order_and_bad_ones_counted() -> None:
+    start = sample("StasisStart")
+    varset = {"type": "ChannelVarset", "variable": "X", "value": "1"}
+    broken = sample("ChannelDestroyed")
+    del broken["cause"]
+    first = ScriptedSocket(
+        [
+            text(start),
+            text("{not json"),
+            text([1, 2]),
+            text(broken),
+            WSMessage(WSMsgType.BINARY, b"\x00", None),
+            text(varset),
+            text(sample("StasisEnd")),
+        ]
+    )
+    h = Harness([first])
+    events = await h.run()
+    assert kinds(events) == [
+        "Connected",
+        "StasisStart",
+        "ChannelVarset",
+        "StasisEnd",
+        "Disconnected",
+    ]
+    assert events[0] == Connected(reconnect=False, timestamp=events[0].timestamp)
+    assert isinstance(events[1], StasisStart)
+    assert isinstance(events[2], UnknownEvent)
+    assert h.ari.rejected_events == 4
+    assert h.ari.reconnects == 0
+    assert first.closed
+    disconnected = events[-1]
+    assert isinstance(disconnected, Disconnected)
+    assert "closed by Asterisk" in disconnected.reason
+    assert h.connected_seen == [True, True, True, True, False]
+    assert not h.ari.connected
+
+
+async def test_reconnects_after_drops_and_failed_attempts() -> None:
+    h = Harness(
+        [
+            None,  # Asterisk not up yet: no Connected, no Disconnected
+            ScriptedSocket([text(sample("StasisStart"))]),
+            None,
+            None,
+            ScriptedSocket(
+                [],
+                end=WSMessage(WSMsgType.ERROR, RuntimeError("x"), None),
+                error=aiohttp.ServerTimeoutError("No PONG received after 5.0 seconds"),
+            ),
+            ScriptedSocket([], end=WSMessage(WSMsgType.CLOSED, None, None)),
+        ]
+    )
+    events = await h.run()
+    assert kinds(events) == [
+        "Connected",
+        "StasisStart",
+        "Disconnected",
+        "Connected",
+        "Disconnected",
+        "Connected",
+        "Disconnected",
+    ]
+    flags = [e.reconnect for e in events if isinstance(e, Connected)]
+    assert flags == [False, True, True]
+    assert h.ari.reconnects == 2
+    reasons = [e.reason for e in events if isinstance(e, Disconnected)]
+    assert "No PONG" in reasons[1]
+    assert h.connects == 7
+    assert all(s.closed for s in h.sockets)
+
+
+async def test_application_replaced_is_delivered_then_the_socket_is_given_up() -> None:
+    replaced = ScriptedSocket([text(sample("ApplicationReplaced"))], hang=True)
+    h = Harness([replaced, ScriptedSocket([])])
+    events = await h.run()
+    assert kinds(events) == [
+        "Connected",
+        "ApplicationReplaced",
+        "Disconnected",
+        "Connected",
+        "Disconnected",
+    ]
+    assert isinstance(events[1], ApplicationReplaced)
+    assert isinstance(events[2], Disconnected) and "replaced" in events[2].reason
+    assert replaced.closed
+    assert h.ari.reconnects == 1
+
+
+async def test_a_failing_handler_does_not_stop_the_stream() -> None:
+    seen: list[str] = []
+
+    async def handler(event: Event) -> None:
+        seen.append(event.type)
+        if isinstance(event, StasisStart):
+            raise RuntimeError("bug in the consumer")
+
+    h = Harness([ScriptedSocket([text(sample("StasisStart")), text(sample("StasisEnd"))])])
+    h.handler = handler  # type: ignore[method-assign]
+    await h.run()
+    assert seen == ["Connected", "StasisStart", "StasisEnd", "Disconnected"]
+
+
+async def test_cancel_closes_the_socket_and_propagates() -> None:
+    live = ScriptedSocket([text(sample("StasisStart"))], hang=True)
+    h = Harness([live])
+    task = asyncio.create_task(h.ari.run_events(h.handler))
+    await h.wait_events(2)
+    assert h.ari.connected
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert live.closed
+    assert not h.ari.connected
+    assert kinds(h.events) == ["Connected", "StasisStart"]
+
+
+async def test_run_events_cannot_run_twice() -> None:
+    h = Harness([ScriptedSocket([], hang=True)])
+    task = asyncio.create_task(h.ari.run_events(h.handler))
+    await h.wait_events(1)
+    with pytest.raises(RuntimeError, match="already running"):
+        await h.ari.run_events(h.handler)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
