@@ -1,0 +1,560 @@
+"""The pure call state machine: every path of issue 3, and odd orders of events."""
+
+from __future__ import annotations
+
+import pytest
+
+from callrec.calls import machine as m
+from callrec.routing.model import Strategy
+from tests.unit.test_calls_harness import (
+    AGENTS,
+    BRIDGE,
+    CALL_ID,
+    CALLER_CHANNEL,
+    CLOSED,
+    CLOSED_PB,
+    NOTICE,
+    NOTICE_PB,
+    REC,
+    T0,
+    Sim,
+    leg_id,
+    plan,
+)
+
+
+def test_unknown_service_is_hung_up_cleanly_and_recorded() -> None:
+    sim = Sim()
+    out = sim.enter(None)
+    assert sim.state.phase is m.Phase.DONE
+    assert m.HangupChannel(CALLER_CHANNEL, "unallocated") in out
+    assert not sim.all(m.Answer)
+    row = sim.persisted()
+    assert row["end_reason"] == "unknown_service"
+    assert row["service_number"] == "100"
+    assert row["caller_number"] == "+358401234567"
+    assert row["started_at"] <= row["ended_at"]
+    assert row["state"] == "done"
+    assert any(c.level == "warning" for c in sim.all(m.Log))
+    # the row is written before anything else happens
+    assert isinstance(out[0], m.Persist)
+
+
+def test_happy_path_in_order() -> None:
+    sim = Sim()
+    out = sim.enter(plan())
+    assert isinstance(out[0], m.Persist)
+    assert m.Answer(CALLER_CHANNEL) in out
+    assert sim.state.phase is m.Phase.ANSWERING
+
+    out = sim.answered()
+    assert m.Play(CALLER_CHANNEL, NOTICE.media, NOTICE_PB) in out
+    assert sim.state.phase is m.Phase.NOTICE
+    row = sim.persisted()
+    assert row["notice_prompt"] == "notice/fi/abc"
+    assert row["notice_language"] == "fi"
+    assert row["notice_started_at"] > row["started_at"]
+    assert not sim.all(m.CreateAgentChannel), "no agent is reached before the notice ends"
+
+    out = sim.notice_done()
+    assert sim.persisted()["notice_completed"] is True
+    assert m.Ring(CALLER_CHANNEL) in out
+    assert m.StartTimer(m.MAX_WAIT, 60.0) in out
+    assert sim.all(m.CreateAgentChannel, out) == [
+        m.CreateAgentChannel(leg_id(1), "PJSIP/agent1", "a1")
+    ]
+    assert m.Dial(leg_id(1), CALLER_CHANNEL, 20) in out
+    assert m.StartTimer("ring-1", 15.0) in out
+    assert sim.state.phase is m.Phase.RINGING
+
+    sim.feed(m.AgentDialStatus(sim.at(), leg_id(1), "RINGING"))
+    assert sim.state.phase is m.Phase.RINGING
+    out = sim.agent_answers(1)
+    assert sim.state.phase is m.Phase.CONNECTING
+    assert m.StopRing(CALLER_CHANNEL) in out
+    assert m.CancelTimer(m.MAX_WAIT) in out
+    assert m.CancelTimer("ring-1") in out
+    # bridge, caller in, record; the agent only after the recording has started
+    kinds = [type(c) for c in out if isinstance(c, m.CreateBridge | m.AddToBridge | m.RecordBridge)]
+    assert kinds == [m.CreateBridge, m.AddToBridge, m.RecordBridge]
+    assert m.AddToBridge(BRIDGE, CALLER_CHANNEL) in out
+    assert m.RecordBridge(BRIDGE, REC) in out
+    assert m.AddToBridge(BRIDGE, leg_id(1)) not in out
+    row = sim.persisted()
+    assert row["agent_name"] == "Aino Agentti"
+    assert row["agent_id"] == "a1"
+    assert row["agent_endpoint"] == "PJSIP/agent1"
+    assert row["recording_name"] == REC
+    assert row["bridge_id"] == BRIDGE
+    assert row["answered_at"] > row["notice_started_at"]
+
+    out = sim.feed(m.RecordingStarted(sim.at(), REC))
+    assert out.count(m.AddToBridge(BRIDGE, leg_id(1))) == 1
+    assert sim.state.phase is m.Phase.CONVERSATION
+
+    out = sim.feed(m.CallerGone(sim.at(), 16))
+    assert m.HangupChannel(leg_id(1), "normal") in out
+    assert sim.state.phase is m.Phase.FINISHING
+    row = sim.persisted()
+    assert row["end_reason"] == "completed"
+    assert row["ended_at"] > row["answered_at"]
+
+    sim.feed(m.AgentGone(sim.at(), leg_id(1), 16))
+    out = sim.feed(m.RecordingFinished(sim.at(), REC))
+    assert out == [m.CancelTimer(m.FINISH_GUARD_TIMER), m.ArchiveRecording(REC, T0 + sim.step)]
+    out = sim.feed(m.RecordingArchived(sim.at(), REC, ok=True))
+    assert m.DestroyBridge(BRIDGE) in out
+    assert sim.state.done
+    assert sim.persisted()["state"] == "done"
+    assert sim.all(m.MarkAgent) == [
+        m.MarkAgent("a1", True, sim.state.answered_at),  # type: ignore[arg-type]
+        m.MarkAgent("a1", False, sim.state.ended_at),  # type: ignore[arg-type]
+    ]
+    assert list(m.live_channels(sim.state)) == []
+
+
+@pytest.mark.parametrize("status", ["BUSY", "CONGESTION", "CHANUNAVAIL", "NOANSWER"])
+def test_in_order_skips_an_agent_whose_dial_fails(status: str) -> None:
+    sim = Sim()
+    sim.to_ringing(plan())
+    out = sim.feed(m.AgentDialStatus(sim.at(), leg_id(1), status))
+    assert m.HangupChannel(leg_id(1), "normal") in out
+    assert m.CancelTimer("ring-1") in out
+    assert m.CreateAgentChannel(leg_id(2), "PJSIP/agent2", "a2") in out
+    assert m.StartTimer("ring-2", 15.0) in out
+    # the channel's destruction that follows changes nothing more
+    out = sim.feed(m.AgentGone(sim.at(), leg_id(1), 17))
+    assert not sim.all(m.CreateAgentChannel, out)
+
+
+@pytest.mark.parametrize("cause", [17, 18, 19, 20, 21, 1, 34])
+def test_in_order_skips_an_agent_whose_channel_is_destroyed(cause: int) -> None:
+    sim = Sim()
+    sim.to_ringing(plan())
+    out = sim.feed(m.AgentGone(sim.at(), leg_id(1), cause))
+    assert not sim.all(m.HangupChannel, out), "a gone channel is not hung up again"
+    assert m.CreateAgentChannel(leg_id(2), "PJSIP/agent2", "a2") in out
+
+
+def test_in_order_ring_timeout_moves_to_the_next_agent() -> None:
+    sim = Sim()
+    sim.to_ringing(plan())
+    out = sim.timer("ring-1")
+    assert m.HangupChannel(leg_id(1), "no_answer") in out
+    assert m.CreateAgentChannel(leg_id(2), "PJSIP/agent2", "a2") in out
+    sim.agent_answers(2)
+    assert sim.persisted()["agent_name"] == "Bertil Bengtsson"
+    # the first agent's late answer is not taken
+    out = sim.agent_answers(1)
+    assert sim.state.winner == leg_id(2)
+    assert not sim.all(m.HangupChannel, out), "already hung up once"
+
+
+def test_rounds_repeat_until_max_wait() -> None:
+    sim = Sim()
+    sim.to_ringing(plan(round_pause=2.0))
+    sim.timer("ring-1")
+    out = sim.timer("ring-2")
+    assert m.StartTimer(m.ROUND_PAUSE, 2.0) in out
+    assert not sim.all(m.CreateAgentChannel, out)
+    out = sim.timer(m.ROUND_PAUSE)
+    assert m.CreateAgentChannel(leg_id(3), "PJSIP/agent1", "a1") in out
+    assert sim.state.round == 2
+    sim.feed(m.AgentDialStatus(sim.at(), leg_id(3), "BUSY"))
+    assert sim.state.leg(leg_id(4)) is not None
+
+
+def test_max_wait_plays_please_call_later_and_never_records() -> None:
+    sim = Sim()
+    sim.to_ringing(plan(strategy=Strategy.RING_ALL))
+    out = sim.timer(m.MAX_WAIT)
+    assert sim.hangups() == {leg_id(1): ["normal"], leg_id(2): ["normal"]}
+    assert m.StopRing(CALLER_CHANNEL) in out
+    assert m.Play(CALLER_CHANNEL, CLOSED.media, CLOSED_PB) in out
+    assert m.CancelTimer("ring-round-1") in out
+    assert sim.state.phase is m.Phase.CLOSING
+    out = sim.feed(m.PromptFinished(sim.at(), CLOSED_PB))
+    assert m.HangupChannel(CALLER_CHANNEL, "normal") in out
+    assert sim.state.done
+    row = sim.persisted()
+    assert row["end_reason"] == "no_agent"
+    assert "recording_name" not in row
+    assert not sim.all(m.RecordBridge)
+    assert not sim.all(m.CreateBridge)
+    # an agent answering now is hung up, not connected
+    sim.feed(m.CallerGone(sim.at()))
+    assert sim.state.done
+    assert not sim.state.timers
+
+
+def test_max_wait_when_caller_leaves_during_the_closed_prompt() -> None:
+    sim = Sim()
+    sim.to_ringing(plan())
+    sim.timer(m.MAX_WAIT)
+    sim.feed(m.CallerGone(sim.at(), 16))
+    assert sim.state.done
+    assert sim.persisted()["end_reason"] == "no_agent"
+    assert CALLER_CHANNEL not in sim.hangups()
+
+
+def test_ring_all_first_answer_wins_second_answer_100ms_later_is_hung_up() -> None:
+    sim = Sim(step_ms=100)
+    out = sim.to_ringing(plan(strategy=Strategy.RING_ALL, agents=AGENTS))
+    assert [c.channel_id for c in sim.all(m.Dial, out)] == [leg_id(1), leg_id(2), leg_id(3)]
+    assert m.StartTimer("ring-round-1", 15.0) in out
+    out = sim.agent_answers(2)
+    assert sim.state.winner == leg_id(2)
+    assert m.HangupChannel(leg_id(1), "answered_elsewhere") in out
+    assert m.HangupChannel(leg_id(3), "answered_elsewhere") in out
+    out = sim.agent_answers(3)  # 100 ms later
+    assert sim.state.winner == leg_id(2)
+    assert not sim.all(m.CreateBridge, out)
+    assert sim.hangups() == {leg_id(1): ["answered_elsewhere"], leg_id(3): ["answered_elsewhere"]}
+    out = sim.feed(m.AgentDialStatus(sim.at(), leg_id(3), "ANSWER"))
+    assert all(isinstance(c, m.Log) for c in out)
+    sim.feed(m.RecordingStarted(sim.at(), REC))
+    assert sim.all(m.AddToBridge)[-1] == m.AddToBridge(BRIDGE, leg_id(2))
+    assert sim.persisted()["agent_name"] == "Bertil Bengtsson"
+
+
+def test_ring_all_round_timeout_and_all_busy() -> None:
+    sim = Sim()
+    sim.to_ringing(plan(strategy=Strategy.RING_ALL))
+    out = sim.timer("ring-round-1")
+    assert sim.hangups() == {leg_id(1): ["no_answer"], leg_id(2): ["no_answer"]}
+    assert m.StartTimer(m.ROUND_PAUSE, 2.0) in out
+    out = sim.timer(m.ROUND_PAUSE)
+    assert [c.channel_id for c in sim.all(m.Dial, out)] == [leg_id(3), leg_id(4)]
+    sim.feed(m.AgentDialStatus(sim.at(), leg_id(3), "BUSY"))
+    assert m.ROUND_PAUSE not in sim.state.timers
+    out = sim.feed(m.AgentGone(sim.at(), leg_id(4), 17))
+    assert m.CancelTimer("ring-round-2") in out
+    assert m.StartTimer(m.ROUND_PAUSE, 2.0) in out
+
+
+@pytest.mark.parametrize("strategy", [Strategy.ROUND_ROBIN, Strategy.LONGEST_IDLE])
+def test_sequential_strategies_ring_in_the_given_order(strategy: Strategy) -> None:
+    sim = Sim()
+    out = sim.to_ringing(plan(strategy=strategy, agents=(AGENTS[2], AGENTS[0])))
+    assert sim.all(m.CreateAgentChannel, out) == [
+        m.CreateAgentChannel(leg_id(1), "PJSIP/agent3", "a3")
+    ]
+    out = sim.timer("ring-1")
+    assert m.CreateAgentChannel(leg_id(2), "PJSIP/agent1", "a1") in out
+
+
+def test_caller_hangs_up_during_the_notice() -> None:
+    sim = Sim()
+    sim.enter(plan())
+    sim.answered()
+    out = sim.feed(m.CallerGone(sim.at(), 16))
+    assert sim.state.done
+    assert m.CancelTimer(m.NOTICE_GUARD) in out
+    row = sim.persisted()
+    assert row["end_reason"] == "abandoned"
+    assert row["abandoned_phase"] == "notice"
+    assert row.get("notice_completed", False) is False
+    assert not sim.all(m.HangupChannel), "the caller is gone; nothing to hang up"
+    # the playback ends after the hangup: still nothing rings
+    sim.notice_done()
+    assert not sim.all(m.CreateAgentChannel)
+    assert sim.state.done
+
+
+def test_caller_hangs_up_while_ringing() -> None:
+    sim = Sim()
+    sim.to_ringing(plan(strategy=Strategy.RING_ALL))
+    out = sim.feed(m.CallerGone(sim.at(), 16))
+    assert sim.hangups() == {leg_id(1): ["normal"], leg_id(2): ["normal"]}
+    assert m.CancelTimer(m.MAX_WAIT) in out
+    assert sim.state.done
+    row = sim.persisted()
+    assert (row["end_reason"], row["abandoned_phase"]) == ("abandoned", "ringing")
+
+
+def test_agent_answering_after_the_caller_hung_up_gets_no_bridge() -> None:
+    sim = Sim()
+    sim.to_ringing(plan())
+    sim.feed(m.CallerGone(sim.at(), 16))
+    out = sim.agent_answers(1)
+    assert not sim.all(m.CreateBridge)
+    assert not sim.all(m.HangupChannel, out), "hung up once already"
+    assert sim.hangups() == {leg_id(1): ["normal"]}
+
+
+def test_recording_started_after_the_caller_hung_up() -> None:
+    sim = Sim()
+    sim.to_ringing(plan())
+    sim.agent_answers(1)
+    out = sim.feed(m.CallerGone(sim.at(), 16))
+    assert m.HangupChannel(leg_id(1), "normal") in out
+    assert sim.state.phase is m.Phase.FINISHING
+    row = sim.persisted()
+    assert (row["end_reason"], row["abandoned_phase"]) == ("abandoned", "connecting")
+    out = sim.feed(m.RecordingStarted(sim.at(), REC))
+    assert m.StopRecording(REC) in out
+    assert m.AddToBridge(BRIDGE, leg_id(1)) not in sim.history
+    sim.feed(m.RecordingFinished(sim.at(), REC))
+    sim.feed(m.RecordingArchived(sim.at(), REC, ok=True))
+    assert sim.state.done
+
+
+def test_recording_failure_keeps_the_call_going_unrecorded() -> None:
+    sim = Sim()
+    sim.to_ringing(plan())
+    sim.agent_answers(1)
+    out = sim.feed(m.RecordingFailed(sim.at(), REC, "disk full"))
+    assert m.AddToBridge(BRIDGE, leg_id(1)) in out
+    assert sim.state.phase is m.Phase.CONVERSATION
+    assert sim.persisted()["recording_name"] is None
+    assert any(c.level == "error" for c in sim.all(m.Log, out))
+    sim.feed(m.AgentGone(sim.at(), leg_id(1), 16))
+    assert sim.state.done
+    assert sim.persisted()["end_reason"] == "completed"
+    assert not sim.all(m.ArchiveRecording)
+
+
+def test_record_bridge_command_failure_counts_as_recording_failure() -> None:
+    sim = Sim()
+    sim.to_ringing(plan())
+    sim.agent_answers(1)
+    cmd = m.RecordBridge(BRIDGE, REC)
+    out = sim.feed(m.CommandFailed(sim.at(), cmd, "409 name in use"))
+    assert m.AddToBridge(BRIDGE, leg_id(1)) in out
+    assert sim.state.recording is m.RecState.FAILED
+
+
+def test_recording_start_guard_adds_the_agent_anyway() -> None:
+    sim = Sim()
+    sim.to_ringing(plan())
+    sim.agent_answers(1)
+    out = sim.timer(m.RECORD_GUARD)
+    assert m.AddToBridge(BRIDGE, leg_id(1)) in out
+    out = sim.feed(m.RecordingStarted(sim.at(), REC))
+    assert m.AddToBridge(BRIDGE, leg_id(1)) not in out
+    assert sim.state.recording is m.RecState.STARTED
+
+
+def test_agent_hangs_up_in_conversation() -> None:
+    sim = Sim()
+    sim.to_conversation()
+    out = sim.feed(m.AgentGone(sim.at(), leg_id(1), 16))
+    assert m.HangupChannel(CALLER_CHANNEL, "normal") in out
+    assert sim.persisted()["end_reason"] == "completed"
+    assert sim.state.phase is m.Phase.FINISHING
+    # the caller's own hangup event afterwards changes nothing
+    assert sim.feed(m.CallerGone(sim.at(), 16)) == []
+
+
+def test_finish_guard_fetches_a_recording_whose_end_was_not_reported() -> None:
+    sim = Sim()
+    sim.to_conversation()
+    out = sim.feed(m.CallerGone(sim.at(), 16))
+    assert m.StartTimer(m.FINISH_GUARD_TIMER, m.FINISH_GUARD) in out
+    out = sim.timer(m.FINISH_GUARD_TIMER)
+    assert out[-2:] == [m.StopRecording(REC), m.ArchiveRecording(REC, sim.state.started_at)]
+    # the late RecordingFinished does not archive a second time
+    assert not sim.all(m.ArchiveRecording, sim.feed(m.RecordingFinished(sim.at(), REC)))
+    sim.feed(m.RecordingArchived(sim.at(), REC, ok=False))
+    assert sim.state.done
+    assert sim.state.recording is m.RecState.LOST
+
+
+def test_recording_finished_mid_conversation_is_archived_and_call_goes_on() -> None:
+    sim = Sim()
+    sim.to_conversation()
+    out = sim.feed(m.RecordingFinished(sim.at(), REC))
+    assert m.ArchiveRecording(REC, sim.state.started_at) in out
+    sim.feed(m.RecordingArchived(sim.at(), REC, ok=True))
+    assert sim.state.phase is m.Phase.CONVERSATION
+    sim.feed(m.CallerGone(sim.at()))
+    assert sim.state.done
+
+
+def test_failed_notice_means_no_recording() -> None:
+    sim = Sim()
+    sim.enter(plan())
+    sim.answered()
+    sim.notice_done(failed=True)
+    assert sim.persisted()["notice_completed"] is False
+    out = sim.agent_answers(1)
+    assert m.AddToBridge(BRIDGE, leg_id(1)) in out
+    assert not sim.all(m.RecordBridge)
+    assert sim.state.phase is m.Phase.CONVERSATION
+    sim.feed(m.CallerGone(sim.at()))
+    assert sim.state.done
+
+
+def test_play_command_failure_for_the_notice_means_no_recording() -> None:
+    sim = Sim()
+    sim.enter(plan())
+    sim.answered()
+    cmd = m.Play(CALLER_CHANNEL, NOTICE.media, NOTICE_PB)
+    sim.feed(m.CommandFailed(sim.at(), cmd, "500"))
+    assert sim.state.phase is m.Phase.RINGING
+    assert sim.state.recording is m.RecState.DISABLED
+
+
+def test_missing_notice_prompt_means_no_recording() -> None:
+    sim = Sim()
+    sim.enter(plan(notice=None))
+    out = sim.answered()
+    assert not sim.all(m.Play, out)
+    assert sim.state.phase is m.Phase.RINGING
+    sim.agent_answers(1)
+    assert not sim.all(m.RecordBridge)
+
+
+def test_notice_guard_when_no_playback_end_arrives() -> None:
+    sim = Sim()
+    out = sim.enter(plan())
+    out = sim.answered()
+    assert m.StartTimer(m.NOTICE_GUARD, 4.0 + m.PROMPT_GUARD_SLACK) in out
+    sim.timer(m.NOTICE_GUARD)
+    assert sim.state.phase is m.Phase.RINGING
+    assert sim.state.recording is m.RecState.DISABLED
+
+
+def test_closed_service_plays_the_closed_prompt() -> None:
+    sim = Sim()
+    sim.enter(plan(is_open=False))
+    out = sim.answered()
+    assert m.Play(CALLER_CHANNEL, CLOSED.media, CLOSED_PB) in out
+    assert not sim.all(m.Play, [c for c in out if c == m.Play(CALLER_CHANNEL, NOTICE.media, "")])
+    sim.feed(m.PromptFinished(sim.at(), CLOSED_PB))
+    assert sim.state.done
+    assert sim.persisted()["end_reason"] == "closed"
+    assert not sim.all(m.CreateAgentChannel)
+
+
+def test_service_without_agents_says_please_call_later() -> None:
+    sim = Sim()
+    out = sim.to_ringing(plan(agents=()))
+    assert m.Play(CALLER_CHANNEL, CLOSED.media, CLOSED_PB) in out
+    assert sim.state.phase is m.Phase.CLOSING
+
+
+def test_no_closed_prompt_hangs_up_at_max_wait() -> None:
+    sim = Sim()
+    sim.to_ringing(plan(closed_prompt=None))
+    out = sim.timer(m.MAX_WAIT)
+    assert m.HangupChannel(CALLER_CHANNEL, "normal") in out
+    assert sim.state.done
+    assert sim.persisted()["end_reason"] == "no_agent"
+
+
+def test_closing_guard_hangs_up_when_no_playback_end_arrives() -> None:
+    sim = Sim()
+    sim.to_ringing(plan())
+    sim.timer(m.MAX_WAIT)
+    out = sim.timer(m.CLOSING_GUARD)
+    assert m.HangupChannel(CALLER_CHANNEL, "normal") in out
+    assert sim.state.done
+
+
+def test_music_on_hold_instead_of_ringing() -> None:
+    sim = Sim()
+    out = sim.to_ringing(plan(hold=m.HoldSound.MOH))
+    assert m.StartMoh(CALLER_CHANNEL) in out
+    out = sim.agent_answers(1)
+    assert m.StopMoh(CALLER_CHANNEL) in out
+
+
+def test_duplicate_and_unknown_events_change_nothing() -> None:
+    sim = Sim()
+    sim.to_conversation()
+    before = sim.state
+    for event in (
+        m.CallerEntered(sim.at(), "100", "x", "y", plan()),
+        m.Answered(sim.at()),
+        m.AgentAnswered(sim.at(), leg_id(1)),
+        m.AgentAnswered(sim.at(), "no-such-channel"),
+        m.AgentGone(sim.at(), "no-such-channel", 16),
+        m.AgentDialStatus(sim.at(), "no-such-channel", "BUSY"),
+        m.RecordingStarted(sim.at(), REC),
+        m.RecordingStarted(sim.at(), "callrec-someone-else"),
+        m.RecordingFinished(sim.at(), "callrec-someone-else"),
+        m.RecordingArchived(sim.at(), REC, ok=True),
+        m.PromptFinished(sim.at(), NOTICE_PB),
+        m.PromptFinished(sim.at(), "unknown-playback"),
+        m.TimerFired(sim.at(), "ring-1"),  # cancelled already: stale
+        m.TimerFired(sim.at(), "no-such-timer"),
+    ):
+        out = sim.feed(event)
+        assert all(isinstance(c, m.Log) for c in out), (event, out)
+        assert sim.state == before
+
+
+def test_dial_status_answer_and_state_up_count_as_one_answer() -> None:
+    sim = Sim()
+    sim.to_ringing(plan())
+    sim.feed(m.AgentDialStatus(sim.at(), leg_id(1), "ANSWER"))
+    sim.agent_answers(1)
+    assert len(sim.all(m.CreateBridge)) == 1
+    assert len(sim.all(m.RecordBridge)) == 1
+
+
+def test_create_channel_failure_moves_on() -> None:
+    sim = Sim()
+    sim.to_ringing(plan())
+    cmd = m.CreateAgentChannel(leg_id(1), "PJSIP/agent1", "a1")
+    out = sim.feed(m.CommandFailed(sim.at(), cmd, "500 allocation failed"))
+    assert m.CreateAgentChannel(leg_id(2), "PJSIP/agent2", "a2") in out
+    assert leg_id(1) not in sim.hangups()
+
+
+def test_answer_failure_when_the_caller_is_gone() -> None:
+    sim = Sim()
+    sim.enter(plan())
+    sim.feed(m.CommandFailed(sim.at(), m.Answer(CALLER_CHANNEL), "404", not_found=True))
+    assert sim.state.done
+    assert sim.persisted()["end_reason"] == "abandoned"
+    assert not sim.hangups()
+
+
+def test_bridge_failure_ends_the_call_as_failed() -> None:
+    sim = Sim()
+    sim.to_ringing(plan())
+    sim.agent_answers(1)
+    sim.feed(m.CommandFailed(sim.at(), m.CreateBridge(BRIDGE), "500"))
+    assert sim.persisted()["end_reason"] == "failed"
+    assert set(sim.hangups()) == {CALLER_CHANNEL, leg_id(1)}
+
+
+def test_ids_are_deterministic_and_free_of_caller_text() -> None:
+    a, b = Sim(), Sim()
+    for sim in (a, b):
+        sim.feed(
+            m.CallerEntered(sim.at(), "100", "../../etc/passwd", "'; DROP TABLE calls; --", plan())
+        )
+        sim.answered()
+        sim.notice_done()
+        sim.agent_answers(1)
+    assert a.history == b.history
+    assert f"callrec-{CALL_ID}" == REC
+    assert m.call_id_from_recording(REC) == CALL_ID
+    for bad in ("callrec-../x", "other-" + str(CALL_ID), "callrec-" + str(CALL_ID).upper()):
+        assert m.call_id_from_recording(bad) is None
+    assert a.persisted()["caller_number"] == "../../etc/passwd"
+
+
+def test_resumed_conversation_finishes_and_archives() -> None:
+    agent = AGENTS[0]
+    state = m.resumed_conversation(
+        call_id=CALL_ID,
+        caller_channel=CALLER_CHANNEL,
+        agent=agent,
+        agent_channel="agent-chan",
+        bridge_id=BRIDGE,
+        recording_name=REC,
+        started_at=T0,
+        answered_at=T0,
+    )
+    sim = Sim()
+    sim.state = state
+    out = sim.feed(m.CallerGone(sim.at()))
+    assert m.HangupChannel("agent-chan", "normal") in out
+    sim.feed(m.RecordingFinished(sim.at(), REC))
+    sim.feed(m.RecordingArchived(sim.at(), REC, ok=True))
+    assert sim.state.done
+    assert sim.persisted()["end_reason"] == "completed"
