@@ -1,0 +1,106 @@
+"""Zip bundles (access exports, disclosures) written whole or not at all."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from callrec.privacy.errors import Conflict, Invalid
+
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class BundleWriter:
+    """Collects members in a temp file next to `out`; `commit()` renames it into place.
+
+    Use as a context manager: leaving it without commit (an error, a cancellation) removes the
+    temp file, so a reader never sees a partial zip."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self._tmp: Path | None = None
+        self._zip: zipfile.ZipFile | None = None
+        self._files: list[dict[str, Any]] = []
+
+    def __enter__(self) -> BundleWriter:
+        parent = self.out.parent
+        if not parent.is_dir():
+            raise Invalid(f"output directory does not exist: {parent}")
+        if self.out.exists():
+            raise Conflict(f"refusing to overwrite {self.out}")
+        fd, name = tempfile.mkstemp(prefix=f".{self.out.name}.", suffix=".part", dir=parent)
+        os.close(fd)
+        self._tmp = Path(name)
+        self._zip = zipfile.ZipFile(self._tmp, "w", compression=zipfile.ZIP_DEFLATED)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._zip is not None:
+            self._zip.close()
+            self._zip = None
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
+            self._tmp = None
+
+    @property
+    def files(self) -> list[dict[str, Any]]:
+        return list(self._files)
+
+    def add_file(self, name: str, source: Path, **extra: Any) -> str:
+        """Copy a file in; returns the SHA-256 of the bytes actually written."""
+        assert self._zip is not None
+        digest = hashlib.sha256()
+        size = 0
+        with source.open("rb") as src, self._zip.open(name, "w") as dst:
+            while chunk := src.read(_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+                dst.write(chunk)
+        sha = digest.hexdigest()
+        self._files.append({"name": name, "sha256": sha, "bytes": size, **extra})
+        return sha
+
+    def add_bytes(self, name: str, data: bytes, *, listed: bool = True) -> str:
+        assert self._zip is not None
+        self._zip.writestr(name, data)
+        sha = hashlib.sha256(data).hexdigest()
+        if listed:
+            self._files.append({"name": name, "sha256": sha, "bytes": len(data)})
+        return sha
+
+    def add_manifest(self, manifest: dict[str, Any]) -> str:
+        data = json.dumps(manifest, indent=2, ensure_ascii=False, sort_keys=True).encode()
+        return self.add_bytes("manifest.json", data, listed=False)
+
+    def commit(self) -> Path:
+        """Finish the zip, fsync it and rename it to `out` (atomic on one filesystem)."""
+        assert self._zip is not None and self._tmp is not None
+        self._zip.close()
+        self._zip = None
+        with self._tmp.open("rb") as fh:
+            os.fsync(fh.fileno())
+        os.chmod(self._tmp, 0o600)
+        if self.out.exists():
+            raise Conflict(f"refusing to overwrite {self.out}")
+        os.replace(self._tmp, self.out)
+        self._tmp = None
+        dir_fd = os.open(self.out.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        return self.out
+

@@ -1,0 +1,144 @@
+"""Deleting calls crash-safely: queue, remove the file, then remove the rows.
+
+A queued call is hidden from every reader. The file goes before the rows, so a crash at any
+moment leaves at worst a queued row whose file is already gone — never an orphan file in the
+archive — and the next run (or the daily job) finishes the queue."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from uuid import UUID
+
+import asyncpg
+import structlog
+
+from callrec.privacy import audit
+from callrec.privacy.errors import Unavailable
+
+log = structlog.get_logger(__name__)
+
+Progress = Callable[[int, int], None]
+
+
+def archive_file(root: Path, relative: str) -> Path:
+    """The absolute path of a stored relative path; refuses anything escaping the root."""
+    candidate = (root / relative).resolve()
+    if not candidate.is_relative_to(root.resolve()) or os.path.isabs(relative):
+        raise Unavailable("a recording path points outside the archive")
+    return candidate
+
+
+async def queued_ids(conn: asyncpg.Connection, call_ids: Sequence[UUID]) -> set[UUID]:
+    """Which of these calls are queued for deletion (a fresh look: call after locking)."""
+    rows = await conn.fetch(
+        "SELECT call_id FROM purge_queue WHERE call_id = ANY($1::uuid[])", list(call_ids)
+    )
+    return {r["call_id"] for r in rows}
+
+
+async def enqueue(
+    conn: asyncpg.Connection, call_ids: Sequence[UUID], cause: str, case_id: int | None = None
+) -> None:
+    """Queue calls (their rows must be locked FOR UPDATE by the caller's transaction)."""
+    await conn.execute(
+        """INSERT INTO purge_queue (call_id, path, cause, case_id)
+           SELECT c.id, r.path, $2, $3 FROM calls c LEFT JOIN recordings r ON r.call_id = c.id
+           WHERE c.id = ANY($1::uuid[])
+           ON CONFLICT (call_id) DO NOTHING""",
+        list(call_ids), cause, case_id,
+    )
+
+
+def _remove(root: Path, relative: str) -> None:
+    path = archive_file(root, relative)
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return  # an earlier, interrupted run already removed it
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def remove_file(root: Path, relative: str) -> None:
+    """Remove one queued recording file (a seam the crash tests interrupt)."""
+    _remove(root, relative)
+
+
+async def delete_rows(conn: asyncpg.Connection, call_ids: Sequence[UUID]) -> int:
+    """Delete calls (recordings and queue rows cascade); returns how many went."""
+    result = await conn.execute("DELETE FROM calls WHERE id = ANY($1::uuid[])", list(call_ids))
+    return int(result.split()[-1])
+
+
+@dataclass(frozen=True)
+class Finished:
+    call_ids: tuple[UUID, ...]
+    case_ids: tuple[int, ...]
+
+
+async def finish(
+    pool: asyncpg.Pool,
+    root: Path,
+    *,
+    actor: str,
+    case_id: int | None = None,
+    batch_size: int = 100,
+    progress: Progress | None = None,
+) -> Finished:
+    """Work through the queue (or one case's part of it) in batches; audit each batch."""
+    done: list[UUID] = []
+    cases: set[int] = set()
+    async with pool.acquire() as conn:
+        total = await conn.fetchval(
+            "SELECT count(*) FROM purge_queue WHERE $1::bigint IS NULL OR case_id = $1", case_id
+        )
+        if progress:
+            progress(0, total)
+        while True:
+            batch = await conn.fetch(
+                """SELECT call_id, path, cause, case_id FROM purge_queue
+                   WHERE $1::bigint IS NULL OR case_id = $1
+                   ORDER BY queued_at, call_id LIMIT $2""",
+                case_id, batch_size,
+            )
+            if not batch:
+                break
+            for row in batch:
+                if row["path"]:
+                    remove_file(root, row["path"])
+            ids = [r["call_id"] for r in batch]
+            async with conn.transaction():
+                await delete_rows(conn, ids)
+                by_cause: dict[str, list[str]] = {}
+                for r in batch:
+                    by_cause.setdefault(r["cause"], []).append(str(r["call_id"]))
+                batch_cases = sorted({r["case_id"] for r in batch if r["case_id"] is not None})
+                await audit.append(
+                    conn, actor=actor, action="purge", target="calls",
+                    details={"call_ids": by_cause, "cases": batch_cases},
+                )
+            done.extend(ids)
+            cases.update(batch_cases)
+            log.info("purge_batch", calls=len(ids), done=len(done), total=total)
+            if progress:
+                progress(min(len(done), total), max(total, len(done)))
+        if cases:
+            await close_erasure_cases(conn, sorted(cases))
+    return Finished(tuple(done), tuple(sorted(cases)))
+
+
+async def close_erasure_cases(conn: asyncpg.Connection, case_ids: Sequence[int]) -> None:
+    """Give erasure cases whose queue is empty their final status."""
+    await conn.execute(
+        """UPDATE privacy_requests p
+           SET status = p.result->>'final_status', closed_at = now()
+           WHERE p.id = ANY($1::bigint[]) AND p.status = 'erasing'
+             AND NOT EXISTS (SELECT 1 FROM purge_queue q WHERE q.case_id = p.id)""",
+        list(case_ids),
+    )
