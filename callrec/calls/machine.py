@@ -331,6 +331,13 @@ class TimerFired(FlowEvent):
 
 
 @dataclass(frozen=True)
+class EndCall(FlowEvent):
+    """End the call now (reconciliation, shutdown): hang up everyone, keep the recording."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class CommandFailed(FlowEvent):
     command: Command
     error: str
@@ -1009,10 +1016,8 @@ def _on_command_failed(step: _Step, ev: CommandFailed) -> None:
     if isinstance(cmd, CreateAgentChannel | Dial):
         leg = s.leg(cmd.channel_id)
         if leg is not None and leg.status is LegStatus.DIALLING:
-            if isinstance(cmd, CreateAgentChannel) or ev.not_found:
-                step.update_leg(leg.channel_id, LegStatus.GONE)
-            else:
-                step.hangup_leg(leg, "normal")
+            # hang up even so: after a timeout the channel may exist all the same
+            step.hangup_leg(leg, "normal")
             _leg_failed(step, leg, "could not dial")
     elif isinstance(cmd, Answer):
         if s.phase is Phase.ANSWERING:
@@ -1049,6 +1054,18 @@ def _on_command_failed(step: _Step, ev: CommandFailed) -> None:
         and cmd.name == s.recording_name
     ):
         _on_recording_archived(step, RecordingArchived(ev.at, cmd.name, ok=False))
+
+
+def _on_end_call(step: _Step, ev: EndCall) -> None:
+    if step.s.phase in (Phase.FINISHING, Phase.DONE):
+        return
+    if step.s.phase is Phase.NEW:  # no row yet, nothing set up
+        step.hangup_caller()
+        step.set(phase=Phase.DONE)
+        return
+    reason = step.s.end_reason if step.s.phase is Phase.CLOSING and step.s.end_reason else ev.reason
+    step.hangup_caller()
+    _end(step, reason)
 
 
 def _fail_call(step: _Step) -> None:
@@ -1108,6 +1125,7 @@ _HANDLERS: Mapping[type[FlowEvent], Any] = {
     RecordingArchived: _on_recording_archived,
     TimerFired: _on_timer,
     CommandFailed: _on_command_failed,
+    EndCall: _on_end_call,
 }
 
 

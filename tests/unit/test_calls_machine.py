@@ -500,7 +500,7 @@ def test_create_channel_failure_moves_on() -> None:
     cmd = m.CreateAgentChannel(leg_id(1), "PJSIP/agent1", "a1")
     out = sim.feed(m.CommandFailed(sim.at(), cmd, "500 allocation failed"))
     assert m.CreateAgentChannel(leg_id(2), "PJSIP/agent2", "a2") in out
-    assert leg_id(1) not in sim.hangups()
+    assert sim.hangups() == {leg_id(1): ["normal"]}, "in case it exists after all"
 
 
 def test_answer_failure_when_the_caller_is_gone() -> None:
@@ -558,3 +558,24 @@ def test_resumed_conversation_finishes_and_archives() -> None:
     sim.feed(m.RecordingArchived(sim.at(), REC, ok=True))
     assert sim.state.done
     assert sim.persisted()["end_reason"] == "completed"
+
+
+def test_end_call_in_conversation_hangs_up_both_and_keeps_the_recording() -> None:
+    sim = Sim()
+    sim.to_conversation()
+    out = sim.feed(m.EndCall(sim.at(), "completed"))
+    assert set(sim.hangups()) == {CALLER_CHANNEL, leg_id(1)}
+    assert m.StartTimer(m.FINISH_GUARD_TIMER, m.FINISH_GUARD) in out
+    assert sim.persisted()["end_reason"] == "completed"
+    sim.feed(m.RecordingFinished(sim.at(), REC))
+    sim.feed(m.RecordingArchived(sim.at(), REC, ok=True))
+    assert sim.state.done
+
+
+def test_end_call_while_closing_keeps_no_agent() -> None:
+    sim = Sim()
+    sim.to_ringing(plan())
+    sim.timer(m.MAX_WAIT)
+    sim.feed(m.EndCall(sim.at(), "interrupted"))
+    assert sim.persisted()["end_reason"] == "no_agent"
+    assert sim.state.done

@@ -95,6 +95,7 @@ event_makers = st.one_of(
     st.builds(lambda r: ("rec_failed", r), recordings),
     st.builds(lambda r, ok: ("rec_archived", r, ok), recordings, st.booleans()),
     st.builds(lambda t: ("timer", t), st.sampled_from(TIMER_NAMES)),
+    st.builds(lambda r: ("end", r), st.sampled_from(["interrupted", "completed"])),
     st.builds(lambda c, nf: ("failed", c, nf), commands_that_fail, st.booleans()),
 )
 
@@ -114,6 +115,7 @@ def make_event(spec: tuple[object, ...], at: datetime) -> m.FlowEvent:
         "rec_failed": lambda r: m.RecordingFailed(at, r, "x"),
         "rec_archived": lambda r, ok: m.RecordingArchived(at, r, ok),
         "timer": lambda t: m.TimerFired(at, t),
+        "end": lambda r: m.EndCall(at, r),
         "failed": lambda c, nf: m.CommandFailed(at, c, "boom", not_found=nf),
     }
     return factories[str(kind)](*args)  # type: ignore[no-any-return]
@@ -169,8 +171,6 @@ def test_any_event_sequence_ends_with_every_leg_closed(
             closed.add(event.channel_id)
         if isinstance(event, m.AgentAnswered):
             answered.add(event.channel_id)
-        if isinstance(event, m.CommandFailed) and isinstance(event.command, m.CreateAgentChannel):
-            closed.add(event.command.channel_id)
         for cmd in out:
             if isinstance(cmd, m.CreateAgentChannel):
                 assert cmd.channel_id not in created, "channel ids are never reused"
@@ -236,6 +236,7 @@ def test_any_event_sequence_ends_with_every_leg_closed(
             "unknown_service",
             "closed",
             "failed",
+            "interrupted",
         }
     if recorded:
         assert state.answered_at is not None
