@@ -1,0 +1,176 @@
+"""Retention on the real database and archive: the 12-calendar-month boundary, holds, the
+receipt, and crash safety (interrupted runs leave no orphan files and are finished later)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+
+from callrec.privacy import purge
+from callrec.privacy.errors import Conflict
+from callrec.privacy.roles import Actor
+from callrec.privacy.service import run_retention
+from tests.dbfixtures import ScratchDatabase
+from tests.integration.test_privacy_support import KEY, World, world
+
+pytestmark = pytest.mark.db
+
+NOW = datetime(2027, 3, 31, 10, 0, tzinfo=UTC)
+CUTOFF = datetime(2026, 3, 31, 10, 0, tzinfo=UTC)  # 12 calendar months before NOW
+
+
+async def _receipt(w: World) -> dict[str, object]:
+    details = json.loads((await w.audit("retention"))[-1]["details"])
+    assert isinstance(details, dict)
+    return details
+
+
+async def test_boundary_holds_and_receipt(db: ScratchDatabase, tmp_path: Path) -> None:
+    async with world(db, tmp_path) as w:
+        dpo = await w.user("dpo", "privacy")
+        just_over = await w.call(ended_at=CUTOFF - timedelta(microseconds=1))
+        exactly = await w.call(ended_at=CUTOFF)
+        inside = await w.call(ended_at=CUTOFF + timedelta(seconds=1))
+        old = await w.call("0509999999", ended_at=CUTOFF - timedelta(days=400))
+        held_call = await w.call(ended_at=CUTOFF - timedelta(days=30))
+        held_by_number = await w.call("+358 44 555 0101", ended_at=CUTOFF - timedelta(days=60))
+        no_file_row = await w.call(ended_at=CUTOFF - timedelta(days=5), with_file=False)
+        await w.service.add_hold(dpo, call_id=held_call, reason="complaint 7/2026")
+        await w.service.add_hold(dpo, number="0445550101", reason="police request 3/2027")
+
+        preview = await w.service.run_retention(dpo, dry_run=True, now=NOW)
+        assert set(preview.purged) == {just_over, old, no_file_row}
+        assert preview.held_skipped == 2 and len(await w.call_ids()) == 7
+
+        report = await w.service.run_retention(dpo, now=NOW)
+        assert report.cutoff == CUTOFF
+        assert set(report.purged) == {just_over, old, no_file_row}
+        assert report.held_skipped == 2
+        assert report.oldest_remaining_ended_at == CUTOFF - timedelta(days=60)
+        assert await w.call_ids() == {exactly, inside, held_call, held_by_number}
+        assert len(w.wav_files()) == 4
+        assert await w.orphans() == (set(), set())
+
+        receipt = await _receipt(w)
+        assert receipt["count"] == 3 and receipt["held_skipped"] == 2
+        assert set(receipt["call_ids"]) == {str(just_over), str(old), str(no_file_row)}
+        assert receipt["oldest_remaining_ended_at"] == (CUTOFF - timedelta(days=60)).isoformat()
+        assert receipt["cutoff"] == CUTOFF.isoformat() and receipt["months"] == 12
+        purges = await w.audit("purge")
+        assert {i for r in purges for i in json.loads(r["details"])["call_ids"]["retention"]} \
+            == {str(just_over), str(old), str(no_file_row)}
+
+        # a second run has nothing to do, and says so
+        again = await w.service.run_retention(dpo, now=NOW)
+        assert again.purged == () and again.held_skipped == 2
+        # released holds no longer protect
+        for hold in await w.service.list_holds(dpo):
+            await w.service.release_hold(dpo, hold.id, reason="case closed")
+        final = await w.service.run_retention(dpo, now=NOW)
+        assert set(final.purged) == {held_call, held_by_number}
+        assert (await w.service.audit_verify(dpo)).ok
+
+
+async def test_months_are_calendar_months_and_configurable(
+    db: ScratchDatabase, tmp_path: Path
+) -> None:
+    async with world(db, tmp_path, retention_months=1) as w:
+        # 31 March minus one calendar month is 28 February (not 3 March)
+        cutoff = datetime(2027, 2, 28, 10, 0, tzinfo=UTC)
+        gone = await w.call(ended_at=cutoff - timedelta(seconds=1))
+        kept = await w.call(ended_at=cutoff)
+        report = await w.service.run_retention(Actor.system("retention"), now=NOW)
+        assert report.months == 1 and report.cutoff == cutoff
+        assert report.purged == (gone,) and await w.call_ids() == {kept}
+        assert (await w.audit("retention"))[-1]["actor"] == "system:retention"
+
+
+async def test_daily_job_entry_point(db: ScratchDatabase, tmp_path: Path) -> None:
+    async with world(db, tmp_path) as w:
+        old = await w.call(ended_at=datetime.now(UTC) - timedelta(days=370))
+        recent = await w.call(ended_at=datetime.now(UTC) - timedelta(days=300))
+        report = await run_retention(w.pool, w.root, KEY)
+        assert report.purged == (old,) and await w.call_ids() == {recent}
+        assert report.audit_seq is not None
+
+
+async def _old_calls(w: World, n: int) -> list[UUID]:
+    return [await w.call(ended_at=CUTOFF - timedelta(days=1 + i)) for i in range(n)]
+
+
+async def test_crash_after_the_file_step_then_rerun(
+    db: ScratchDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with world(db, tmp_path) as w:
+        dpo = await w.user("dpo", "privacy")
+        reviewer = await w.user("rita", "reviewer")
+        doomed = await _old_calls(w, 7)
+        keeper = await w.call()
+        real_delete = purge.delete_rows
+
+        async def killed(*args: object) -> int:
+            raise RuntimeError("killed between deleting files and deleting rows")
+
+        monkeypatch.setattr(purge, "delete_rows", killed)
+        with pytest.raises(RuntimeError, match="killed"):
+            await w.service.run_retention(dpo, now=NOW, batch_size=3)
+        # files of the first batch are gone, their rows still exist but are queued: nobody
+        # sees them, and no row outside the queue points at a missing file
+        assert len(w.wav_files()) == 8 - 3
+        assert await w.orphans() == (set(), set())
+        assert [c.call_id for c in await w.service.search_calls(reviewer)] == [keeper]
+
+        monkeypatch.setattr(purge, "delete_rows", real_delete)
+        report = await w.service.run_retention(dpo, now=NOW, batch_size=3)
+        assert set(report.purged) == set(doomed) and report.resumed == 7
+        assert await w.call_ids() == {keeper}
+        assert await w.orphans() == (set(), set())
+        assert len(w.wav_files()) == 1
+        assert (await w.service.audit_verify(dpo)).ok
+
+
+async def test_crash_during_the_file_step_then_rerun(
+    db: ScratchDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with world(db, tmp_path) as w:
+        dpo = await w.user("dpo", "privacy")
+        doomed = await _old_calls(w, 5)
+        real_remove = purge.remove_file
+        calls = 0
+
+        def dies_on_third(root: Path, relative: str) -> None:
+            nonlocal calls
+            calls += 1
+            if calls == 3:
+                raise RuntimeError("killed while removing files")
+            real_remove(root, relative)
+
+        monkeypatch.setattr(purge, "remove_file", dies_on_third)
+        with pytest.raises(RuntimeError):
+            await w.service.run_retention(dpo, now=NOW)
+        assert len(w.wav_files()) == 3 and len(await w.call_ids()) == 5
+        assert await w.orphans() == (set(), set())
+        # while the queue is unfinished, queued calls can be neither held nor disclosed
+        with pytest.raises(Conflict):
+            await w.service.add_hold(dpo, call_id=doomed[0], reason="too late")
+        monkeypatch.setattr(purge, "remove_file", real_remove)
+        report = await w.service.run_retention(dpo, now=NOW)
+        assert set(report.purged) == set(doomed)
+        assert w.wav_files() == set() and await w.call_ids() == set()
+
+
+async def test_one_run_at_a_time(db: ScratchDatabase, tmp_path: Path) -> None:
+    async with world(db, tmp_path) as w:
+        dpo = await w.user("dpo", "privacy")
+        async with w.pool.acquire() as conn:
+            await conn.execute("SELECT pg_advisory_lock($1)", 0x72657465)
+            try:
+                with pytest.raises(Conflict, match="in progress"):
+                    await w.service.run_retention(dpo, now=NOW)
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1)", 0x72657465)
+        await w.service.run_retention(dpo, now=NOW)
