@@ -1,0 +1,657 @@
+"""`CallManager`: runs one asyncio task per call around the pure state machine.
+
+ARI events are routed to calls by the ids the calls own (caller channel, agent channels,
+playbacks, recording); `handle` only translates and enqueues, so the event reader never blocks.
+Each call task applies its events one at a time, logs the transition (the one place where that
+happens, with `call_id` bound), and carries out the commands in order with the ARI client, the
+call store, the archiver and its timers. Results that matter to the flow (answered, a command
+failed, a recording archived, a timer fired) come back into the same queue as events.
+
+After every (re)connection `reconcile` brings what Asterisk holds and what PostgreSQL says
+into line: calls of an earlier run still in conversation are resumed, the others are closed,
+and recordings left in Asterisk's spool are archived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from collections.abc import Callable, Coroutine, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import structlog
+
+from callrec.ari import events as ari_events
+from callrec.ari.errors import AriBadRequest, AriError, AriNotFound, AriUnprocessable
+from callrec.calls import machine as m
+from callrec.calls.agents import AgentTracker
+from callrec.calls.hours import is_open
+from callrec.calls.ports import Archiver, Ari, CallRow, Prompts, RoutingSource, Store
+from callrec.errors import ConfigError
+
+log = structlog.get_logger(__name__)
+
+AGENT_ARGS_PREFIX = "agent:"
+# Deterministic agent-leg ids of a call of an earlier run are looked for up to this attempt.
+MAX_LEGS_SEARCHED = 200
+# An unclaimed channel in our application younger than this may be a call whose StasisStart
+# is still on its way to us: leave it alone.
+ORPHAN_MIN_AGE = timedelta(seconds=30)
+# Commands whose failure changes the flow: the machine hears about it.
+_REPORTED_FAILURES = (
+    m.Answer,
+    m.Play,
+    m.CreateAgentChannel,
+    m.Dial,
+    m.CreateBridge,
+    m.AddToBridge,
+    m.RecordBridge,
+)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Call:
+    """One call: its state, its queue, its timers, and the Asterisk ids it owns."""
+
+    def __init__(self, state: m.CallState, service_number: str) -> None:
+        self.id = state.call_id
+        self.state = state
+        self.service_number = service_number
+        self.queue: asyncio.Queue[m.FlowEvent] = asyncio.Queue()
+        self.timers: dict[str, asyncio.Task[None]] = {}
+        self.task: asyncio.Task[None] | None = None
+        self.owned: set[str] = set()  # channel, playback and recording ids, for unrouting
+
+
+class CallManager:
+    """Per-call tasks around the state machine (contract §5)."""
+
+    def __init__(
+        self,
+        ari: Ari,
+        store: Store,
+        archiver: Archiver,
+        routing: RoutingSource,
+        prompts: Prompts,
+        app_name: str,
+        *,
+        clock: Callable[[], datetime] = _utcnow,
+        tracker: AgentTracker | None = None,
+        round_pause: float = 2.0,
+        hold: m.HoldSound = m.HoldSound.RING,
+    ) -> None:
+        self._ari = ari
+        self._store = store
+        self._archiver = archiver
+        self._routing = routing
+        self._prompts = prompts
+        self.app_name = app_name
+        self._clock = clock
+        self.tracker = tracker or AgentTracker()
+        self._round_pause = round_pause
+        self._hold = hold
+        self._calls: dict[uuid.UUID, _Call] = {}
+        self._by_channel: dict[str, _Call] = {}
+        self._by_playback: dict[str, _Call] = {}
+        self._by_recording: dict[str, _Call] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self._reconcile_lock = asyncio.Lock()
+        self._born = clock()  # rows started before this belong to an earlier run
+        self._closed = False
+        self.calls_by_end_reason: Counter[str] = Counter()
+        self.reconciliations = 0
+
+    # -- public ---------------------------------------------------------------------------
+
+    @property
+    def active_calls(self) -> int:
+        return len(self._calls)
+
+    def states(self) -> list[m.CallState]:
+        """A snapshot of the calls in progress (for status pages and tests)."""
+        return [call.state for call in self._calls.values()]
+
+    async def handle(self, event: ari_events.Event) -> None:
+        """Route one ARI event to its call (never blocks, never raises)."""
+        if self._closed:
+            return
+        try:
+            self._route(event)
+        except Exception:
+            log.exception("ari event could not be routed", ari_event=event.type)
+
+    async def reconcile(self) -> None:
+        """Bring calls, Asterisk and PostgreSQL into line (after every connect and at start)."""
+        async with self._reconcile_lock:
+            try:
+                await self._reconcile()
+            except AriError as exc:
+                log.warning("reconciliation incomplete: Asterisk unavailable", error=str(exc))
+            self.reconciliations += 1
+
+    async def close(self) -> None:
+        """Cancel and await every call task (calls go on in Asterisk; the next run resumes)."""
+        self._closed = True
+        tasks = [c.task for c in self._calls.values() if c.task is not None]
+        tasks.extend(self._background)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- routing ARI events ---------------------------------------------------------------
+
+    def _route(self, event: ari_events.Event) -> None:
+        now = self._clock()
+        match event:
+            case ari_events.StasisStart(channel=channel, args=args):
+                self._stasis_start(channel.id, channel, args, now)
+            case ari_events.StasisEnd(channel=channel):
+                self._channel_gone(channel.id, None, now)
+            case ari_events.ChannelHangupRequest(channel=channel, cause=cause):
+                self._channel_gone(channel.id, cause, now)
+            case ari_events.ChannelDestroyed(channel=channel, cause=cause):
+                self._channel_gone(channel.id, cause, now)
+            case ari_events.ChannelStateChange(channel=channel):
+                call = self._by_channel.get(channel.id)
+                if call and channel.state == "Up" and channel.id != call.state.caller_channel:
+                    call.queue.put_nowait(m.AgentAnswered(now, channel.id))
+            case ari_events.Dial(peer=peer, dialstatus=status):
+                call = self._by_channel.get(peer.id)
+                if call and status and peer.id != call.state.caller_channel:
+                    call.queue.put_nowait(m.AgentDialStatus(now, peer.id, status))
+            case ari_events.PlaybackFinished(playback=playback):
+                call = self._by_playback.get(playback.id)
+                if call:
+                    failed = playback.state == "failed"
+                    call.queue.put_nowait(m.PromptFinished(now, playback.id, failed))
+            case ari_events.RecordingStarted(recording=rec):
+                self._to_recording(rec.name, m.RecordingStarted(now, rec.name))
+            case ari_events.RecordingFinished(recording=rec):
+                self._to_recording(rec.name, m.RecordingFinished(now, rec.name))
+            case ari_events.RecordingFailed(recording=rec):
+                self._to_recording(rec.name, m.RecordingFailed(now, rec.name, rec.cause))
+            case ari_events.Connected(reconnect=reconnect):
+                log.info("ari connected", reconnect=reconnect)
+                self._spawn(self.reconcile())
+            case ari_events.Disconnected(reason=reason):
+                log.warning("ari disconnected: events are lost until reconnection", reason=reason)
+            case ari_events.ApplicationReplaced():
+                log.error("another client took over the ARI application", app=self.app_name)
+            case _:
+                pass
+
+    def _stasis_start(
+        self, channel_id: str, channel: Any, args: tuple[str, ...], now: datetime
+    ) -> None:
+        if args and args[0].startswith(AGENT_ARGS_PREFIX):
+            if channel_id not in self._by_channel:
+                # a leg of a call that is over (or of an earlier run): nobody will bridge it
+                log.warning("agent channel of no live call hung up", channel_id=channel_id)
+                self._spawn(self._hangup_quietly(channel_id, "normal"))
+            return
+        if channel_id in self._by_channel:
+            return
+        service_number = args[0] if args else channel.exten
+        call_id = uuid.uuid4()
+        call = self._add_call(m.initial_state(call_id, channel_id), service_number)
+        plan = self._plan(service_number, now, call_id)
+        call.queue.put_nowait(
+            m.CallerEntered(now, service_number, channel.caller.number, channel.caller.name, plan)
+        )
+        self._start(call)
+
+    def _channel_gone(self, channel_id: str, cause: int | None, now: datetime) -> None:
+        call = self._by_channel.get(channel_id)
+        if call is None:
+            return
+        if channel_id == call.state.caller_channel:
+            call.queue.put_nowait(m.CallerGone(now, cause))
+        else:
+            call.queue.put_nowait(m.AgentGone(now, channel_id, cause))
+
+    def _to_recording(self, name: str, event: m.FlowEvent) -> None:
+        call = self._by_recording.get(name)
+        if call is not None:
+            call.queue.put_nowait(event)
+
+    # -- the plan of a new call -------------------------------------------------------------
+
+    def _plan(self, number: str, now: datetime, call_id: uuid.UUID) -> m.ServicePlan | None:
+        routing = self._routing.current()  # the call keeps this snapshot
+        service = routing.service(number)
+        if service is None:
+            return None
+        members = [a for a in service.agents if a in routing.agents]
+        order = self.tracker.order(service.strategy, members)
+        agents = tuple(
+            m.AgentTarget(a, routing.agents[a].endpoint, routing.agents[a].name) for a in order
+        )
+        return m.ServicePlan(
+            number=service.number,
+            name=service.name,
+            language=service.language,
+            strategy=service.strategy,
+            agents=agents,
+            ring_timeout=service.ring_timeout,
+            max_wait=service.max_wait,
+            notice=self._prompt(service.notice_prompt, service.language, call_id),
+            closed_prompt=self._prompt(service.closed_prompt, service.language, call_id),
+            is_open=is_open(service, now),
+            hold=self._hold,
+            round_pause=self._round_pause,
+        )
+
+    def _prompt(self, name: str, language: str, call_id: uuid.UUID) -> m.PromptChoice | None:
+        if not name:
+            return None
+        try:
+            ref = self._prompts.resolve(name, language)
+        except ConfigError as exc:
+            log.error(
+                "prompt unavailable",
+                call_id=str(call_id),
+                prompt=name,
+                language=language,
+                error=exc.message,
+            )
+            return None
+        return m.PromptChoice(
+            media=ref.media,
+            label=f"{ref.name}-{ref.language}-{ref.version}",
+            language=ref.language,
+            duration_ms=ref.duration_ms,
+        )
+
+    # -- call tasks -----------------------------------------------------------------------
+
+    def _add_call(self, state: m.CallState, service_number: str) -> _Call:
+        call = _Call(state, service_number)
+        self._calls[call.id] = call
+        self._own(call, self._by_channel, state.caller_channel)
+        return call
+
+    def _own(self, call: _Call, index: dict[str, _Call], key: str) -> None:
+        index[key] = call
+        call.owned.add(key)
+
+    def _start(self, call: _Call) -> None:
+        call.task = asyncio.create_task(self._run(call), name=f"call-{call.id}")
+
+    async def _run(self, call: _Call) -> None:
+        structlog.contextvars.bind_contextvars(call_id=str(call.id))
+        try:
+            while not call.state.done:
+                event = await call.queue.get()
+                await self._apply(call, event)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("call task failed: ending the call")
+            await self._emergency_end(call)
+        finally:
+            await self._retire(call)
+
+    async def _apply(self, call: _Call, event: m.FlowEvent) -> None:
+        before = call.state
+        call.state, commands = m.transition(before, event)
+        self._log_transition(before, call.state, event, commands)
+        for command in commands:
+            await self._execute(call, command)
+
+    def _log_transition(
+        self,
+        before: m.CallState,
+        after: m.CallState,
+        event: m.FlowEvent,
+        commands: list[m.Command],
+    ) -> None:
+        """The one place where call transitions are logged."""
+        fields: dict[str, Any] = {
+            "flow_event": type(event).__name__,
+            "phase": after.phase.value,
+            "commands": [type(c).__name__ for c in commands if not isinstance(c, m.Log)],
+        }
+        if before.phase is not after.phase:
+            log.info("call transition", previous=before.phase.value, **fields)
+        else:
+            log.debug("call transition", **fields)
+        for note in commands:
+            if isinstance(note, m.Log):
+                getattr(log, note.level, log.info)(note.message, **note.fields)
+
+    async def _retire(self, call: _Call) -> None:
+        timers = list(call.timers.values())
+        for timer in timers:
+            timer.cancel()
+        await asyncio.gather(*timers, return_exceptions=True)
+        call.timers.clear()
+        for key in call.owned:
+            for index in (self._by_channel, self._by_playback, self._by_recording):
+                if index.get(key) is call:
+                    del index[key]
+        self._calls.pop(call.id, None)
+        if call.state.done:
+            self.calls_by_end_reason[call.state.end_reason or "unknown"] += 1
+            self._summary(call)
+
+    def _summary(self, call: _Call) -> None:
+        s = call.state
+
+        def seconds(a: datetime | None, b: datetime | None) -> float | None:
+            return round((b - a).total_seconds(), 3) if a and b else None
+
+        winner = s.winner_leg
+        log.info(
+            "call summary",
+            service_number=call.service_number,
+            service_name=s.plan.name if s.plan else None,
+            end_reason=s.end_reason,
+            abandoned_phase=s.abandoned_phase,
+            agent_name=winner.agent.name if winner else None,
+            agent_id=winner.agent.id if winner else None,
+            notice_completed=s.notice_completed,
+            agents_tried=s.attempts,
+            wait_s=seconds(s.started_at, s.answered_at or s.ended_at),
+            talk_s=seconds(s.answered_at, s.ended_at),
+            total_s=seconds(s.started_at, s.ended_at),
+            recording=s.recording.value,
+        )
+
+    async def _emergency_end(self, call: _Call) -> None:
+        """A bug ended the call task: hang up what is left and close the row."""
+        for channel_id in m.live_channels(call.state):
+            await self._hangup_quietly(channel_id, "normal")
+        if call.state.started_at is not None and call.state.ended_at is None:
+            await self._persist(call, ended_at=self._clock(), end_reason="failed", state="done")
+
+    # -- carrying out commands ------------------------------------------------------------
+
+    async def _execute(self, call: _Call, command: m.Command) -> None:
+        try:
+            await self._do(call, command)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._command_failed(call, command, exc)
+
+    def _command_failed(self, call: _Call, command: m.Command, exc: Exception) -> None:
+        name = type(command).__name__
+        if isinstance(exc, AriNotFound) and not isinstance(command, _REPORTED_FAILURES):
+            log.debug("already gone in Asterisk", command=name)
+            return
+        if isinstance(exc, AriError):
+            log.warning("ari command failed", command=name, error=str(exc))
+        else:
+            log.error("command failed", command=name, error=repr(exc), exc_info=exc)
+        if isinstance(command, _REPORTED_FAILURES):
+            gone = isinstance(exc, AriNotFound) or (
+                isinstance(command, m.AddToBridge)
+                and isinstance(exc, AriBadRequest | AriUnprocessable)
+            )
+            call.queue.put_nowait(m.CommandFailed(self._clock(), command, str(exc), gone))
+
+    async def _do(self, call: _Call, cmd: m.Command) -> None:
+        ari = self._ari
+        match cmd:
+            case m.Persist(fields=fields):
+                await self._persist(call, **fields)
+            case m.Answer(channel_id=channel_id):
+                await ari.answer(channel_id)
+                call.queue.put_nowait(m.Answered(self._clock()))
+            case m.Play(channel_id=channel_id, media=media, playback_id=playback_id):
+                self._own(call, self._by_playback, playback_id)
+                await ari.play(channel_id, media, playback_id=playback_id)
+            case m.Ring(channel_id=channel_id):
+                await ari.ring(channel_id)
+            case m.StopRing(channel_id=channel_id):
+                await ari.ring_stop(channel_id)
+            case m.StartMoh(channel_id=channel_id):
+                await ari.start_moh(channel_id)
+            case m.StopMoh(channel_id=channel_id):
+                await ari.stop_moh(channel_id)
+            case m.CreateAgentChannel(channel_id=channel_id, endpoint=endpoint):
+                self._own(call, self._by_channel, channel_id)
+                await ari.create_channel(
+                    endpoint, channel_id=channel_id, app_args=f"{AGENT_ARGS_PREFIX}{call.id}"
+                )
+            case m.Dial(channel_id=channel_id, caller_channel_id=caller, timeout=timeout):
+                await ari.dial(channel_id, caller=caller, timeout=timeout)
+            case m.HangupChannel(channel_id=channel_id, reason=reason):
+                await ari.hangup(channel_id, reason)
+            case m.CreateBridge(bridge_id=bridge_id):
+                await ari.create_bridge(bridge_id, bridge_type="mixing")
+            case m.AddToBridge(bridge_id=bridge_id, channel_id=channel_id):
+                await ari.add_channel(bridge_id, channel_id)
+            case m.DestroyBridge(bridge_id=bridge_id):
+                await ari.destroy_bridge(bridge_id)
+            case m.RecordBridge(bridge_id=bridge_id, name=name):
+                self._own(call, self._by_recording, name)
+                await ari.record_bridge(bridge_id, name, format="wav", if_exists="fail")
+            case m.StopRecording(name=name):
+                await ari.stop_recording(name)
+            case m.ArchiveRecording(name=name, started_at=started_at):
+                ok = await self._archive(call.id, name, started_at or self._clock())
+                call.queue.put_nowait(m.RecordingArchived(self._clock(), name, ok))
+            case m.StartTimer(name=name, seconds=seconds):
+                self._start_timer(call, name, seconds)
+            case m.CancelTimer(name=name):
+                timer = call.timers.pop(name, None)
+                if timer is not None:
+                    timer.cancel()
+            case m.MarkAgent(agent_id=agent_id, busy=busy, at=at):
+                if busy:
+                    self.tracker.busy(agent_id, at)
+                else:
+                    self.tracker.free(agent_id, at)
+            case m.Log():
+                pass  # logged with the transition
+            case _:
+                log.error("unknown command", command=type(cmd).__name__)
+
+    async def _persist(self, call: _Call, **fields: Any) -> None:
+        try:
+            await self._store.record_call(call.id, **fields)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # the store journals a dead database itself; anything else is a bug to see
+            log.exception("call row not written", columns=sorted(fields))
+
+    async def _archive(self, call_id: uuid.UUID, name: str, started_at: datetime) -> bool:
+        try:
+            result = await self._archiver.archive(self._ari, call_id, name, started_at)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("recording not archived", recording=name)
+            return False
+        if result is None:
+            log.warning("Asterisk has no such recording", recording=name)
+            return False
+        return True
+
+    def _start_timer(self, call: _Call, name: str, seconds: float) -> None:
+        old = call.timers.pop(name, None)
+        if old is not None:
+            old.cancel()
+        call.timers[name] = asyncio.create_task(self._timer(call, name, seconds))
+
+    async def _timer(self, call: _Call, name: str, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        call.timers.pop(name, None)
+        call.queue.put_nowait(m.TimerFired(self._clock(), name))
+
+    async def _hangup_quietly(self, channel_id: str, reason: str) -> None:
+        try:
+            await self._ari.hangup(channel_id, reason)
+        except AriNotFound:
+            pass
+        except AriError as exc:
+            log.warning("hangup failed", channel_id=channel_id, error=str(exc))
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        if self._closed:
+            coro.close()
+            return
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- reconciliation -------------------------------------------------------------------
+
+    async def _reconcile(self) -> None:
+        app = await self._ari.get_application()
+        live = set(app.channel_ids)
+        now = self._clock()
+        # Calls of this run: tell them about channels that vanished while events were lost.
+        for call in list(self._calls.values()):
+            for channel_id in list(m.live_channels(call.state)):
+                if channel_id not in live:
+                    self._channel_gone(channel_id, None, now)
+        # Calls of an earlier run.
+        try:
+            rows = await self._store.open_calls()
+        except Exception:
+            log.exception("open calls not readable: reconciliation of earlier calls skipped")
+            rows = []
+        for row in rows:
+            try:
+                await self._adopt(row, live, set(app.bridge_ids), now)
+            except AriError:
+                raise
+            except Exception:
+                log.exception("open call not reconciled", row_id=str(row.get("id")))
+        claimed = set(self._by_channel)
+        for channel_id in live - claimed:
+            self._spawn(self._orphan_channel(channel_id, now))
+        await self._sweep_recordings({uuid.UUID(str(r["id"])): r for r in rows})
+
+    async def _adopt(self, row: CallRow, live: set[str], bridges: set[str], now: datetime) -> None:
+        call_id = uuid.UUID(str(row["id"]))
+        started_at = row.get("started_at")
+        if call_id in self._calls or not isinstance(started_at, datetime):
+            return
+        if started_at >= self._born:
+            return  # one of ours that has just ended; its row is being closed
+        caller = row.get("caller_channel_id") or ""
+        agent_channel = row.get("agent_channel_id") or ""
+        phase = row.get("state")
+        bound = structlog.contextvars.bound_contextvars(call_id=str(call_id))
+        with bound:
+            if phase in ("conversation", "connecting") and caller and agent_channel:
+                self._resume(row, call_id, started_at, caller, agent_channel, live, bridges, now)
+                return
+            for channel_id in self._leg_ids(call_id, caller, agent_channel):
+                if channel_id in live:
+                    await self._hangup_quietly(channel_id, "normal")
+            reason = row.get("end_reason") or "interrupted"
+            await self._store.record_call(call_id, ended_at=now, end_reason=reason, state="done")
+            log.info("call of an earlier run closed", previous_state=phase, end_reason=reason)
+
+    def _leg_ids(self, call_id: uuid.UUID, caller: str, agent_channel: str) -> Iterable[str]:
+        if caller:
+            yield caller
+        if agent_channel:
+            yield agent_channel
+        for attempt in range(1, MAX_LEGS_SEARCHED + 1):
+            yield m.agent_channel_id(call_id, attempt)
+
+    def _resume(
+        self,
+        row: CallRow,
+        call_id: uuid.UUID,
+        started_at: datetime,
+        caller: str,
+        agent_channel: str,
+        live: set[str],
+        bridges: set[str],
+        now: datetime,
+    ) -> None:
+        agent = m.AgentTarget(
+            str(row.get("agent_id") or ""),
+            str(row.get("agent_endpoint") or ""),
+            str(row.get("agent_name") or ""),
+        )
+        recording = row.get("recording_name") or None
+        bridge_id = row.get("bridge_id") or None
+        state = m.resumed_conversation(
+            call_id=call_id,
+            caller_channel=caller,
+            agent=agent,
+            agent_channel=agent_channel,
+            bridge_id=bridge_id,
+            recording_name=recording,
+            started_at=started_at,
+            answered_at=row.get("answered_at"),
+        )
+        call = self._add_call(state, str(row.get("service_number") or ""))
+        self._own(call, self._by_channel, agent_channel)
+        if recording:
+            self._own(call, self._by_recording, recording)
+        caller_live, agent_live = caller in live, agent_channel in live
+        if row.get("state") == "connecting":
+            # the agent was never added: this conversation did not start
+            call.queue.put_nowait(m.EndCall(now, "interrupted"))
+        elif caller_live and agent_live and bridge_id in bridges:
+            log.info("call of an earlier run resumed in conversation")
+        else:
+            call.queue.put_nowait(m.EndCall(now, "completed"))
+        if recording and not (caller_live or agent_live):
+            # nobody is left in the bridge, so Asterisk's recorder has stopped already
+            call.queue.put_nowait(m.RecordingFinished(now, recording))
+        self._start(call)
+
+    async def _orphan_channel(self, channel_id: str, now: datetime) -> None:
+        try:
+            channel = await self._ari.get_channel(channel_id)
+        except AriError:
+            return
+        if channel_id in self._by_channel:
+            return
+        created = channel.creationtime
+        if created is not None and now - created < ORPHAN_MIN_AGE:
+            return
+        log.warning(
+            "channel in our application belongs to no call: hung up",
+            channel_id=channel_id,
+            channel_name=channel.name,
+        )
+        await self._hangup_quietly(channel_id, "normal")
+
+    async def _sweep_recordings(self, open_rows: dict[uuid.UUID, CallRow]) -> None:
+        """Archive recordings left in Asterisk's spool by calls no task of ours is running."""
+        for stored in await self._ari.list_stored_recordings():
+            call_id = m.call_id_from_recording(stored.name)
+            if call_id is None:
+                continue  # not ours
+            if call_id in self._calls:
+                continue  # its call archives it
+            row = open_rows.get(call_id) or await self._find_row(call_id)
+            if row is None:
+                log.warning("recording of an unknown call left in Asterisk", recording=stored.name)
+                continue
+            started_at = row.get("started_at")
+            when = started_at if isinstance(started_at, datetime) else self._clock()
+            self._spawn(self._archive_orphan(call_id, stored.name, when))
+
+    async def _archive_orphan(self, call_id: uuid.UUID, name: str, started_at: datetime) -> None:
+        with structlog.contextvars.bound_contextvars(call_id=str(call_id)):
+            if await self._archive(call_id, name, started_at):
+                log.info("recording of an earlier run archived", recording=name)
+
+    async def _find_row(self, call_id: uuid.UUID) -> CallRow | None:
+        # `get_call` is optional in the store's contract; without it only open rows are known
+        get_call = getattr(self._store, "get_call", None)
+        if get_call is None:
+            return None
+        try:
+            row = await get_call(call_id)
+        except Exception:
+            log.exception("call row not readable", row_id=str(call_id))
+            return None
+        return cast(CallRow | None, row)
