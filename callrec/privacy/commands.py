@@ -78,7 +78,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = aus.add_parser("verify", parents=[who], help="check the hash chain")
     p.set_defaults(func=_cmd(_audit_verify))
     p = aus.add_parser("show", parents=[who], help="show entries, newest first")
-    p.add_argument("--actor")
+    p.add_argument("--actor", dest="by_actor", help="entries made by this account")
     p.add_argument("--action", choices=sorted(ACTIONS))
     p.add_argument("--target", help="e.g. call:<id>, case:<n>, user:<name>")
     p.add_argument("--number", help="entries about this phone number (matched by keyed hash)")
@@ -296,7 +296,7 @@ async def _audit_show(service: PrivacyService, args: argparse.Namespace) -> int:
     target = args.target
     if args.number:
         target = number_target(service.hasher.digest(canonical_number(args.number)))
-    flt = AuditFilter(actor=args.actor, action=args.action, target=target,
+    flt = AuditFilter(actor=args.by_actor, action=args.action, target=target,
                       since=_when(args.since), until=_when(args.until), limit=args.limit)
     for e in await service.audit_show(args.actor, flt):
         if args.json:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import pytest
@@ -23,7 +24,7 @@ NOW = datetime(2027, 3, 31, 10, 0, tzinfo=UTC)
 CUTOFF = datetime(2026, 3, 31, 10, 0, tzinfo=UTC)  # 12 calendar months before NOW
 
 
-async def _receipt(w: World) -> dict[str, object]:
+async def _receipt(w: World) -> dict[str, Any]:
     details = json.loads((await w.audit("retention"))[-1]["details"])
     assert isinstance(details, dict)
     return details

@@ -45,8 +45,13 @@ class World:
     root: Path
     pool: asyncpg.Pool
     service: PrivacyService
-    admin: Actor
+    admin_actor: Actor | None
     audio: dict[uuid.UUID, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def admin(self) -> Actor:
+        assert self.admin_actor is not None, "this world has no bootstrap admin"
+        return self.admin_actor
 
     async def user(self, username: str, roles: str, **kw: Any) -> Actor:
         """An account made by the admin, logged in through authenticate()."""
@@ -119,14 +124,18 @@ class World:
 
 
 @asynccontextmanager
-async def world(db: ScratchDatabase, tmp_path: Path, **service_kw: Any) -> AsyncIterator[World]:
+async def world(
+    db: ScratchDatabase, tmp_path: Path, *, bootstrap: bool = True, **service_kw: Any
+) -> AsyncIterator[World]:
     root = tmp_path / "archive"
     root.mkdir()
     pool = await asyncpg.create_pool(db.app_dsn, min_size=1, max_size=8)
     try:
         service = PrivacyService(pool, root, KEY, **service_kw)
-        await service.bootstrap_admin("root", PASSWORD, "First Admin")
-        admin = await service.authenticate("root", PASSWORD)
+        admin = None
+        if bootstrap:
+            await service.bootstrap_admin("root", PASSWORD, "First Admin")
+            admin = await service.authenticate("root", PASSWORD)
         yield World(db, root, pool, service, admin)
     finally:
         await pool.close()

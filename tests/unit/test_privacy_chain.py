@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
@@ -50,7 +51,7 @@ def test_serialisation_is_canonical() -> None:
     ("details", {"n": 99, "x": ["a", None]}),
     ("at", datetime(2026, 1, 1, 12, 0, 2, 123457, tzinfo=UTC)),
 ])
-def test_any_edited_field_is_detected(field: str, value: object) -> None:
+def test_any_edited_field_is_detected(field: str, value: Any) -> None:
     entries = _build(4)
     entries[1] = dataclasses.replace(entries[1], **{field: value})
     verdict = chain.verify(entries, 4, entries[-1].hash)

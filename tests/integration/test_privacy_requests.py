@@ -1,0 +1,221 @@
+"""Access and erasure requests on the real database and archive (§11)."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import hashlib
+import io
+import json
+import zipfile
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from callrec.privacy.errors import Conflict, Invalid, NotFound
+from callrec.privacy.numbers import NumberHasher
+from callrec.privacy.service import ExportResult, RetentionReport
+from tests.dbfixtures import ScratchDatabase
+from tests.integration.test_privacy_support import KEY, World, world
+
+pytestmark = pytest.mark.db
+
+NUMBER = "040 123 4567"
+DIGITS = "401234567"  # what any spelling of NUMBER contains
+
+
+async def _tables_mentioning(w: World, needle: str) -> dict[str, int]:
+    """Every table (as the owner sees it) with rows whose text contains needle."""
+    conn = await w.owner()
+    try:
+        tables = [r["tablename"] for r in await conn.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+        found = {}
+        for table in tables:
+            n = await conn.fetchval(
+                f'SELECT count(*) FROM "{table}" t WHERE t::text LIKE $1',  # noqa: S608
+                f"%{needle}%",
+            )
+            if n:
+                found[table] = n
+        return found
+    finally:
+        await conn.close()
+
+
+async def test_access_request_export(db: ScratchDatabase, tmp_path: Path) -> None:
+    async with world(db, tmp_path) as w:
+        dpo = await w.user("dpo", "privacy")
+        await w.user("desk", "privacy")
+        mine = [
+            await w.call("0401234567", freq=440),
+            await w.call("+358401234567", freq=660, service_number="0103808001"),
+            await w.call("00358401234567", freq=880),
+        ]
+        missing = await w.call("0401234567", with_file=False)
+        others = [await w.call("0401234568"), await w.call("+46401234567")]
+        case = await w.service.open_access_request(
+            dpo, number=NUMBER, verified_by="desk", method="passport checked at the desk",
+            received="2026-11-25",
+        )
+        assert case.due_on == date(2026, 12, 2) and case.status == "open"
+
+        out = tmp_path / "case.zip"
+        result = await w.service.export_access(dpo, case.id, out)
+        assert (result.calls, result.files, result.missing) == (4, 3, (str(missing),))
+        assert sorted(p.name for p in out.parent.iterdir()) == ["archive", "case.zip"]
+
+        with zipfile.ZipFile(out) as z:
+            names = set(z.namelist())
+            manifest = json.loads(z.read("manifest.json"))
+            meta = json.loads(z.read("metadata.json"))["calls"]
+            rows = list(csv.DictReader(io.StringIO(z.read("metadata.csv").decode())))
+            assert names == {"manifest.json", "metadata.json", "metadata.csv",
+                             *(f"recordings/{c}.wav" for c in mine)}
+            for f in manifest["files"]:  # every listed file matches its hash
+                assert hashlib.sha256(z.read(f["name"])).hexdigest() == f["sha256"]
+            assert {f["name"] for f in manifest["files"]} == names - {"manifest.json"}
+            for c in mine:
+                data, rate = soundfile.read(io.BytesIO(z.read(f"recordings/{c}.wav")),
+                                            dtype="int16")
+                assert rate == 8000 and np.array_equal(data, w.audio[c])
+        assert manifest["missing_recordings"] == [str(missing)] and manifest["case"] == case.id
+        ids = {m["call_id"] for m in meta}
+        assert ids == {str(c) for c in [*mine, missing]}
+        assert not ids & {str(c) for c in others}
+        first = next(m for m in meta if m["call_id"] == str(mine[1]))
+        assert first["caller_number"] == "+358401234567"
+        assert first["service_number"] == "0103808001" and first["agent_name"] == "Agent Anna"
+        assert first["notice_version"] == "notice-fi-v3" and first["ended_at"]
+        assert {r["call_id"] for r in rows} == ids
+        assert next(r for r in rows if r["call_id"] == str(missing))["recording_status"] == \
+            "missing"
+
+        (listed,) = [c for c in await w.service.list_requests(dpo, include_closed=True)]
+        assert listed.status == "answered" and listed.result["calls"] == 4
+        with pytest.raises(Conflict):
+            await w.service.export_access(dpo, case.id, tmp_path / "again.zip")
+        with pytest.raises(NotFound):
+            await w.service.export_access(dpo, 999, tmp_path / "none.zip")
+        # the answered case no longer holds the number; the audit never did
+        assert "privacy_requests" not in await _tables_mentioning(w, DIGITS)
+        assert "audit_log" not in await _tables_mentioning(w, DIGITS)
+        export = (await w.audit("export"))[-1]
+        assert json.loads(export["details"])["number"] == \
+            "number:" + NumberHasher(KEY).digest("+358401234567")
+
+
+async def test_requests_list_overdue_first_and_bad_input(
+    db: ScratchDatabase, tmp_path: Path
+) -> None:
+    async with world(db, tmp_path) as w:
+        dpo = await w.user("dpo", "privacy")
+        today = datetime.now(UTC).date()
+        fresh = await w.service.open_access_request(
+            dpo, number="0501111111", verified_by="dpo", method="letter")
+        late = await w.service.open_access_request(
+            dpo, number="0502222222", verified_by="dpo", method="letter",
+            received=(today - timedelta(days=10)).isoformat())
+        cases = await w.service.list_requests(dpo)
+        assert [c.id for c in cases] == [late.id, fresh.id]
+        assert cases[0].overdue and not cases[1].overdue
+        for kw in ({"number": "not a number"}, {"received": "31.12.2026"},
+                   {"received": (today + timedelta(days=1)).isoformat()},
+                   {"verified_by": "ghost"}, {"method": "  "}):
+            args = {"number": "0501111111", "verified_by": "dpo", "method": "letter", **kw}
+            with pytest.raises(Invalid):
+                await w.service.open_access_request(dpo, **args)
+
+
+async def test_erasure_without_hold_leaves_no_trace_of_the_number(
+    db: ScratchDatabase, tmp_path: Path
+) -> None:
+    async with world(db, tmp_path) as w:
+        dpo = await w.user("dpo", "privacy")
+        reviewer = await w.user("rita", "reviewer")
+        mine = [await w.call("0401234567"), await w.call("+358401234567")]
+        other = await w.call("0407654321")
+        await w.service.search_calls(reviewer, number=NUMBER)
+        access = await w.service.open_access_request(
+            dpo, number=NUMBER, verified_by="dpo", method="letter")
+        case = await w.service.erase_number(dpo, number=NUMBER, verified_by="dpo",
+                                            method="signed letter and ID")
+        assert case.status == "erased" and case.closed_at is not None
+        assert sorted(case.result["erased_calls"]) == sorted(str(c) for c in mine)
+        assert await w.call_ids() == {other}
+        assert w.wav_files() == {p for p in w.wav_files() if str(other) in str(p)}
+        assert len(w.wav_files()) == 1
+        assert await _tables_mentioning(w, DIGITS) == {}
+        assert await w.orphans() == (set(), set())
+        # the earlier access case cannot be exported any more: the number is gone
+        with pytest.raises(Conflict):
+            await w.service.export_access(dpo, access.id, tmp_path / "late.zip")
+        assert (await w.service.audit_verify(dpo)).ok
+
+
+async def test_erasure_refused_by_hold_and_by_recorded_ground(
+    db: ScratchDatabase, tmp_path: Path
+) -> None:
+    async with world(db, tmp_path) as w:
+        dpo = await w.user("dpo", "privacy")
+        held = await w.call("0401234567")
+        await w.call("0401234567")  # not held: erased
+        hold = await w.service.add_hold(dpo, call_id=held, reason="insurance claim 5/2026")
+        partial = await w.service.erase_number(dpo, number=NUMBER, verified_by="dpo",
+                                               method="letter")
+        assert partial.status == "partially_refused"
+        assert partial.refusal_reason == f"legal hold: #{hold.id} insurance claim 5/2026"
+        assert partial.result["held_calls"] == [str(held)]
+        assert await w.call_ids() == {held}
+
+        await w.service.add_hold(dpo, number=NUMBER, reason="police request 9/2026")
+        again = await w.service.erase_number(dpo, number="+358401234567", verified_by="dpo",
+                                             method="letter")
+        assert again.status == "refused"
+        assert "police request 9/2026" in (again.refusal_reason or "")
+        assert await w.call_ids() == {held} and len(w.wav_files()) == 1
+
+        other = await w.call("0409999999")
+        ground = await w.service.erase_number(
+            dpo, number="0409999999", verified_by="dpo", method="letter",
+            refuse_ground="needed to defend a pending legal claim")
+        assert ground.status == "refused"
+        assert ground.refusal_reason == "needed to defend a pending legal claim"
+        assert other in await w.call_ids()
+        listed = {c.id: c for c in await w.service.list_requests(dpo, include_closed=True)}
+        assert listed[again.id].refusal_reason == again.refusal_reason
+        refused = await w.audit("erase_refused")
+        assert len(refused) == 3 and all(DIGITS not in r["target"] for r in refused)
+
+
+async def test_concurrent_purge_and_export_of_the_same_calls(
+    db: ScratchDatabase, tmp_path: Path
+) -> None:
+    async with world(db, tmp_path) as w:
+        dpo = await w.user("dpo", "privacy")
+        old = datetime.now(UTC) - timedelta(days=400)
+        for round_ in range(4):
+            calls = [await w.call("0401234567", ended_at=old, seconds=3.0) for _ in range(5)]
+            case = await w.service.open_access_request(
+                dpo, number=NUMBER, verified_by="dpo", method="letter")
+            out = tmp_path / f"race{round_}.zip"
+            jobs = [w.service.export_access(dpo, case.id, out), w.service.run_retention(dpo)]
+            if round_ % 2:  # let each side start first in turn
+                jobs.reverse()
+            done = await asyncio.gather(*jobs, return_exceptions=True)
+            export, purge_ = done if round_ % 2 == 0 else done[::-1]
+            assert isinstance(purge_, RetentionReport), purge_
+            assert isinstance(export, ExportResult), export
+            # either the export saw all of them whole, or none of them: never a partial call
+            assert export.calls in (0, 5) and export.missing == ()
+            with zipfile.ZipFile(out) as z:
+                manifest = json.loads(z.read("manifest.json"))
+                for f in manifest["files"]:
+                    assert hashlib.sha256(z.read(f["name"])).hexdigest() == f["sha256"]
+                wavs = [n for n in z.namelist() if n.endswith(".wav")]
+                assert len(wavs) == export.files == export.calls
+            assert set(purge_.purged) == set(calls)
+            assert await w.orphans() == (set(), set())
