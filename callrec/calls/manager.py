@@ -27,9 +27,8 @@ from callrec.ari import events as ari_events
 from callrec.ari.errors import AriBadRequest, AriError, AriNotFound, AriUnprocessable
 from callrec.calls import machine as m
 from callrec.calls.agents import AgentTracker
-from callrec.calls.hours import is_open
+from callrec.calls.plan import build_plan
 from callrec.calls.ports import Archiver, Ari, CallRow, Prompts, RoutingSource, Store
-from callrec.errors import ConfigError
 
 log = structlog.get_logger(__name__)
 
@@ -199,7 +198,16 @@ class CallManager:
         service_number = args[0] if args else channel.exten
         call_id = uuid.uuid4()
         call = self._add_call(m.initial_state(call_id, channel_id), service_number)
-        plan = self._plan(service_number, now, call_id)
+        plan = build_plan(
+            self._routing.current(),  # the call keeps this snapshot
+            service_number,
+            now,
+            self._prompts,
+            self.tracker,
+            call_id=call_id,
+            hold=self._hold,
+            round_pause=self._round_pause,
+        )
         call.queue.put_nowait(
             m.CallerEntered(now, service_number, channel.caller.number, channel.caller.name, plan)
         )
@@ -218,54 +226,6 @@ class CallManager:
         call = self._by_recording.get(name)
         if call is not None:
             call.queue.put_nowait(event)
-
-    # -- the plan of a new call -------------------------------------------------------------
-
-    def _plan(self, number: str, now: datetime, call_id: uuid.UUID) -> m.ServicePlan | None:
-        routing = self._routing.current()  # the call keeps this snapshot
-        service = routing.service(number)
-        if service is None:
-            return None
-        members = [a for a in service.agents if a in routing.agents]
-        order = self.tracker.order(service.strategy, members)
-        agents = tuple(
-            m.AgentTarget(a, routing.agents[a].endpoint, routing.agents[a].name) for a in order
-        )
-        return m.ServicePlan(
-            number=service.number,
-            name=service.name,
-            language=service.language,
-            strategy=service.strategy,
-            agents=agents,
-            ring_timeout=service.ring_timeout,
-            max_wait=service.max_wait,
-            notice=self._prompt(service.notice_prompt, service.language, call_id),
-            closed_prompt=self._prompt(service.closed_prompt, service.language, call_id),
-            is_open=is_open(service, now),
-            hold=self._hold,
-            round_pause=self._round_pause,
-        )
-
-    def _prompt(self, name: str, language: str, call_id: uuid.UUID) -> m.PromptChoice | None:
-        if not name:
-            return None
-        try:
-            ref = self._prompts.resolve(name, language)
-        except ConfigError as exc:
-            log.error(
-                "prompt unavailable",
-                call_id=str(call_id),
-                prompt=name,
-                language=language,
-                error=exc.message,
-            )
-            return None
-        return m.PromptChoice(
-            media=ref.media,
-            label=f"{ref.name}-{ref.language}-{ref.version}",
-            language=ref.language,
-            duration_ms=ref.duration_ms,
-        )
 
     # -- call tasks -----------------------------------------------------------------------
 
