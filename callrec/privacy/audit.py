@@ -78,14 +78,18 @@ async def _stream(conn: asyncpg.Connection) -> AsyncIterator[chain.Entry]:
         yield _entry(row)
 
 
-async def verify(conn: asyncpg.Connection) -> chain.Verdict:
-    """Check the whole chain against the head, in one consistent snapshot."""
+async def verify(
+    conn: asyncpg.Connection, anchors: Mapping[int, str] | None = None
+) -> chain.Verdict:
+    """Check the whole chain against the head (and any anchors), in one snapshot."""
+    walker = chain.Walker(anchors)
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         head = await conn.fetchrow("SELECT seq, hash FROM audit_head")
-        entries = [e async for e in _stream(conn)]
+        async for entry in _stream(conn):
+            walker.feed(entry)
     if head is None:
-        return chain.Verdict(False, len(entries), 0, "", ("the chain head row is missing",))
-    return chain.verify(entries, head["seq"], head["hash"])
+        return chain.Verdict(False, walker.count, 0, "", ("the chain head row is missing",))
+    return walker.result(head["seq"], head["hash"])
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,10 @@ class BundleWriter:
             raise Invalid(f"output directory does not exist: {parent}")
         if self.out.exists():
             raise Conflict(f"refusing to overwrite {self.out}")
-        fd, name = tempfile.mkstemp(prefix=f".{self.out.name}.", suffix=".part", dir=parent)
+        try:
+            fd, name = tempfile.mkstemp(prefix=f".{self.out.name}.", suffix=".part", dir=parent)
+        except OSError as exc:
+            raise Invalid(f"cannot write to {parent}: {exc.strerror}") from exc
         os.close(fd)
         self._tmp = Path(name)
         self._zip = zipfile.ZipFile(self._tmp, "w", compression=zipfile.ZIP_DEFLATED)

@@ -85,31 +85,72 @@ class Verdict:
     problems: tuple[str, ...]
 
 
-def verify(entries: Iterable[Entry], head_seq: int, head_hash: str) -> Verdict:
-    """Walk entries in seq order; report every break of the chain and a mismatched head."""
-    problems: list[str] = []
-    expected_seq = 1
-    prev = GENESIS
-    count = 0
-    last_seq, last_hash = 0, GENESIS
-    for entry in entries:
-        count += 1
-        if entry.seq != expected_seq:
-            if entry.seq > expected_seq:
-                problems.append(f"entries {expected_seq}..{entry.seq - 1} are missing")
+class Walker:
+    """Checks entries fed one at a time in seq order (a long log never sits in memory)."""
+
+    def __init__(self, anchors: Mapping[int, str] | None = None) -> None:
+        self._anchors = dict(anchors or {})
+        self._anchored: dict[int, str] = {}
+        self.problems: list[str] = []
+        self.count = 0
+        self._expected_seq = 1
+        self._prev = GENESIS
+        self._last = (0, GENESIS)
+
+    def feed(self, entry: Entry) -> None:
+        self.count += 1
+        if entry.seq != self._expected_seq:
+            if entry.seq > self._expected_seq:
+                self.problems.append(f"entries {self._expected_seq}..{entry.seq - 1} are missing")
             else:
-                problems.append(f"entry {entry.seq} is out of order")
-        if entry.prev_hash != prev:
-            problems.append(f"entry {entry.seq} does not follow its predecessor (prev_hash)")
+                self.problems.append(f"entry {entry.seq} is out of order")
+        if entry.prev_hash != self._prev:
+            self.problems.append(f"entry {entry.seq} does not follow its predecessor (prev_hash)")
         if entry_hash(entry) != entry.hash:
-            problems.append(f"entry {entry.seq} was altered (hash mismatch)")
-        prev = entry.hash
-        expected_seq = entry.seq + 1
-        last_seq, last_hash = entry.seq, entry.hash
-    if head_seq > last_seq:
-        problems.append(f"entries {last_seq + 1}..{head_seq} after the last one are missing")
-    elif head_seq < last_seq:
-        problems.append(f"entries after {head_seq} were added behind the chain head")
-    elif head_hash != last_hash:
-        problems.append(f"the chain head does not match entry {last_seq}")
-    return Verdict(not problems, count, head_seq, head_hash, tuple(problems))
+            self.problems.append(f"entry {entry.seq} was altered (hash mismatch)")
+        if entry.seq in self._anchors:
+            self._anchored[entry.seq] = entry.hash
+        self._prev = entry.hash
+        self._expected_seq = entry.seq + 1
+        self._last = (entry.seq, entry.hash)
+
+    def result(self, head_seq: int, head_hash: str) -> Verdict:
+        problems = list(self.problems)
+        last_seq, last_hash = self._last
+        if head_seq > last_seq:
+            problems.append(f"entries {last_seq + 1}..{head_seq} after the last one are missing")
+        elif head_seq < last_seq:
+            problems.append(f"entries after {head_seq} were added behind the chain head")
+        elif head_hash != last_hash:
+            problems.append(f"the chain head does not match entry {last_seq}")
+        # anchors are heads written down outside the database: they catch an owner who cut
+        # the tail and rewound the head row to match
+        for seq, expected in sorted(self._anchors.items()):
+            if seq not in self._anchored:
+                problems.append(f"anchored entry {seq} is missing")
+            elif self._anchored[seq] != expected:
+                problems.append(f"entry {seq} does not match its anchor")
+        return Verdict(not problems, self.count, head_seq, head_hash, tuple(problems))
+
+
+def verify(
+    entries: Iterable[Entry],
+    head_seq: int,
+    head_hash: str,
+    anchors: Mapping[int, str] | None = None,
+) -> Verdict:
+    """Walk entries in seq order; report every break of the chain and a mismatched head."""
+    walker = Walker(anchors)
+    for entry in entries:
+        walker.feed(entry)
+    return walker.result(head_seq, head_hash)
+
+
+def parse_anchor(text: str) -> tuple[int, str]:
+    """'SEQ:HASH' as printed by `callrec audit verify`; raises ValueError otherwise."""
+    seq, sep, digest = text.strip().partition(":")
+    if not sep or not seq.isdigit() or len(digest) != 64 or not all(
+        c in "0123456789abcdef" for c in digest
+    ):
+        raise ValueError(f"not an anchor (SEQ:HASH): {text[:80]!r}")
+    return int(seq), digest

@@ -27,6 +27,7 @@ import asyncpg
 from callrec.errors import ConfigError
 from callrec.logs import configure_logging
 from callrec.privacy.audit import ACTIONS, AuditFilter
+from callrec.privacy.chain import parse_anchor
 from callrec.privacy.deadlines import parse_date
 from callrec.privacy.errors import Invalid
 from callrec.privacy.keys import load_secret_key
@@ -76,6 +77,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     aud = sub.add_parser("audit", help="the tamper-evident audit log")
     aus = aud.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
     p = aus.add_parser("verify", parents=[who], help="check the hash chain")
+    p.add_argument("--expect", action="append", default=[], metavar="SEQ:HASH",
+                   help="a head printed by an earlier verify and kept outside the database")
     p.set_defaults(func=_cmd(_audit_verify))
     p = aus.add_parser("show", parents=[who], help="show entries, newest first")
     p.add_argument("--actor", dest="by_actor", help="entries made by this account")
@@ -281,10 +284,14 @@ async def _users_roles(service: PrivacyService, args: argparse.Namespace) -> int
 
 # -- audit ----------------------------------------------------------------------------------
 async def _audit_verify(service: PrivacyService, args: argparse.Namespace) -> int:
-    verdict = await service.audit_verify(args.actor)
+    try:
+        anchors = dict(parse_anchor(a) for a in args.expect)
+    except ValueError as exc:
+        raise Invalid(str(exc)) from None
+    verdict = await service.audit_verify(args.actor, anchors)
     if verdict.ok:
-        print(f"audit chain intact: {verdict.entries} entries; head {verdict.head_seq} "
-              f"{verdict.head_hash}")
+        print(f"audit chain intact: {verdict.entries} entries; head "
+              f"{verdict.head_seq}:{verdict.head_hash}")
         return 0
     print(f"AUDIT CHAIN BROKEN ({verdict.entries} entries, head {verdict.head_seq}):")
     for problem in verdict.problems:

@@ -28,6 +28,8 @@ def canonical_number(text: str) -> str:
         return "+" + compact[2:]
     if compact.startswith("0"):
         return "+" + COUNTRY_CODE + compact[1:]
+    if compact.startswith(COUNTRY_CODE) and len(compact) >= len(COUNTRY_CODE) + 5:
+        return "+" + compact  # international without the plus, as some trunks send it
     return compact  # short or service numbers stay as they are
 
 
@@ -39,7 +41,9 @@ def number_variants(canonical: str) -> tuple[str, ...]:
         forms.append(canonical[1:])
         if canonical.startswith("+" + COUNTRY_CODE):
             forms.append("0" + canonical[1 + len(COUNTRY_CODE):])
-    return tuple(dict.fromkeys(forms))
+    # only spellings that mean this number and no other: the same calls are then found by
+    # these variants (export, erasure) and by the keyed hash (holds)
+    return tuple(f for f in dict.fromkeys(forms) if canonical_number(f) == canonical)
 
 
 def stored_number_key(raw: str) -> str:

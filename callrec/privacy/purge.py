@@ -101,19 +101,21 @@ async def finish(
         if progress:
             progress(0, total)
         while True:
-            batch = await conn.fetch(
-                """SELECT call_id, path, cause, case_id FROM purge_queue
-                   WHERE $1::bigint IS NULL OR case_id = $1
-                   ORDER BY queued_at, call_id LIMIT $2""",
-                case_id, batch_size,
-            )
-            if not batch:
-                break
-            for row in batch:
-                if row["path"]:
-                    remove_file(root, row["path"])
-            ids = [r["call_id"] for r in batch]
+            # one transaction per batch: claim the rows (skipping any another worker holds),
+            # remove the files, delete the rows. A crash before commit leaves the rows queued.
             async with conn.transaction():
+                batch = await conn.fetch(
+                    """SELECT call_id, path, cause, case_id FROM purge_queue
+                       WHERE $1::bigint IS NULL OR case_id = $1
+                       ORDER BY queued_at, call_id LIMIT $2 FOR UPDATE SKIP LOCKED""",
+                    case_id, batch_size,
+                )
+                if not batch:
+                    break
+                for row in batch:
+                    if row["path"]:
+                        remove_file(root, row["path"])
+                ids = [r["call_id"] for r in batch]
                 await delete_rows(conn, ids)
                 by_cause: dict[str, list[str]] = {}
                 for r in batch:

@@ -539,10 +539,13 @@ class PrivacyService:
                 )
         return entries
 
-    async def audit_verify(self, actor: Actor) -> chain.Verdict:
+    async def audit_verify(
+        self, actor: Actor, anchors: Mapping[int, str] | None = None
+    ) -> chain.Verdict:
+        """Verify the chain; `anchors` are (seq -> hash) heads kept outside the database."""
         async with self._pool.acquire() as conn:
             await self._authorize(conn, actor, Operation.AUDIT_VERIFY, "audit")
-            verdict = await audit.verify(conn)
+            verdict = await audit.verify(conn, anchors)
             if verdict.ok:
                 # a broken chain cannot be extended (the head no longer matches): log only
                 async with conn.transaction():
@@ -794,8 +797,10 @@ class PrivacyService:
                 )
                 if case is None or case["kind"] != "access":
                     raise NotFound(f"no access request {case_id}")
-                if case["status"] != "open" or case["number"] is None:
+                if case["status"] != "open":
                     raise Conflict(f"access request {case_id} is {case['status']} already")
+                if case["number"] is None:
+                    raise Conflict(f"the number of access request {case_id} has been erased")
                 # FOR SHARE: a purge or erasure cannot queue these calls until we commit
                 rows = await conn.fetch(
                     f"""SELECT {_CALL_COLUMNS} FROM calls c

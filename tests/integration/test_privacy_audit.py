@@ -129,3 +129,23 @@ async def test_show_filters(db: ScratchDatabase, tmp_path: Path) -> None:
         assert await show(dpo, AuditFilter(until=by_target[0].at, target=f"call:{call}")) == []
         assert len(await show(dpo, AuditFilter(limit=2))) == 2
         assert (await w.audit("audit_view"))[-1]["actor"] == "dpo"
+
+
+async def test_anchor_catches_a_superuser_who_cuts_the_tail_and_rewinds_the_head(
+    db: ScratchDatabase, tmp_path: Path
+) -> None:
+    async with world(db, tmp_path) as w:
+        await _some_history(w)
+        dpo = await w.user("dpo", "privacy")
+        before = await w.service.audit_verify(dpo)
+        anchor = {before.head_seq: before.head_hash}  # written down outside the database
+        cut = before.head_seq - 2
+        _as_superuser(
+            db,
+            f"DELETE FROM audit_log WHERE seq > {cut}; "
+            f"UPDATE audit_head SET seq = {cut}, hash = (SELECT hash FROM audit_log "
+            f"WHERE seq = {cut})",
+        )
+        assert (await w.service.audit_verify(dpo)).ok  # the database alone cannot tell
+        verdict = await w.service.audit_verify(dpo, anchor)
+        assert verdict.problems == (f"anchored entry {before.head_seq} is missing",)

@@ -101,3 +101,22 @@ def test_details_refuse_values_jsonb_would_change() -> None:
 def test_naive_times_are_refused() -> None:
     with pytest.raises(ValueError):
         chain.format_time(datetime(2026, 1, 1))
+
+
+def test_anchors_catch_a_cut_tail_with_a_rewound_head() -> None:
+    entries = _build(6)
+    anchor = {6: entries[5].hash}
+    assert chain.verify(entries, 6, entries[5].hash, anchor).ok
+    # the owner deletes 5..6 and rewinds the head row to entry 4: only the anchor notices
+    assert chain.verify(entries[:4], 4, entries[3].hash).ok
+    verdict = chain.verify(entries[:4], 4, entries[3].hash, anchor)
+    assert verdict.problems == ("anchored entry 6 is missing",)
+    assert not chain.verify(entries, 6, entries[5].hash, {2: "0" * 64}).ok
+
+
+def test_anchor_parsing() -> None:
+    digest = "ab" * 32
+    assert chain.parse_anchor(f"12:{digest}") == (12, digest)
+    for bad in ("12", f"x:{digest}", "12:abc", f"12:{digest.upper()}"):
+        with pytest.raises(ValueError):
+            chain.parse_anchor(bad)
