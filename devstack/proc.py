@@ -10,6 +10,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 
+# Children started by this process: kept so they are reaped (no zombies, and no
+# ResourceWarning from a Popen collected while its child still runs).
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
 def spawn(
     argv: Sequence[str],
     log: Path,
@@ -29,6 +34,7 @@ def spawn(
             cwd=cwd,
             start_new_session=True,
         )
+    _children[proc.pid] = proc
     pidfile.write_text(f"{proc.pid}\n")
     return proc.pid
 
@@ -42,24 +48,24 @@ def read_pid(pidfile: Path) -> int | None:
 
 
 def alive(pid: int) -> bool:
+    child = _children.get(pid)
+    if child is not None:
+        if child.poll() is None:
+            return True
+        del _children[pid]
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    # A zombie child of ours still answers kill(0); reap it if it is ours.
+    # A zombie (exited, parent has not reaped it) still answers kill(0).
     try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        done = 0
-        stat = Path(f"/proc/{pid}/stat")
-        try:
-            if stat.read_text().split(") ", 1)[1].startswith("Z"):
-                return False
-        except (FileNotFoundError, IndexError):
-            return False
-    return done == 0
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][:1]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
 
 
 def stop(pidfile: Path, timeout: float = 10.0, sig: int = signal.SIGTERM) -> None:

@@ -7,6 +7,8 @@ from collections.abc import Iterator
 import pytest
 
 from devstack.postgres import Postgres
+from devstack.stack import Stack
+from tests.stackfixtures import start_stack
 from tests.dbfixtures import ScratchDatabase, fresh_database, start_cluster
 
 
@@ -19,3 +21,15 @@ def pg_cluster() -> Iterator[Postgres]:
 def db(pg_cluster: Postgres) -> Iterator[ScratchDatabase]:
     """A freshly migrated, empty database for one test."""
     yield from fresh_database(pg_cluster)
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    """The whole real stack with the callrec service running (session-wide)."""
+    yield from start_stack(with_service=True)
+
+
+@pytest.fixture(scope="module")
+def bare_stack() -> Iterator[Stack]:
+    """Asterisk + PostgreSQL without the callrec service: the test is the ARI app."""
+    yield from start_stack(with_service=False)

@@ -1,0 +1,78 @@
+"""`python -m devstack up|down|status|demo-call|root`: the local stack from the Makefile."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from devstack.errors import StackError
+from devstack.stack import Stack, demo_stack
+
+
+def _up(stack: Stack) -> None:
+    started = time.monotonic()
+    log = stack.cfg.dir / "logs" / "setup.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    if not stack.root.ready:
+        print(f"building the Asterisk 22 root (Debian sid, once; log: {log}) ...", flush=True)
+    stack.up(log=log)
+    took = time.monotonic() - started
+    c = stack.cfg
+    print(f"""
+callrec stack is up ({took:.0f} s). Everything listens on 127.0.0.1:
+
+  SIP (Asterisk 22)      udp/{c.sip_port}   service numbers 0103808000 (fi), 0103808001 (sv)
+  agents (static)        udp/{c.agent_ports['agent1']}-{c.agent_ports['agent3']}  agent1..3 (or register)
+  ARI                    {stack.ari_url}/ari   user {c.ari_user}
+  web console            {stack.web_url}
+  PostgreSQL             127.0.0.1:{c.pg_port}  database callrec
+  archive                {stack.archive_dir}
+  settings               {stack.cfg.dir / 'env'}
+  logs                   {stack.log_dir}/callrec.log, {stack.asterisk.log_dir}/messages.log
+
+Place a demo call (SIPp caller + SIPp agent1):   make demo-call
+Stop everything:                                 make down
+""")
+
+
+def _demo_call(stack: Stack) -> int:
+    from devstack.democall import demo_call
+
+    return demo_call(stack)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="devstack")
+    parser.add_argument("action", choices=["up", "down", "status", "demo-call", "env"])
+    args = parser.parse_args(argv)
+    try:
+        stack = demo_stack()
+        if args.action == "up":
+            _up(stack)
+        elif args.action == "down":
+            stack.down()
+            print("callrec stack stopped")
+        elif args.action == "status":
+            print(f"asterisk: {'running' if stack.asterisk.running() else 'stopped'}")
+            pg = stack.pg.data.exists() and stack.pg.running()
+            print(f"postgres: {'running' if pg else 'stopped'}")
+            from devstack.proc import read_pid
+
+            svc = read_pid(stack.service_pidfile)
+            print(f"callrec:  {'running (pid %d)' % svc if svc else 'stopped'}")
+        elif args.action == "env":
+            print(stack.write_env().read_text(), end="")
+        elif args.action == "demo-call":
+            return _demo_call(stack)
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,343 @@
+"""The whole local stack: PostgreSQL, Asterisk 22, the callrec service; `.stack/env`.
+
+`make up` runs the demo profile on the documented ports; tests run an ephemeral profile
+on free ports with generated passwords, so both can run at once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from devstack.asterisk import AsteriskInstance, AsteriskRoot
+from devstack.errors import StackError
+from devstack.paths import PROMPTS, REPO, stack_dir, venv_python
+from devstack.ports import free_block, require_free
+from devstack.postgres import Postgres
+from devstack.proc import read_pid, spawn, stop, wait_until
+
+DEMO_CONFIG = REPO / "config" / "demo.toml"
+
+
+@dataclass
+class StackConfig:
+    dir: Path
+    name: str  # Asterisk instance directory inside the root
+    sip_port: int
+    ari_port: int
+    web_port: int
+    pg_port: int
+    agent_ports: dict[str, int]
+    rtp_start: int
+    rtp_end: int
+    ari_user: str
+    ari_password: str
+    db_owner_password: str
+    db_app_password: str
+    secret_key: str
+    demo: bool = False
+
+    @classmethod
+    def demo_profile(cls, directory: Path) -> StackConfig:
+        """`make up`: the documented ports; any of them can be moved by environment."""
+        env = os.environ
+        return cls(
+            dir=directory,
+            name="demo",
+            sip_port=int(env.get("CALLREC_SIP_PORT", 5060)),
+            ari_port=int(env.get("CALLREC_ARI_PORT", 8088)),
+            web_port=int(env.get("CALLREC_WEB_PORT", 8080)),
+            pg_port=int(env.get("CALLREC_PG_PORT", 55432)),
+            agent_ports={f"agent{i}": int(env.get(f"CALLREC_AGENT{i}_PORT", 5070 + i))
+                         for i in (1, 2, 3)},
+            rtp_start=10000,
+            rtp_end=10999,
+            ari_user="callrec",
+            ari_password="demo-ari-secret",
+            db_owner_password="demo-owner-secret",
+            db_app_password="demo-app-secret",
+            secret_key="demo-secret-key-not-for-production",
+            demo=True,
+        )
+
+    @classmethod
+    def ephemeral(cls, directory: Path) -> StackConfig:
+        """Tests: free ports, generated passwords."""
+        base = free_block(8, start=20000, end=29000)
+        return cls(
+            dir=directory,
+            name=f"test-{base}",
+            sip_port=base,
+            ari_port=base + 1,
+            web_port=base + 2,
+            pg_port=base + 3,
+            agent_ports={"agent1": base + 4, "agent2": base + 5, "agent3": base + 6},
+            rtp_start=12000 + (base % 20) * 50,
+            rtp_end=12000 + (base % 20) * 50 + 49,
+            ari_user="callrec",
+            ari_password=secrets.token_hex(12),
+            db_owner_password=secrets.token_hex(12),
+            db_app_password=secrets.token_hex(12),
+            secret_key=secrets.token_hex(32),
+        )
+
+    def save(self) -> None:
+        data = asdict(self)
+        data["dir"] = str(self.dir)
+        path = self.dir / "stack.json"
+        path.write_text(json.dumps(data, indent=2))
+        path.chmod(0o600)
+
+    @classmethod
+    def load(cls, directory: Path) -> StackConfig | None:
+        try:
+            data = json.loads((directory / "stack.json").read_text())
+        except FileNotFoundError:
+            return None
+        data["dir"] = Path(data["dir"])
+        return cls(**data)
+
+
+@dataclass
+class Stack:
+    cfg: StackConfig
+    root: AsteriskRoot = field(default_factory=AsteriskRoot)
+
+    def __post_init__(self) -> None:
+        d = self.cfg.dir
+        self.pg = Postgres(d / "postgres", self.cfg.pg_port, self.cfg.db_owner_password,
+                           self.cfg.db_app_password)
+        self.asterisk = AsteriskInstance(
+            self.root,
+            self.cfg.name,
+            {
+                "SIP_PORT": str(self.cfg.sip_port),
+                "ARI_PORT": str(self.cfg.ari_port),
+                "ARI_USER": self.cfg.ari_user,
+                "ARI_PASSWORD": self.cfg.ari_password,
+                "AGENT1_PORT": str(self.cfg.agent_ports["agent1"]),
+                "AGENT2_PORT": str(self.cfg.agent_ports["agent2"]),
+                "AGENT3_PORT": str(self.cfg.agent_ports["agent3"]),
+                "RTP_START": str(self.cfg.rtp_start),
+                "RTP_END": str(self.cfg.rtp_end),
+            },
+            d / "asterisk",
+        )
+
+    # ---- what tests and `make up` read
+    @property
+    def sip_port(self) -> int:
+        return self.cfg.sip_port
+
+    @property
+    def agent_ports(self) -> dict[str, int]:
+        return self.cfg.agent_ports
+
+    @property
+    def ari_url(self) -> str:
+        return f"http://127.0.0.1:{self.cfg.ari_port}"
+
+    @property
+    def ari_user(self) -> str:
+        return self.cfg.ari_user
+
+    @property
+    def ari_password(self) -> str:
+        return self.cfg.ari_password
+
+    @property
+    def web_url(self) -> str:
+        return f"http://127.0.0.1:{self.cfg.web_port}"
+
+    @property
+    def owner_dsn(self) -> str:
+        return self.pg.url("callrec_owner")
+
+    @property
+    def app_dsn(self) -> str:
+        return self.pg.url("callrec_app")
+
+    @property
+    def archive_dir(self) -> Path:
+        return self.cfg.dir / "archive"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.cfg.dir / "state"
+
+    @property
+    def config_path(self) -> Path:
+        return self.cfg.dir / "config" / "routing.toml"
+
+    @property
+    def prompts_dir(self) -> Path:
+        return self.cfg.dir / "prompts"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.cfg.dir / "logs"
+
+    @property
+    def service_log(self) -> Path:
+        return self.log_dir / "callrec.log"
+
+    @property
+    def service_pidfile(self) -> Path:
+        return self.state_dir / "callrec.pid"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            "CALLREC_DATABASE_URL": self.app_dsn,
+            "CALLREC_DATABASE_OWNER_URL": self.owner_dsn,
+            "CALLREC_ARI_URL": self.ari_url,
+            "CALLREC_ARI_USER": self.ari_user,
+            "CALLREC_ARI_PASSWORD": self.ari_password,
+            "CALLREC_ARI_APP": "callrec",
+            "CALLREC_SIP_HOST": "127.0.0.1",
+            "CALLREC_SIP_PORT": str(self.sip_port),
+            "CALLREC_WEB_URL": self.web_url,
+            "CALLREC_ARCHIVE_DIR": str(self.archive_dir),
+            "CALLREC_STATE_DIR": str(self.state_dir),
+            "CALLREC_CONFIG": str(self.config_path),
+            "CALLREC_PROMPTS_DIR": str(self.prompts_dir),
+            "CALLREC_PROMPT_CACHE_DIR": str(self.state_dir / "prompt-cache"),
+            "CALLREC_PID_FILE": str(self.service_pidfile),
+            "CALLREC_SECRET_KEY": self.cfg.secret_key,
+            "CALLREC_LOG_FORMAT": "json",
+            **{f"CALLREC_{a.upper()}_PORT": str(p) for a, p in self.agent_ports.items()},
+        }
+
+    # ---- lifecycle
+    def check_ports(self) -> None:
+        require_free(self.cfg.sip_port, "SIP (Asterisk)", "CALLREC_SIP_PORT", udp=True)
+        require_free(self.cfg.ari_port, "ARI HTTP (Asterisk)", "CALLREC_ARI_PORT")
+        require_free(self.cfg.web_port, "the callrec web console", "CALLREC_WEB_PORT")
+        require_free(self.cfg.pg_port, "PostgreSQL", "CALLREC_PG_PORT")
+
+    def up(self, with_service: bool = True, log: Path | None = None) -> None:
+        self.cfg.dir.mkdir(parents=True, exist_ok=True)
+        self.cfg.dir.chmod(0o755)  # the postgres user must reach its cluster below
+        running = {
+            "asterisk": self.asterisk.running(),
+            "postgres": self.pg.data.exists() and self.pg.running(),
+            "callrec": read_pid(self.service_pidfile) is not None,
+        }
+        self._check_ports_of_stopped(running)
+        self.cfg.save()
+        self.root.ensure(log=log)
+        for sub in (self.archive_dir, self.state_dir, self.log_dir, self.config_path.parent):
+            sub.mkdir(parents=True, exist_ok=True)
+        self.archive_dir.chmod(0o750)
+        self._seed_editable_files()
+        self.pg.start()
+        self.migrate()
+        self.asterisk.start()
+        self.build_prompts()
+        if with_service:
+            self.start_service()
+        self.write_env()
+
+    def _check_ports_of_stopped(self, running: dict[str, bool]) -> None:
+        if not running["asterisk"]:
+            require_free(self.cfg.sip_port, "SIP (Asterisk)", "CALLREC_SIP_PORT", udp=True)
+            require_free(self.cfg.ari_port, "ARI HTTP (Asterisk)", "CALLREC_ARI_PORT")
+        if not running["postgres"]:
+            require_free(self.cfg.pg_port, "PostgreSQL", "CALLREC_PG_PORT")
+        if not running["callrec"]:
+            require_free(self.cfg.web_port, "the callrec web console", "CALLREC_WEB_PORT")
+
+    def _seed_editable_files(self) -> None:
+        """Routing file and prompt sources are copied once; admins (and tests) edit the copy."""
+        if not self.config_path.exists() and DEMO_CONFIG.exists():
+            shutil.copy(DEMO_CONFIG, self.config_path)
+        if not self.prompts_dir.exists() and PROMPTS.exists():
+            shutil.copytree(PROMPTS, self.prompts_dir)
+
+    def migrate(self) -> None:
+        from callrec.archive.migrate import migrate
+
+        asyncio.run(migrate(self.owner_dsn))
+
+    def callrec(self, *args: str, check: bool = True, input: str | None = None,
+                extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """Run the `callrec` command against this stack."""
+        env = {**os.environ, **self.env, **(extra_env or {})}
+        proc = subprocess.run(
+            [str(venv_python()), "-m", "callrec.cli", *args],
+            capture_output=True, text=True, env=env, cwd=REPO, input=input, check=False,
+        )
+        if check and proc.returncode != 0:
+            raise StackError(f"callrec {' '.join(args)} failed: {proc.stderr or proc.stdout}")
+        return proc
+
+    def build_prompts(self) -> None:
+        from callrec.cli import build_parser
+
+        # Prompt rendering arrives with the prompts module; until then nothing to build.
+        if "prompts" in build_parser()._subparsers._group_actions[0].choices:  # type: ignore[union-attr]
+            self.callrec("prompts", "build")
+
+    def start_service(self, timeout: float = 30) -> None:
+        if read_pid(self.service_pidfile) is not None:
+            return
+        env = {**os.environ, **self.env}
+        spawn(
+            [str(venv_python()), "-m", "callrec.cli", "serve"],
+            log=self.service_log,
+            pidfile=self.service_pidfile,
+            env=env,
+            cwd=REPO,
+        )
+        wait_until(self._service_ready, timeout, "callrec service", interval=0.1)
+
+    def _service_ready(self) -> bool:
+        if read_pid(self.service_pidfile) is None:
+            tail = self.service_log.read_text(errors="replace")[-3000:]
+            raise StackError(f"callrec service exited during start-up:\n{tail}")
+        import urllib.request
+
+        with urllib.request.urlopen(self.web_url + "/healthz", timeout=2) as resp:  # noqa: S310
+            return bool(resp.status in (200, 503))
+
+    def stop_service(self, sig: int = signal.SIGTERM) -> None:
+        stop(self.service_pidfile, timeout=15, sig=sig)
+
+    def write_env(self) -> Path:
+        path = self.cfg.dir / "env"
+        path.write_text("".join(f"{k}={v}\n" for k, v in sorted(self.env.items())))
+        path.chmod(0o600)
+        return path
+
+    def down(self) -> None:
+        errors = []
+        for step in (self.stop_service, self.asterisk.stop, self.pg.stop):
+            try:
+                step()
+            except (StackError, OSError, subprocess.SubprocessError) as exc:
+                errors.append(f"{step.__qualname__}: {exc}")
+        if errors:
+            raise StackError("; ".join(errors))
+
+    def destroy(self) -> None:
+        """Stop everything and remove this stack's state (tests)."""
+        try:
+            self.down()
+        finally:
+            self.asterisk.destroy()
+            self.pg.destroy()
+            shutil.rmtree(self.cfg.dir, ignore_errors=True)
+
+
+def demo_stack() -> Stack:
+    directory = stack_dir()
+    cfg = StackConfig.load(directory) or StackConfig.demo_profile(directory)
+    if not cfg.demo:
+        raise StackError(f"{directory} holds a test stack, not the demo stack")
+    return Stack(cfg)

@@ -1,0 +1,106 @@
+"""The foundation: the local stack comes up from nothing and is a real PBX."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import pytest
+
+from devstack.sipp import Caller
+from devstack.stack import Stack
+
+pytestmark = pytest.mark.stack
+
+
+def _auth(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": aiohttp.encode_basic_auth(user, password)}
+
+
+async def test_ari_answers_and_database_is_migrated(bare_stack: Stack) -> None:
+    auth = _auth(bare_stack.ari_user, bare_stack.ari_password)
+    async with aiohttp.ClientSession(headers=auth) as http:
+        async with http.get(f"{bare_stack.ari_url}/ari/asterisk/info") as resp:
+            assert resp.status == 200
+            info = await resp.json()
+    assert info["system"]["version"].startswith("22.")
+    conn = await asyncpg.connect(bare_stack.app_dsn)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM calls") == 0
+    finally:
+        await conn.close()
+    owner = await asyncpg.connect(bare_stack.owner_dsn)
+    try:
+        versions = await owner.fetch("SELECT version FROM schema_migrations ORDER BY version")
+        assert [r["version"] for r in versions][0] == "0001"
+    finally:
+        await owner.close()
+
+
+async def test_wrong_ari_password_is_refused(bare_stack: Stack) -> None:
+    auth = _auth(bare_stack.ari_user, "not-the-password")
+    async with aiohttp.ClientSession(headers=auth) as http:
+        async with http.get(f"{bare_stack.ari_url}/ari/asterisk/ping") as resp:
+            assert resp.status == 401
+
+
+async def test_call_to_service_number_reaches_the_stasis_app(bare_stack: Stack) -> None:
+    auth = _auth(bare_stack.ari_user, bare_stack.ari_password)
+    url = f"{bare_stack.ari_url}/ari/events?app=callrec&subscribeAll=false"
+    async with aiohttp.ClientSession(headers=auth) as http, http.ws_connect(url) as ws:
+        caller = Caller(sip_port=bare_stack.sip_port, service_number="0103808000",
+                        caller_number="0401234567", talk_seconds=2).start()
+        try:
+            start = None
+            async with asyncio.timeout(20):
+                while start is None:
+                    msg = await ws.receive()
+                    assert msg.type == aiohttp.WSMsgType.TEXT, msg
+                    event = json.loads(msg.data)
+                    if event["type"] == "StasisStart":
+                        start = event
+            assert start["args"] == ["0103808000"]
+            assert start["channel"]["caller"]["number"] == "0401234567"
+            assert start["channel"]["dialplan"]["exten"] == "0103808000"
+            channel = start["channel"]["id"]
+            async with http.delete(f"{bare_stack.ari_url}/ari/channels/{channel}") as resp:
+                assert resp.status == 204
+        finally:
+            await asyncio.to_thread(caller.wait, 30)
+            caller.stop()
+
+
+def test_fallback_reaches_agent1_when_callrec_is_not_connected(bare_stack: Stack) -> None:
+    from devstack.sipp import Agent
+
+    agent = Agent(name="agent1", port=bare_stack.agent_ports["agent1"], answer_after=0.2,
+                  talk_seconds=1.0).start()
+    try:
+        caller = Caller(sip_port=bare_stack.sip_port, service_number="0103808000",
+                        caller_number="0401112222", talk_seconds=30).start()
+        assert caller.wait(60) == 0, caller.output()
+        invites = agent.invites()
+        assert len(invites) == 1, agent.messages()
+        assert "0401112222" in invites[0]  # the caller's number reaches the agent's phone
+    finally:
+        agent.stop()
+
+
+def test_down_leaves_no_process_behind(tmp_path_factory: pytest.TempPathFactory) -> None:
+    from tests.stackfixtures import start_stack
+
+    gen = start_stack(with_service=False)
+    stack = next(gen)
+    asterisk_pid = stack.asterisk.pidfile.read_text().strip()
+    stack.down()
+    ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    assert not any(line.split()[0] == asterisk_pid for line in ps.splitlines()[1:])
+    assert stack.cfg.name not in ps  # no asterisk of this instance
+    assert str(stack.pg.data) not in ps  # no postgres of this cluster
+    mounts = Path("/proc/mounts").read_text()
+    assert str(stack.root.path) not in mounts
+    gen.close()
