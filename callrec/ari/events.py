@@ -14,6 +14,7 @@ from typing import Any
 
 from callrec.ari.errors import AriDecodeError, EventDecodeError
 from callrec.ari.fields import (
+    opt_bool,
     opt_datetime,
     opt_int,
     opt_object,
@@ -85,6 +86,12 @@ class ChannelDestroyed(Event):
 
 @dataclass(frozen=True)
 class ChannelHangupRequest(Event):
+    """Someone asked for the hangup; `cause` is the Q.850 cause when Asterisk knows one.
+
+    For a soft hangup (ours over ARI, or Asterisk's own) Asterisk reports soft-hangup flags
+    in `cause`, not a hangup cause: it is None then.
+    """
+
     type: str = field(init=False, default="ChannelHangupRequest")
     channel: Channel
     cause: int | None = None
@@ -206,9 +213,14 @@ def _destroyed(raw: Mapping[str, Any], ts: datetime | None) -> Event:
 
 
 def _hangup_request(raw: Mapping[str, Any], ts: datetime | None) -> Event:
+    cause = opt_int(raw, "cause")
+    # main/channel.c: a soft hangup carries AST_SOFTHANGUP_* flags (e.g. 32) as "cause",
+    # and ast_queue_hangup_with_cause(-1) a -1; neither is a Q.850 cause
+    if opt_bool(raw, "soft") or (cause is not None and cause < 0):
+        cause = None
     return ChannelHangupRequest(
         channel=Channel.from_json(req_object(raw, "channel")),
-        cause=opt_int(raw, "cause"),
+        cause=cause,
         timestamp=ts,
     )
 

@@ -70,6 +70,15 @@ def opt_int(obj: Mapping[str, Any], key: str) -> int | None:
     return None if value is None else _check_int(key, value)
 
 
+def opt_bool(obj: Mapping[str, Any], key: str) -> bool | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, bool):
+        raise AriDecodeError(f"field {key!r} must be a boolean, got {type(value).__name__}")
+    return value
+
+
 def req_str_tuple(obj: Mapping[str, Any], key: str) -> tuple[str, ...]:
     value = _get(obj, key)
     if not isinstance(value, list | tuple):

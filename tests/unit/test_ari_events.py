@@ -67,6 +67,19 @@ def test_hangup_request_cause_is_optional() -> None:
     assert decoded.cause is None
 
 
+def test_soft_hangup_flags_are_not_a_cause() -> None:
+    raw = sample("ChannelHangupRequest")
+    raw.update(cause=32, soft=True)  # AST_SOFTHANGUP_EXPLICIT: what a DELETE over ARI gives
+    decoded = ev.decode_event(raw)
+    assert isinstance(decoded, ev.ChannelHangupRequest) and decoded.cause is None
+    raw.update(cause=-1, soft=False)
+    decoded = ev.decode_event(raw)
+    assert isinstance(decoded, ev.ChannelHangupRequest) and decoded.cause is None
+    raw.update(cause=17, soft="yes")
+    with pytest.raises(EventDecodeError, match="soft"):
+        ev.decode_event(raw)
+
+
 def test_bridge_events() -> None:
     entered = ev.decode_event(sample("ChannelEnteredBridge"))
     assert isinstance(entered, ev.ChannelEnteredBridge)
