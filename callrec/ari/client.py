@@ -130,6 +130,7 @@ class AriClient:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Open the HTTP sessions (no request is sent yet)."""
         if self._session is not None:
             return
         headers = {"Authorization": self._authorization}
@@ -145,6 +146,7 @@ class AriClient:
         )
 
     async def close(self) -> None:
+        """Close the HTTP sessions; cancel and await `run_events` before calling this."""
         sessions = [s for s in (self._session, self._ws_session) if s is not None]
         self._session = self._ws_session = None
         for session in sessions:
