@@ -58,17 +58,25 @@ async def append(
     digest = chain.entry_hash(entry)
     await conn.execute(
         "INSERT INTO audit_log (seq, at, actor, action, target, reason, details, prev_hash, hash)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9)",
+        " VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8, $9)",
         entry.seq, entry.at, entry.actor, entry.action, entry.target, entry.reason,
         json.dumps(clean_details), entry.prev_hash, digest,
     )
     return entry.seq
 
 
+def json_value(value: Any) -> Any:
+    """A jsonb column as Python data, whether or not the pool has a json codec installed."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
+_json = json_value
+
+
 def _entry(row: asyncpg.Record) -> chain.Entry:
     return chain.Entry(
         seq=row["seq"], at=row["at"], actor=row["actor"], action=row["action"],
-        target=row["target"], reason=row["reason"], details=json.loads(row["details"]),
+        target=row["target"], reason=row["reason"], details=_json(row["details"]),
         prev_hash=row["prev_hash"], hash=row["hash"],
     )
 
