@@ -68,3 +68,19 @@ def test_password_policy_and_argon2id() -> None:
     assert not passwords.verify_password(hashed, "correct horse batterY")
     assert not passwords.verify_password(None, "correct horse battery")
     assert not passwords.verify_password("garbage", "x")
+
+
+def test_progress_bar_draws_on_one_line() -> None:
+    import io
+
+    from callrec.privacy.progress import ProgressBar
+
+    out = io.StringIO()
+    bar = ProgressBar("purging", out, width=10)
+    bar(0, 4)
+    bar(4, 4)
+    bar.close()
+    text = out.getvalue()
+    assert text.startswith("\rpurging [..........] 0/4")
+    assert "\rpurging [##########] 4/4 100%" in text and text.endswith("\n")
+    assert "\n" not in text[:-1]
