@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -233,6 +235,28 @@ async def test_reconnects_when_asterisk_drops_the_websocket(
     assert (await app.ari.get_application()).name == app.ari.app
     kinds = [e.type for e in app.log.events]
     assert kinds[-3:] == ["Connected", "Disconnected", "Connected"]
+
+
+async def test_heartbeat_notices_a_frozen_asterisk(bare_stack: Stack) -> None:
+    """A peer that stops answering (here: Asterisk stopped with SIGSTOP) is noticed by the
+    ping/pong heartbeat within 1.5 heartbeats, and the client reconnects once it is back."""
+    pid = int(bare_stack.asterisk.pidfile.read_text().strip())
+    name = f"ari-test-{uuid.uuid4().hex[:8]}"
+    async with client(bare_stack, name, heartbeat=1.0, request_timeout=2.0) as ari:
+        running = await start_events(ari)
+        try:
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                dropped = await running.log.wait(Disconnected, within=6)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            assert "PONG" in dropped.reason
+            again = await running.log.wait(Connected, lambda e: e.reconnect, within=30)
+            assert again.reconnect
+            assert ari.reconnects == 1
+            await ari.ping()
+        finally:
+            await _cancel(running.task)
 
 
 async def test_application_replaced_then_taken_back(bare_stack: Stack) -> None:
