@@ -1,0 +1,25 @@
+"""Errors of the archive (database and recording files)."""
+
+from __future__ import annotations
+
+from callrec.errors import CallrecError
+
+
+class ArchiveError(CallrecError):
+    http_status = 500
+    default_message = "archive error"
+
+
+class ArchiveUnavailable(ArchiveError):
+    http_status = 503
+    default_message = "the database is unreachable"
+
+
+class ArchiveDiskFull(ArchiveError):
+    http_status = 507
+    default_message = "the archive filesystem is full"
+
+
+class CorruptRecording(ArchiveError):
+    http_status = 422
+    default_message = "the recording is not a readable WAV file"

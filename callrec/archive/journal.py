@@ -1,0 +1,94 @@
+"""An append-only, fsync'd journal of archive writes made while PostgreSQL is away.
+
+Each line is one JSON operation. Operations are idempotent upserts, so replaying a line
+that had already reached the database before a crash does no harm."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+class Journal:
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / "journal.jsonl"
+        self._lock = asyncio.Lock()
+
+    def _ensure_dir(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    async def append(self, op: dict[str, Any]) -> None:
+        line = json.dumps(op, separators=(",", ":"), ensure_ascii=False) + "\n"
+        async with self._lock:
+            await asyncio.to_thread(self._append_sync, line.encode())
+
+    def _append_sync(self, data: bytes) -> None:
+        self._ensure_dir()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    async def reject(self, op: dict[str, Any]) -> None:
+        """Set aside an operation the database refused (kept for an operator to inspect)."""
+        line = json.dumps(op, separators=(",", ":"), ensure_ascii=False) + "\n"
+        rejected = self.path.with_name("journal.rejected.jsonl")
+
+        def write() -> None:
+            fd = os.open(rejected, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, line.encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+        await asyncio.to_thread(write)
+
+    def read(self) -> list[dict[str, Any]]:
+        """All complete operations; a torn last line (crash mid-write) is skipped."""
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return []
+        ops = []
+        for line in raw.split(b"\n"):
+            if not line.strip():
+                continue
+            try:
+                ops.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # only a torn final write can look like this
+        return ops
+
+    def backlog(self) -> int:
+        try:
+            with open(self.path, "rb") as f:
+                return sum(1 for line in f if line.strip())
+        except FileNotFoundError:
+            return 0
+
+    async def drop_first(self, count: int) -> None:
+        """Forget the first `count` operations (they reached the database)."""
+        async with self._lock:
+            await asyncio.to_thread(self._drop_sync, count)
+
+    def _drop_sync(self, count: int) -> None:
+        remaining = self.read()[count:]
+        if not remaining:
+            self.path.unlink(missing_ok=True)
+            return
+        tmp = self.path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            data = "".join(json.dumps(op, separators=(",", ":"), ensure_ascii=False) + "\n"
+                           for op in remaining)
+            os.write(fd, data.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)

@@ -1,0 +1,245 @@
+"""Call metadata in PostgreSQL, written as the call progresses so that a crash of the
+service loses nothing; journalled locally while the database is unreachable."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import structlog
+
+from callrec.archive.errors import ArchiveError, ArchiveUnavailable
+from callrec.archive.journal import Journal
+
+log = structlog.get_logger(__name__)
+
+# Column names are never taken from input: only these may be written.
+CALL_COLUMNS = frozenset({
+    "caller_number", "caller_name", "service_number", "service_name", "language",
+    "agent_id", "agent_name", "agent_endpoint", "started_at", "notice_started_at",
+    "answered_at", "ended_at", "end_reason", "abandoned_phase", "notice_prompt",
+    "notice_language", "notice_completed", "caller_channel_id", "agent_channel_id",
+    "bridge_id", "recording_name", "state",
+})
+_TIMESTAMPS = frozenset({"started_at", "notice_started_at", "answered_at", "ended_at"})
+RECORDING_COLUMNS = ("path", "sha256", "bytes", "duration_ms", "format")
+
+# Errors that mean "the database is not there", as opposed to a bug in our SQL.
+_UNREACHABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+)
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value
+
+
+class CallStore:
+    """Upserts of call and recording rows; never raises because the database is down."""
+
+    def __init__(self, dsn: str, journal_dir: Path, *, retry_seconds: float = 1.0) -> None:
+        self._dsn = dsn
+        self.journal = Journal(journal_dir)
+        self._pool: asyncpg.Pool | None = None
+        self._drainer: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._retry = retry_seconds
+        self.db_available = False
+        self._first_failure = True
+
+    async def start(self) -> None:
+        with contextlib.suppress(*_UNREACHABLE):
+            await self._connect()
+            self.db_available = True
+        self._drainer = asyncio.create_task(self._drain_forever(), name="journal-drainer")
+        self._wake.set()
+
+    async def close(self) -> None:
+        if self._drainer is not None:
+            self._drainer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._drainer
+            self._drainer = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def __aenter__(self) -> CallStore:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _connect(self) -> asyncpg.Pool:
+        if self._pool is None:
+            self._pool = await asyncpg.create_pool(
+                self._dsn, min_size=1, max_size=5, timeout=5, command_timeout=10
+            )
+        return self._pool
+
+    def _came_back(self) -> None:
+        if not self.db_available:
+            log.info("database_reachable")
+        self.db_available = True
+
+    @property
+    def journal_backlog(self) -> int:
+        return self.journal.backlog()
+
+    # ---- writes
+    async def record_call(self, call_id: uuid.UUID, **fields: Any) -> None:
+        unknown = set(fields) - CALL_COLUMNS
+        if unknown:
+            raise ArchiveError(f"not a call column: {', '.join(sorted(unknown))}")
+        await self._write({"op": "call", "id": str(call_id),
+                           "fields": {k: _encode(v) for k, v in fields.items()}})
+
+    async def record_recording(
+        self, call_id: uuid.UUID, *, path: str, sha256: str, bytes: int, duration_ms: int,
+        format: str,
+    ) -> None:
+        await self._write({"op": "recording", "id": str(call_id), "fields": {
+            "path": path, "sha256": sha256, "bytes": bytes, "duration_ms": duration_ms,
+            "format": format}})
+
+    async def _write(self, op: dict[str, Any]) -> None:
+        # While anything waits in the journal, new writes queue behind it: order per call
+        # is what makes the upserts correct.
+        if self.journal_backlog == 0:
+            try:
+                pool = await self._connect()
+                async with pool.acquire() as conn:
+                    await _apply(conn, op)
+                self._came_back()
+                return
+            except _UNREACHABLE as exc:
+                self._went_away(exc)
+        await self.journal.append(op)
+        self._wake.set()
+
+    def _went_away(self, exc: BaseException) -> None:
+        if self.db_available or self._first_failure:
+            self._first_failure = False
+            log.error("database_unreachable", error=repr(exc), action="journalling writes")
+        self.db_available = False
+
+    async def _drain_forever(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self.journal_backlog:
+                try:
+                    await self.drain()
+                except _UNREACHABLE as exc:
+                    self._went_away(exc)
+                    await asyncio.sleep(self._retry)
+
+    async def drain(self) -> int:
+        """Apply journalled operations in order; returns how many reached the database."""
+        ops = self.journal.read()
+        if not ops:
+            return 0
+        pool = await self._connect()
+        done = 0
+        try:
+            async with pool.acquire() as conn:
+                for op in ops:
+                    try:
+                        await _apply(conn, op)
+                    except _UNREACHABLE:
+                        raise
+                    except (asyncpg.PostgresError, KeyError, ValueError) as exc:
+                        # A write the database refuses would block the journal forever:
+                        # keep it aside for an operator instead.
+                        log.error("journal_operation_rejected", error=repr(exc), op=op.get("op"),
+                                  call_id=op.get("id"))
+                        await self.journal.reject(op)
+                    done += 1
+            self._came_back()
+        finally:
+            if done:
+                await self.journal.drop_first(done)
+                log.info("journal_drained", operations=done, remaining=self.journal_backlog)
+        return done
+
+    # ---- reads
+    async def open_calls(self) -> list[dict[str, Any]]:
+        """Calls not yet ended (for reconciliation after a restart)."""
+        return await self._fetch(
+            "SELECT * FROM calls WHERE ended_at IS NULL ORDER BY started_at"
+        )
+
+    async def get_call(self, call_id: uuid.UUID) -> dict[str, Any] | None:
+        rows = await self._fetch("SELECT * FROM calls WHERE id = $1", call_id)
+        return rows[0] if rows else None
+
+    async def call_by_recording(self, recording_name: str) -> dict[str, Any] | None:
+        rows = await self._fetch("SELECT * FROM calls WHERE recording_name = $1", recording_name)
+        return rows[0] if rows else None
+
+    async def _fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        try:
+            pool = await self._connect()
+            async with pool.acquire() as conn:
+                rows = [dict(r) for r in await conn.fetch(sql, *args)]
+            self._came_back()
+            return rows
+        except _UNREACHABLE as exc:
+            self._went_away(exc)
+            raise ArchiveUnavailable() from exc
+
+
+async def _apply(conn: asyncpg.Connection, op: dict[str, Any]) -> None:
+    call_id = uuid.UUID(op["id"])
+    fields: dict[str, Any] = dict(op["fields"])
+    if op["op"] == "call":
+        for key in _TIMESTAMPS & fields.keys():
+            if isinstance(fields[key], str):
+                fields[key] = dt.datetime.fromisoformat(fields[key])
+        cols = [c for c in fields if c in CALL_COLUMNS]
+        if not cols:
+            return
+        values = [fields[c] for c in cols]
+        # Column names come from the fixed allow-list above; values are parameters.
+        # UPDATE first: an INSERT ... ON CONFLICT with only some columns would trip the
+        # NOT NULL checks before the conflict is even looked at.
+        sets = ", ".join(f"{c} = ${i}" for i, c in enumerate(cols, start=2))
+        status = await conn.execute(
+            f"UPDATE calls SET {sets}, updated_at = now() WHERE id = $1",  # noqa: S608
+            call_id, *values,
+        )
+        if status == "UPDATE 0":
+            placeholders = ", ".join(f"${i}" for i in range(2, len(cols) + 2))
+            updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols)
+            await conn.execute(
+                f"INSERT INTO calls (id, {', '.join(cols)}) VALUES ($1, {placeholders}) "  # noqa: S608
+                f"ON CONFLICT (id) DO UPDATE SET {updates}, updated_at = now()",
+                call_id, *values,
+            )
+    elif op["op"] == "recording":
+        await conn.execute(
+            "INSERT INTO recordings (call_id, path, sha256, bytes, duration_ms, format) "
+            "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (call_id) DO UPDATE SET "
+            "path = EXCLUDED.path, sha256 = EXCLUDED.sha256, bytes = EXCLUDED.bytes, "
+            "duration_ms = EXCLUDED.duration_ms, format = EXCLUDED.format",
+            call_id, fields["path"], fields["sha256"], int(fields["bytes"]),
+            int(fields["duration_ms"]), fields["format"],
+        )
+    else:
+        log.error("journal_unknown_operation", op=op.get("op"))
