@@ -19,7 +19,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 import structlog
 
@@ -605,13 +605,8 @@ class CallManager:
                 log.info("recording of an earlier run archived", recording=name)
 
     async def _find_row(self, call_id: uuid.UUID) -> CallRow | None:
-        # `get_call` is optional in the store's contract; without it only open rows are known
-        get_call = getattr(self._store, "get_call", None)
-        if get_call is None:
-            return None
         try:
-            row = await get_call(call_id)
+            return await self._store.get_call(call_id)
         except Exception:
             log.exception("call row not readable", row_id=str(call_id))
             return None
-        return cast(CallRow | None, row)
