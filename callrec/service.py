@@ -1,9 +1,174 @@
-"""`callrec serve`: the long-running service (wired in create_service)."""
+"""`callrec serve`: the long-running service, wired in one place (`create_service`).
+
+Constructors do no I/O; every part with a lifecycle is started and stopped by an entry of
+aiohttp's `cleanup_ctx`, in order (store, routing, ARI + call manager, retention), and
+stopped in reverse: tasks are cancelled, then awaited."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import structlog
+from aiohttp import web
+
+from callrec import health
+from callrec.archive.files import RecordingArchiver
+from callrec.archive.store import CallStore
+from callrec.ari.client import AriClient
+from callrec.ari.events import Connected, Event
+from callrec.calls.manager import CallManager
+from callrec.logs import configure_logging
+from callrec.prompts import http as prompts_http
+from callrec.prompts.catalog import PromptCatalog
+from callrec.routing.loader import RoutingProvider
+from callrec.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Service:
+    """Every part of the running service (built without I/O)."""
+
+    settings: Settings
+    store: CallStore
+    archiver: RecordingArchiver
+    routing: RoutingProvider
+    prompts: PromptCatalog
+    ari: AriClient
+    manager: CallManager
+    retention_interval: float = 24 * 3600.0
+    retention_first_delay: float = 300.0
+    purged_total: int = 0
+    background: set[asyncio.Task[Any]] = field(default_factory=set)
+
+
+SERVICE = web.AppKey("service", Service)
+
+
+def build_service(settings: Settings) -> Service:
+    store = CallStore(settings.database_url, settings.journal_dir)
+    archiver = RecordingArchiver(settings.archive_dir, store)
+    routing = RoutingProvider(settings.config_path, prompts_dir=settings.prompts_dir)
+    prompts = PromptCatalog(settings.prompts_dir, settings.prompt_cache_dir, settings.public_url)
+    ari = AriClient(settings.ari_url, settings.ari_user, settings.ari_password,
+                    settings.app_name)
+    manager = CallManager(ari, store, archiver, routing, prompts, settings.app_name)
+    return Service(settings, store, archiver, routing, prompts, ari, manager,
+                   retention_interval=float(os.environ.get(
+                       "CALLREC_RETENTION_INTERVAL_HOURS", "24")) * 3600)
+
+
+def create_service(settings: Settings) -> web.Application:
+    svc = build_service(settings)
+    app = web.Application(client_max_size=32 * 1024 * 1024)
+    app[SERVICE] = svc
+    prompts_http.add_routes(app, svc.prompts)
+    health.add_routes(app, health.Probes(svc.ari, svc.store, svc.archiver, svc.manager,
+                                         lambda: svc.purged_total))
+    app.cleanup_ctx.extend([_store_ctx, _routing_ctx, _calls_ctx, _retention_ctx])
+    return app
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    svc = app[SERVICE]
+    svc.settings.archive_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+    await svc.store.start()
+    try:
+        yield
+    finally:
+        await svc.store.close()
+
+
+async def _routing_ctx(app: web.Application) -> AsyncIterator[None]:
+    svc = app[SERVICE]
+    svc.routing.current()  # a broken routing file at start-up is fatal, with its errors
+    await svc.routing.start()
+    try:
+        yield
+    finally:
+        await svc.routing.close()
+
+
+async def _calls_ctx(app: web.Application) -> AsyncIterator[None]:
+    svc = app[SERVICE]
+
+    async def on_event(event: Event) -> None:
+        if isinstance(event, Connected):
+            # Reconcile in the background: the event reader must never wait on REST calls.
+            task = asyncio.create_task(svc.manager.reconcile(), name="reconcile")
+            svc.background.add(task)
+            task.add_done_callback(svc.background.discard)
+        await svc.manager.handle(event)
+
+    await svc.ari.start()
+    events = asyncio.create_task(svc.ari.run_events(on_event), name="ari-events")
+    try:
+        yield
+    finally:
+        events.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await events
+        for task in list(svc.background):
+            task.cancel()
+        await asyncio.gather(*svc.background, return_exceptions=True)
+        await svc.manager.close()
+        await svc.ari.close()
+
+
+async def _retention_ctx(app: web.Application) -> AsyncIterator[None]:
+    svc = app[SERVICE]
+    task = asyncio.create_task(_retention_loop(svc), name="retention")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _retention_loop(svc: Service) -> None:
+    """The daily retention run (§9), evidence in the audit log."""
+    from callrec.privacy.keys import load_secret_key
+    from callrec.privacy.service import run_retention
+
+    await asyncio.sleep(svc.retention_first_delay)
+    while True:
+        try:
+            pool = await asyncpg.create_pool(svc.settings.database_url, min_size=1, max_size=2)
+            try:
+                report = await run_retention(pool, svc.settings.archive_dir, load_secret_key())
+            finally:
+                await pool.close()
+            svc.purged_total += len(report.purged)
+            log.info("retention_run", purged=len(report.purged),
+                     held_skipped=report.held_skipped, audit_seq=report.audit_seq)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the next run retries; the failure is logged with its cause
+            log.exception("retention_run_failed")
+        await asyncio.sleep(svc.retention_interval)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `serve` (not yet wired)."""
+    serve = sub.add_parser("serve", help="run the service (ARI app, archive, web)")
+    serve.set_defaults(func=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    configure_logging(settings.log_format, logging.INFO)
+    app = create_service(settings)
+    log.info("callrec_starting", web=f"{settings.web_host}:{settings.web_port}",
+             ari=settings.ari_url, app=settings.app_name)
+    web.run_app(app, host=settings.web_host, port=settings.web_port, print=None,
+                access_log=None)
+    return 0

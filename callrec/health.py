@@ -1,0 +1,96 @@
+"""`/healthz` and `/metrics` (Prometheus text format) of the running service."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from callrec.archive.files import RecordingArchiver
+from callrec.archive.store import CallStore
+from callrec.ari.client import AriClient
+from callrec.calls.manager import CallManager
+
+MIN_FREE_BYTES = 64 * 1024 * 1024  # below this the archive is reported as (nearly) full
+
+
+@dataclass
+class Probes:
+    ari: AriClient
+    store: CallStore
+    archiver: RecordingArchiver
+    manager: CallManager
+    purged_total: Callable[[], int]
+
+    def archive_state(self) -> tuple[bool, int]:
+        root = self.archiver.root
+        try:
+            st = os.statvfs(root)
+        except OSError:
+            return False, 0
+        free = st.f_bavail * st.f_frsize
+        writable = os.access(root, os.W_OK) and not self.archiver.disk_full
+        return writable and free >= MIN_FREE_BYTES, free
+
+    def checks(self) -> dict[str, bool]:
+        archive_ok, _ = self.archive_state()
+        return {
+            "ari_connected": self.ari.connected,
+            "database_reachable": self.store.db_available,
+            "archive_writable": archive_ok,
+        }
+
+
+def add_routes(app: web.Application, probes: Probes) -> None:
+    async def healthz(request: web.Request) -> web.Response:
+        checks = probes.checks()
+        ok = all(checks.values())
+        body = {"status": "ok" if ok else "degraded", **checks,
+                "journal_backlog": probes.store.journal_backlog,
+                "active_calls": probes.manager.active_calls}
+        return web.json_response(body, status=200 if ok else 503)
+
+    async def metrics(request: web.Request) -> web.Response:
+        lines = []
+
+        def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
+            lines.append(f"# HELP {name} {help_text}")
+            lines.append(f"# TYPE {name} {kind}")
+            for labels, value in samples:
+                lines.append(f"{name}{labels} {value:g}")
+
+        reasons = probes.manager.calls_by_end_reason
+        metric("callrec_calls_total", "counter", "Finished calls by end reason.",
+               [(f'{{end_reason="{r}"}}', n) for r, n in sorted(reasons.items())] or
+               [('{end_reason="completed"}', 0)])
+        metric("callrec_active_calls", "gauge", "Calls in progress.",
+               [("", probes.manager.active_calls)])
+        metric("callrec_recording_bytes_total", "counter",
+               "Bytes of recordings archived by this process.",
+               [("", probes.archiver.bytes_archived)])
+        metric("callrec_ari_connected", "gauge", "1 while the ARI events websocket is up.",
+               [("", 1 if probes.ari.connected else 0)])
+        metric("callrec_ari_reconnects_total", "counter", "ARI websocket reconnections.",
+               [("", probes.ari.reconnects)])
+        metric("callrec_ari_rejected_events_total", "counter",
+               "Malformed ARI events dropped.", [("", probes.ari.rejected_events)])
+        metric("callrec_journal_backlog", "gauge",
+               "Archive writes waiting in the local journal for PostgreSQL.",
+               [("", probes.store.journal_backlog)])
+        metric("callrec_database_up", "gauge", "1 while PostgreSQL answers.",
+               [("", 1 if probes.store.db_available else 0)])
+        archive_ok, free = probes.archive_state()
+        metric("callrec_archive_writable", "gauge", "1 while recordings can be archived.",
+               [("", 1 if archive_ok else 0)])
+        metric("callrec_archive_free_bytes", "gauge", "Free bytes on the archive filesystem.",
+               [("", free)])
+        metric("callrec_purged_calls_total", "counter",
+               "Calls deleted by retention runs of this process.",
+               [("", probes.purged_total())])
+        return web.Response(text="\n".join(lines) + "\n",
+                            content_type="text/plain", charset="utf-8")
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
