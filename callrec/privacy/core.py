@@ -139,18 +139,23 @@ class ServiceCore:
         log.warning("privacy_denied", actor=actor.username, operation=op.value)
         raise Forbidden(f"{actor.username} may not do {op.value}" + (f" ({why})" if why else ""))
 
-    async def _active_user(self, conn: asyncpg.Connection, username: str, role: Role) -> str:
-        """A named colleague (verifier, approver) who must hold `role` right now."""
+    async def _active_user(
+        self, conn: asyncpg.Connection, username: str, role: Role | None = None
+    ) -> str:
+        """A named colleague (identity verifier, approver): an active account, with `role`
+        if one is given."""
         name = username_field(username)
         row = await conn.fetchrow(
             "SELECT roles, disabled, expires_at, now() AS now FROM users WHERE username = $1",
             name,
         )
         if (
-            row is None or row["disabled"] or role.value not in row["roles"]
+            row is None or row["disabled"]
+            or (role is not None and role.value not in row["roles"])
             or (row["expires_at"] is not None and row["expires_at"] <= row["now"])
         ):
-            raise Invalid(f"{name} is not an active account with the {role.value} role")
+            need = f" with the {role.value} role" if role is not None else ""
+            raise Invalid(f"{name} is not an active account{need}")
         return name
 
     async def _today(self, conn: asyncpg.Connection) -> date:

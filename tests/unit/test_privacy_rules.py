@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 from datetime import date
 
 import pytest
 
 from callrec.privacy import passwords
+from callrec.privacy.cases import _csv_cell
 from callrec.privacy.deadlines import due_date, is_overdue, parse_date, received_date
 from callrec.privacy.errors import Invalid
+from callrec.privacy.progress import ProgressBar
 from callrec.privacy.roles import Actor, Operation, Role, parse_roles, permits
 
 
@@ -71,10 +74,6 @@ def test_password_policy_and_argon2id() -> None:
 
 
 def test_progress_bar_draws_on_one_line() -> None:
-    import io
-
-    from callrec.privacy.progress import ProgressBar
-
     out = io.StringIO()
     bar = ProgressBar("purging", out, width=10)
     bar(0, 4)
@@ -84,3 +83,11 @@ def test_progress_bar_draws_on_one_line() -> None:
     assert text.startswith("\rpurging [..........] 0/4")
     assert "\rpurging [##########] 4/4 100%" in text and text.endswith("\n")
     assert "\n" not in text[:-1]
+
+
+def test_csv_cells_cannot_become_formulas() -> None:
+    assert _csv_cell("+358401234567") == "+358401234567"
+    assert _csv_cell("=HYPERLINK(\"http://x\")") == "'=HYPERLINK(\"http://x\")"
+    assert _csv_cell("+1+cmd|' /C calc'!A0") == "'+1+cmd|' /C calc'!A0"
+    assert _csv_cell("@SUM(A1)") == "'@SUM(A1)"
+    assert _csv_cell("Agent Anna") == "Agent Anna" and _csv_cell(12) == 12
