@@ -257,30 +257,41 @@ class CasesMixin(ServiceCore):
             got = received_date(received, today)
             async with conn.transaction():
                 calls = await conn.fetch(
-                    "SELECT id, caller_number FROM calls WHERE caller_number = ANY($1::text[])"
-                    " ORDER BY started_at FOR UPDATE",
+                    "SELECT id, caller_number, ended_at FROM calls"
+                    " WHERE caller_number = ANY($1::text[]) ORDER BY started_at FOR UPDATE",
                     list(number_variants(canonical)),
                 )
                 held = await self._held(conn, calls)
-                erasable = [c["id"] for c in calls if c["id"] not in held]
+                # a call still going on would be written again by the call flow when it ends
+                ongoing = [c["id"] for c in calls if c["ended_at"] is None and c["id"] not in held]
+                erasable = [
+                    c["id"] for c in calls if c["id"] not in held and c["id"] not in ongoing
+                ]
+                reasons: list[str] = []
                 if ground is not None:
-                    final, refusal, erasable = "refused", ground, []
-                elif held:
-                    hold_ids = sorted({h for ids in held.values() for h in ids})
-                    reasons = await conn.fetch(
-                        "SELECT id, reason FROM legal_holds WHERE id = ANY($1::bigint[])"
-                        " ORDER BY id", hold_ids,
-                    )
-                    refusal = "legal hold: " + "; ".join(
-                        f"#{h['id']} {h['reason']}" for h in reasons
-                    )
-                    final = "partially_refused" if erasable else "refused"
+                    reasons, erasable = [ground], []
                 else:
-                    final, refusal = "erased", None
+                    if held:
+                        holds = await conn.fetch(
+                            "SELECT id, reason FROM legal_holds WHERE id = ANY($1::bigint[])"
+                            " ORDER BY id", sorted({h for ids in held.values() for h in ids}),
+                        )
+                        reasons.append("legal hold: " + "; ".join(
+                            f"#{h['id']} {h['reason']}" for h in holds
+                        ))
+                    if ongoing:
+                        reasons.append(f"{len(ongoing)} call(s) still in progress: "
+                                       "repeat the request when they have ended")
+                refusal = " | ".join(reasons) or None
+                if refusal is None:
+                    final = "erased"
+                else:
+                    final = "partially_refused" if erasable else "refused"
                 status = "erasing" if erasable else final
                 result = {
                     "final_status": final, "erased_calls": [str(i) for i in erasable],
                     "held_calls": [str(i) for i in held], "matched_calls": len(calls),
+                    "in_progress_calls": [str(i) for i in ongoing],
                 }
                 case = await conn.fetchrow(
                     "INSERT INTO privacy_requests (kind, number_hmac, received_on, due_on,"

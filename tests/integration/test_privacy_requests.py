@@ -221,3 +221,21 @@ async def test_concurrent_purge_and_export_of_the_same_calls(
                 assert len(wavs) == export.files == export.calls
             assert set(purge_.purged) == set(calls)
             assert await w.orphans() == (set(), set())
+
+
+async def test_erasure_skips_a_call_still_in_progress(db: ScratchDatabase, tmp_path: Path) -> None:
+    async with world(db, tmp_path) as w:
+        dpo = await w.user("dpo", "privacy")
+        done = await w.call("0401234567")
+        ongoing = await w.call("0401234567")
+        conn = await w.owner()
+        try:
+            await conn.execute("UPDATE calls SET ended_at = NULL WHERE id = $1", ongoing)
+        finally:
+            await conn.close()
+        case = await w.service.erase_number(dpo, number=NUMBER, verified_by="dpo",
+                                            method="letter")
+        assert case.status == "partially_refused"
+        assert "1 call(s) still in progress" in (case.refusal_reason or "")
+        assert case.result["erased_calls"] == [str(done)]
+        assert await w.call_ids() == {ongoing}
