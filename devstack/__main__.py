@@ -19,11 +19,12 @@ def _up(stack: Stack) -> None:
     stack.up(log=log)
     took = time.monotonic() - started
     c = stack.cfg
+    agents = f"{c.agent_ports['agent1']}-{c.agent_ports['agent3']}"
     print(f"""
 callrec stack is up ({took:.0f} s). Everything listens on 127.0.0.1:
 
   SIP (Asterisk 22)      udp/{c.sip_port}   service numbers 0103808000 (fi), 0103808001 (sv)
-  agents (static)        udp/{c.agent_ports['agent1']}-{c.agent_ports['agent3']}  agent1..3 (or register)
+  agents (static)        udp/{agents}  agent1..3 (or register)
   ARI                    {stack.ari_url}/ari   user {c.ari_user}
   web console            {stack.web_url}
   PostgreSQL             127.0.0.1:{c.pg_port}  database callrec
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             from devstack.proc import read_pid
 
             svc = read_pid(stack.service_pidfile)
-            print(f"callrec:  {'running (pid %d)' % svc if svc else 'stopped'}")
+            print(f"callrec:  {f'running (pid {svc})' if svc else 'stopped'}")
         elif args.action == "env":
             print(stack.write_env().read_text(), end="")
         elif args.action == "demo-call":

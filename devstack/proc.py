@@ -9,7 +9,6 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-
 # Children started by this process: kept so they are reaped (no zombies, and no
 # ResourceWarning from a Popen collected while its child still runs).
 _children: dict[int, subprocess.Popen[bytes]] = {}

@@ -4,6 +4,7 @@ a recording can be checked by content (one tone per party)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -97,10 +98,8 @@ class _Sipp:
             os.killpg(self.proc.pid, signal.SIGUSR1)  # SIPp: quit after current calls abort
             self.proc.wait(timeout=3)
         except (subprocess.TimeoutExpired, ProcessLookupError):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             self.proc.wait(timeout=5)
 
     def messages(self) -> str:
@@ -201,8 +200,9 @@ class Agent(_Sipp):
         while time.monotonic() < deadline:  # SIPp binds its port shortly after start
             if not self.running:
                 raise StackError(f"SIPp agent {self.name} exited: {self.output()}")
-            from devstack.ports import is_free
             import socket
+
+            from devstack.ports import is_free
 
             if not is_free(self.port, socket.SOCK_DGRAM):
                 return self

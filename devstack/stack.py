@@ -280,8 +280,11 @@ class Stack:
     def build_prompts(self) -> None:
         from callrec.cli import build_parser
 
-        # Prompt rendering arrives with the prompts module; until then nothing to build.
-        if "prompts" in build_parser()._subparsers._group_actions[0].choices:  # type: ignore[union-attr]
+        # Until the prompts area registers its commands there is nothing to build.
+        parser = build_parser()
+        group = parser._subparsers
+        choices = getattr(group._group_actions[0], "choices", None) if group else None
+        if choices and "prompts" in choices:
             self.callrec("prompts", "build")
 
     def start_service(self, timeout: float = 30) -> None:

@@ -1,0 +1,17 @@
+# The callrec service: ARI application, archive writer, web console.
+FROM python:3.11-slim-bookworm
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      espeak-ng libsndfile1 \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --home /var/lib/callrec --create-home callrec
+WORKDIR /opt/callrec
+COPY pyproject.toml README.md ./
+COPY callrec ./callrec
+COPY prompts ./prompts
+COPY config ./config
+RUN pip install --no-cache-dir .
+USER callrec
+EXPOSE 8080
+# Schema and prompt audio first (both idempotent), then the service.
+CMD ["sh", "-c", "callrec db migrate && callrec prompts build && exec callrec serve"]

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Install what the local stack and the tests need, on Debian 12 as root:
+# system packages from Debian, Python packages into .venv from PyPI.
+# Idempotent and quick when everything is already there.
+#   scripts/setup.sh          the stack (make up)
+#   scripts/setup.sh --test   plus what the tests need (make test)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_test=0
+[ "${1:-}" = "--test" ] && want_test=1
+
+if [ "$(id -u)" != 0 ]; then
+  echo "setup: the local stack needs root (apt-get, debootstrap, chroot)." >&2
+  echo "setup: without root, use the Docker alternative: docker compose up (see README)." >&2
+  exit 1
+fi
+if ! command -v apt-get >/dev/null; then
+  echo "setup: this is not a Debian-like system; use docker compose up (see README)." >&2
+  exit 1
+fi
+
+pkgs=(debootstrap sip-tester postgresql espeak-ng sox libsndfile1 python3-venv)
+[ $want_test = 1 ] && pkgs+=(chromium)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]} (apt)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+python=${PYTHON:-python3}
+stamp=.venv/.callrec-installed
+want="$(sha256sum pyproject.toml | cut -c1-16)-$want_test"
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: preparing the Python environment in .venv (pip)"
+  [ -x .venv/bin/python ] || "$python" -m venv .venv
+  .venv/bin/python -m pip install -q --upgrade pip
+  if [ $want_test = 1 ]; then
+    .venv/bin/python -m pip install -q -e '.[dev]'
+  else
+    .venv/bin/python -m pip install -q -e .
+  fi
+  echo "$want" > "$stamp"
+fi
