@@ -116,18 +116,16 @@ class AccountsMixin(ServiceCore):
                     reason=problem, details={"recent_failures": failures + 1},
                 )
             else:
-                assert row is not None and stored is not None
                 await conn.execute("DELETE FROM login_failures WHERE username = $1", name)
-                if passwords.needs_rehash(stored):
+                if stored is not None and passwords.needs_rehash(stored):
                     await conn.execute(
                         "UPDATE users SET password_hash = $2 WHERE id = $1", row["id"],
                         await asyncio.to_thread(passwords.hash_password, password),
                     )
                 await audit.append(conn, actor=name, action="login", target=f"user:{name}")
-        if problem:
+        if problem or row is None:  # (row is None implies a problem; said for the reader)
             log.warning("login_failed", username=name, reason=problem)
             raise AuthenticationFailed()
-        assert row is not None
         return Actor(
             username=name, roles=frozenset(Role(r) for r in row["roles"]), user_id=row["id"],
             can_listen=row["can_listen"], expires_at=row["expires_at"],

@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 
 from callrec.privacy import chain
+from callrec.privacy.errors import PrivacyError
 
 _CHAIN_LOCK = 0x61756474  # advisory lock id: one appender at a time extends the chain
 
@@ -47,7 +48,8 @@ async def append(
     clean_details = chain.canonical_details(dict(details or {}))
     await conn.execute("SELECT pg_advisory_xact_lock($1)", _CHAIN_LOCK)
     head = await conn.fetchrow("SELECT seq, hash FROM audit_head")
-    assert head is not None
+    if head is None:
+        raise PrivacyError("the audit chain head row is missing: the log cannot be extended")
     # microseconds: what timestamptz stores, so the hash survives the round trip
     at = datetime.now(UTC)
     entry = chain.Entry(

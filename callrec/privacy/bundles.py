@@ -58,16 +58,21 @@ class BundleWriter:
             self._tmp.unlink(missing_ok=True)
             self._tmp = None
 
+    def _open_zip(self) -> zipfile.ZipFile:
+        if self._zip is None:
+            raise RuntimeError("the bundle is not open")
+        return self._zip
+
     @property
     def files(self) -> list[dict[str, Any]]:
         return list(self._files)
 
     def add_file(self, name: str, source: Path, **extra: Any) -> str:
         """Copy a file in; returns the SHA-256 of the bytes actually written."""
-        assert self._zip is not None
+        archive = self._open_zip()
         digest = hashlib.sha256()
         size = 0
-        with source.open("rb") as src, self._zip.open(name, "w") as dst:
+        with source.open("rb") as src, archive.open(name, "w") as dst:
             while chunk := src.read(_CHUNK):
                 digest.update(chunk)
                 size += len(chunk)
@@ -77,8 +82,7 @@ class BundleWriter:
         return sha
 
     def add_bytes(self, name: str, data: bytes, *, listed: bool = True) -> str:
-        assert self._zip is not None
-        self._zip.writestr(name, data)
+        self._open_zip().writestr(name, data)
         sha = hashlib.sha256(data).hexdigest()
         if listed:
             self._files.append({"name": name, "sha256": sha, "bytes": len(data)})
@@ -90,9 +94,10 @@ class BundleWriter:
 
     def commit(self) -> Path:
         """Finish the zip, fsync it and rename it to `out` (atomic on one filesystem)."""
-        assert self._zip is not None and self._tmp is not None
-        self._zip.close()
+        self._open_zip().close()
         self._zip = None
+        if self._tmp is None:
+            raise RuntimeError("the bundle is not open")
         with self._tmp.open("rb") as fh:
             os.fsync(fh.fileno())
         os.chmod(self._tmp, 0o600)
