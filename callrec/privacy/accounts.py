@@ -131,6 +131,23 @@ class AccountsMixin(ServiceCore):
             can_listen=row["can_listen"], expires_at=row["expires_at"],
         )
 
+    async def actor_for(self, user_id: int) -> Actor:
+        """The actor of an already authenticated session (e.g. the web console's), from the
+        account's current state; raises AuthenticationFailed if it is disabled or expired."""
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(
+                "SELECT *, now() AS now FROM users WHERE id = $1", user_id
+            )
+        if (
+            row is None or row["disabled"]
+            or (row["expires_at"] is not None and row["expires_at"] <= row["now"])
+        ):
+            raise AuthenticationFailed()
+        return Actor(
+            username=row["username"], roles=frozenset(Role(r) for r in row["roles"]),
+            user_id=row["id"], can_listen=row["can_listen"], expires_at=row["expires_at"],
+        )
+
     async def add_user(
         self,
         actor: Actor,

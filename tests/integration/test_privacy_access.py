@@ -158,8 +158,11 @@ async def test_expired_processor_and_disabled_accounts(
             await w.service.authenticate("rita", PASSWORD)
         with pytest.raises(Forbidden):
             await w.service.search_calls(reviewer)
+        with pytest.raises(AuthenticationFailed):  # a web session cannot be resumed either
+            await w.service.actor_for(reviewer.user_id or 0)
         await w.service.set_disabled(w.admin, "rita", False)
         assert await w.service.search_calls(reviewer) == []
+        assert await w.service.actor_for(reviewer.user_id or 0) == reviewer
         reasons = [r["reason"] for r in await w.audit("login_failed")]
         assert reasons == ["expired", "disabled"]
 
