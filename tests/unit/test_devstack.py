@@ -1,0 +1,124 @@
+"""The local stack's own logic: port checks, root building never using a half-built root,
+configuration rendering."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from devstack import asterisk as ast
+from devstack.errors import StackError
+from devstack.ports import free_block, require_free
+from devstack.sipp import sip_display, sip_uri_user
+
+
+def test_port_in_use_is_named_with_the_setting_to_change() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        with pytest.raises(StackError) as err:
+            require_free(port, "the callrec web console", "CALLREC_WEB_PORT")
+    assert str(port) in str(err.value)
+    assert "CALLREC_WEB_PORT=<port>" in str(err.value)
+
+
+def test_free_block_is_free() -> None:
+    base = free_block(5)
+    for port in range(base, base + 5):
+        require_free(port, "x", "X")
+        require_free(port, "x", "X", udp=True)
+
+
+def _fake_build(fail: bool):  # type: ignore[no-untyped-def]
+    def build(self: ast.AsteriskRoot, target: Path, out: object) -> None:
+        (target / "usr/sbin").mkdir(parents=True)
+        (target / "usr/sbin/asterisk").write_text("binary")
+        if fail:
+            raise StackError("network lost during apt")
+        (target / ast._READY_MARK).write_text("ok")
+
+    return build
+
+
+def test_interrupted_build_leaves_no_usable_root_and_is_redone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ast.AsteriskRoot, "_preflight", lambda self: None)
+    root = ast.AsteriskRoot(tmp_path / "asterisk-root")
+    monkeypatch.setattr(ast.AsteriskRoot, "_build", _fake_build(fail=True))
+    with pytest.raises(StackError, match="network lost"):
+        root.ensure()
+    assert not root.ready
+    assert not root.path.exists()  # the half-built tree stays in .partial, never used
+    assert (tmp_path / "asterisk-root.partial").exists()
+
+    monkeypatch.setattr(ast.AsteriskRoot, "_build", _fake_build(fail=False))
+    root.ensure()
+    assert root.ready
+    assert not (tmp_path / "asterisk-root.partial").exists()
+
+
+def test_root_without_ready_mark_is_rebuilt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ast.AsteriskRoot, "_preflight", lambda self: None)
+    stale = tmp_path / "asterisk-root"
+    (stale / "usr/sbin").mkdir(parents=True)
+    (stale / "usr/sbin/asterisk").write_text("from an interrupted older layout")
+    (stale / "leftover").write_text("x")
+    monkeypatch.setattr(ast.AsteriskRoot, "_build", _fake_build(fail=False))
+    root = ast.AsteriskRoot(stale)
+    root.ensure()
+    assert root.ready and not (stale / "leftover").exists()
+
+
+def test_not_root_points_to_docker(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(ast.os, "geteuid", lambda: 1000)
+    with pytest.raises(StackError, match="docker compose up"):
+        ast.AsteriskRoot(tmp_path / "r").ensure()
+
+
+def test_missing_debootstrap_points_to_docker(monkeypatch: pytest.MonkeyPatch,
+                                              tmp_path: Path) -> None:
+    monkeypatch.setattr(ast.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(ast.shutil, "which", lambda name: None)
+    with pytest.raises(StackError, match="debootstrap is not installed"):
+        ast.AsteriskRoot(tmp_path / "r").ensure()
+
+
+def test_rendering_fails_on_unknown_placeholder(tmp_path: Path) -> None:
+    src = tmp_path / "conf"
+    src.mkdir()
+    (src / "defaults.env").write_text("SIP_PORT=5060\n")
+    (src / "pjsip.conf").write_text("bind = 0.0.0.0:@SIP_PORT@\nx = @NOT_DEFINED@\n")
+    with pytest.raises(StackError, match="@NOT_DEFINED@"):
+        ast.render_conf({}, tmp_path / "out", source=src)
+
+
+def test_every_placeholder_of_the_real_config_has_a_default(tmp_path: Path) -> None:
+    ast.render_conf({}, tmp_path)
+    for conf in tmp_path.glob("*.conf"):
+        assert not ast._PLACEHOLDER.search(conf.read_text()), conf.name
+
+
+def test_mirror_comes_from_apt_sources_or_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CALLREC_DEBIAN_MIRROR", "http://mirror.invalid/debian")
+    assert ast.debian_mirror() == "http://mirror.invalid/debian"
+
+
+@pytest.mark.parametrize(
+    ("number", "expected"),
+    [("0401234567", "0401234567"), ("'; DROP TABLE calls; --", "';%20DROP%20TABLE%20calls;%20--"),
+     ("<x>", "%3Cx%3E"), ("😀", "%F0%9F%98%80"), ("", "")],
+)
+def test_caller_number_is_escaped_for_the_sip_uri(number: str, expected: str) -> None:
+    assert sip_uri_user(number) == expected
+
+
+def test_display_name_quotes_are_escaped() -> None:
+    assert sip_display('say "hi" \\') == '"say \\"hi\\" \\\\" '
+    assert sip_display("") == ""
