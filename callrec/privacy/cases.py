@@ -318,7 +318,8 @@ class CasesMixin(ServiceCore):
                              "final_status": final},
                 )
         if erasable:
-            await purge.finish(self._pool, root, actor=actor.username, case_id=case["id"])
+            async with self._pool.acquire() as conn:
+                await purge.finish(conn, root, actor=actor.username, case_id=case["id"])
         async with self._pool.acquire() as conn:
             row = await conn.fetchrow("SELECT * FROM privacy_requests WHERE id = $1", case["id"])
         log.info("erasure", case=case["id"], status=row["status"], erased=len(erasable))

@@ -83,7 +83,7 @@ class Finished:
 
 
 async def finish(
-    pool: asyncpg.Pool,
+    conn: asyncpg.Connection,
     root: Path,
     *,
     actor: str,
@@ -91,47 +91,48 @@ async def finish(
     batch_size: int = 100,
     progress: Progress | None = None,
 ) -> Finished:
-    """Work through the queue (or one case's part of it) in batches; audit each batch."""
+    """Work through the queue (or one case's part of it) in batches; audit each batch.
+
+    Runs on the caller's connection, outside any transaction of its own."""
     done: list[UUID] = []
     cases: set[int] = set()
-    async with pool.acquire() as conn:
-        total = await conn.fetchval(
-            "SELECT count(*) FROM purge_queue WHERE $1::bigint IS NULL OR case_id = $1", case_id
-        )
+    total = await conn.fetchval(
+        "SELECT count(*) FROM purge_queue WHERE $1::bigint IS NULL OR case_id = $1", case_id
+    )
+    if progress:
+        progress(0, total)
+    while True:
+        # one transaction per batch: claim the rows (skipping any another worker holds),
+        # remove the files, delete the rows. A crash before commit leaves the rows queued.
+        async with conn.transaction():
+            batch = await conn.fetch(
+                """SELECT call_id, path, cause, case_id FROM purge_queue
+                   WHERE $1::bigint IS NULL OR case_id = $1
+                   ORDER BY queued_at, call_id LIMIT $2 FOR UPDATE SKIP LOCKED""",
+                case_id, batch_size,
+            )
+            if not batch:
+                break
+            for row in batch:
+                if row["path"]:
+                    remove_file(root, row["path"])
+            ids = [r["call_id"] for r in batch]
+            await delete_rows(conn, ids)
+            by_cause: dict[str, list[str]] = {}
+            for r in batch:
+                by_cause.setdefault(r["cause"], []).append(str(r["call_id"]))
+            batch_cases = sorted({r["case_id"] for r in batch if r["case_id"] is not None})
+            await audit.append(
+                conn, actor=actor, action="purge", target="calls",
+                details={"call_ids": by_cause, "cases": batch_cases},
+            )
+        done.extend(ids)
+        cases.update(batch_cases)
+        log.info("purge_batch", calls=len(ids), done=len(done), total=total)
         if progress:
-            progress(0, total)
-        while True:
-            # one transaction per batch: claim the rows (skipping any another worker holds),
-            # remove the files, delete the rows. A crash before commit leaves the rows queued.
-            async with conn.transaction():
-                batch = await conn.fetch(
-                    """SELECT call_id, path, cause, case_id FROM purge_queue
-                       WHERE $1::bigint IS NULL OR case_id = $1
-                       ORDER BY queued_at, call_id LIMIT $2 FOR UPDATE SKIP LOCKED""",
-                    case_id, batch_size,
-                )
-                if not batch:
-                    break
-                for row in batch:
-                    if row["path"]:
-                        remove_file(root, row["path"])
-                ids = [r["call_id"] for r in batch]
-                await delete_rows(conn, ids)
-                by_cause: dict[str, list[str]] = {}
-                for r in batch:
-                    by_cause.setdefault(r["cause"], []).append(str(r["call_id"]))
-                batch_cases = sorted({r["case_id"] for r in batch if r["case_id"] is not None})
-                await audit.append(
-                    conn, actor=actor, action="purge", target="calls",
-                    details={"call_ids": by_cause, "cases": batch_cases},
-                )
-            done.extend(ids)
-            cases.update(batch_cases)
-            log.info("purge_batch", calls=len(ids), done=len(done), total=total)
-            if progress:
-                progress(min(len(done), total), max(total, len(done)))
-        if cases:
-            await close_erasure_cases(conn, sorted(cases))
+            progress(min(len(done), total), max(total, len(done)))
+    if cases:
+        await close_erasure_cases(conn, sorted(cases))
     return Finished(tuple(done), tuple(sorted(cases)))
 
 

@@ -37,7 +37,6 @@ class RetentionReport:
     audit_seq: int | None = None
 
 
-
 _RETENTION_LOCK = 0x72657465
 
 
@@ -105,7 +104,7 @@ class RetentionMixin(ServiceCore):
                                        oldest)
             await purge.enqueue(conn, due, "retention")
         finished = await purge.finish(
-            self._pool, root, actor=actor.username, batch_size=batch_size, progress=progress
+            conn, root, actor=actor.username, batch_size=batch_size, progress=progress
         )
         async with conn.transaction():
             oldest = await self._oldest_remaining(conn)

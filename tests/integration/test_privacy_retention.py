@@ -3,12 +3,14 @@ receipt, and crash safety (interrupted runs leave no orphan files and are finish
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import asyncpg
 import pytest
 
 from callrec.privacy import purge
@@ -94,7 +96,12 @@ async def test_daily_job_entry_point(db: ScratchDatabase, tmp_path: Path) -> Non
     async with world(db, tmp_path) as w:
         old = await w.call(ended_at=datetime.now(UTC) - timedelta(days=370))
         recent = await w.call(ended_at=datetime.now(UTC) - timedelta(days=300))
-        report = await run_retention(w.pool, w.root, KEY)
+        # the whole run needs a single connection: a pool of one must not deadlock
+        pool = await asyncpg.create_pool(db.app_dsn, min_size=1, max_size=1)
+        try:
+            report = await asyncio.wait_for(run_retention(pool, w.root, KEY), 30)
+        finally:
+            await pool.close()
         assert report.purged == (old,) and await w.call_ids() == {recent}
         assert report.audit_seq is not None
 
