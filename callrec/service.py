@@ -145,7 +145,8 @@ async def _retention_loop(svc: Service) -> None:
         try:
             pool = await asyncpg.create_pool(svc.settings.database_url, min_size=1, max_size=2)
             try:
-                report = await run_retention(pool, svc.settings.archive_dir, load_secret_key())
+                report = await run_retention(pool, svc.settings.archive_dir, load_secret_key(),
+                                             months=svc.settings.retention_months)
             finally:
                 await pool.close()
             svc.purged_total += len(report.purged)

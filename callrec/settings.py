@@ -26,6 +26,7 @@ class Settings:
     prompts_dir: Path
     prompt_cache_dir: Path
     log_format: str  # "console" or "json"
+    retention_months: int = 12  # privacy statement §9
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -47,7 +48,11 @@ class Settings:
         log_format = env.get("CALLREC_LOG_FORMAT", "json")
         if log_format not in ("json", "console"):
             raise ConfigError("CALLREC_LOG_FORMAT must be 'json' or 'console'")
+        months = env.get("CALLREC_RETENTION_MONTHS", "12")
+        if not months.isdigit() or not 1 <= int(months) <= 120:
+            raise ConfigError("CALLREC_RETENTION_MONTHS must be a whole number from 1 to 120")
         return cls(
+            retention_months=int(months),
             database_url=need("CALLREC_DATABASE_URL"),
             ari_url=need("CALLREC_ARI_URL").rstrip("/"),
             ari_user=need("CALLREC_ARI_USER"),

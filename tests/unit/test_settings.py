@@ -1,0 +1,46 @@
+"""Settings from the environment: wrong configuration gets a clear error."""
+
+from __future__ import annotations
+
+import pytest
+
+from callrec.errors import ConfigError
+from callrec.settings import Settings
+
+BASE = {
+    "CALLREC_DATABASE_URL": "postgresql://callrec_app:x@127.0.0.1:5432/callrec",
+    "CALLREC_ARI_URL": "http://127.0.0.1:8088/",
+    "CALLREC_ARI_USER": "callrec",
+    "CALLREC_ARI_PASSWORD": "secret",
+    "CALLREC_ARCHIVE_DIR": "/srv/callrec/archive",
+    "CALLREC_CONFIG": "/etc/callrec/routing.toml",
+    "CALLREC_WEB_URL": "http://127.0.0.1:8080",
+}
+
+
+def test_complete_environment() -> None:
+    s = Settings.from_env(BASE)
+    assert s.ari_url == "http://127.0.0.1:8088"
+    assert (s.web_host, s.web_port) == ("127.0.0.1", 8080)
+    assert s.public_url == "http://127.0.0.1:8080"
+    assert s.retention_months == 12
+    assert str(s.journal_dir) == "/srv/callrec/state/journal"
+
+
+@pytest.mark.parametrize("missing", ["CALLREC_DATABASE_URL", "CALLREC_ARI_PASSWORD",
+                                     "CALLREC_ARCHIVE_DIR", "CALLREC_CONFIG"])
+def test_missing_setting_is_named(missing: str) -> None:
+    env = {k: v for k, v in BASE.items() if k != missing}
+    with pytest.raises(ConfigError, match=missing):
+        Settings.from_env(env)
+
+
+@pytest.mark.parametrize(("key", "value", "match"), [
+    ("CALLREC_WEB_URL", "localhost", "CALLREC_WEB_URL"),
+    ("CALLREC_RETENTION_MONTHS", "0", "CALLREC_RETENTION_MONTHS"),
+    ("CALLREC_RETENTION_MONTHS", "twelve", "CALLREC_RETENTION_MONTHS"),
+    ("CALLREC_LOG_FORMAT", "xml", "CALLREC_LOG_FORMAT"),
+])
+def test_bad_values_are_refused(key: str, value: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        Settings.from_env({**BASE, key: value})
