@@ -30,6 +30,7 @@ from callrec.prompts import http as prompts_http
 from callrec.prompts.catalog import PromptCatalog
 from callrec.routing.loader import RoutingProvider
 from callrec.settings import Settings
+from callrec.web.console import add_console
 
 log = structlog.get_logger(__name__)
 
@@ -74,6 +75,7 @@ def create_service(settings: Settings) -> web.Application:
     prompts_http.add_routes(app, svc.prompts)
     health.add_routes(app, health.Probes(svc.ari, svc.store, svc.archiver, svc.manager,
                                          lambda: svc.purged_total))
+    add_console(app, svc)
     app.cleanup_ctx.extend([_store_ctx, _routing_ctx, _calls_ctx, _retention_ctx])
     return app
 
