@@ -313,7 +313,7 @@ def add_console(app: web.Application, service: Service) -> Console:
         routing=service.routing,
         bundle_dir=Path(os.environ.get("CALLREC_WEB_BUNDLE_DIR", str(state / "web-bundles"))),
         secure_cookies=web_url.startswith("https://"),
-        retention_months=int(os.environ.get("CALLREC_RETENTION_MONTHS", "12")),
+        retention_months=settings.retention_months,
     )
     mount(app, console)
     return console
