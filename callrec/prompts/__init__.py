@@ -1,1 +1,1 @@
-"""prompts"""
+"""Prompts: recorded or synthesised announcements, versioned by their audio."""
