@@ -77,14 +77,7 @@ class Console:
     _sessions: SessionStore | None = None
 
     def __post_init__(self) -> None:
-        self.templates = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(HERE / "templates"),
-            autoescape=jinja2.select_autoescape(["html"]),
-            undefined=jinja2.StrictUndefined,
-        )
-        self.templates.filters["when"] = _when
-        self.templates.filters["dur"] = _duration
-        self.templates.filters["size"] = _size
+        self.templates = template_environment()
 
     @property
     def svc(self) -> ConsoleService:
@@ -128,6 +121,19 @@ class Console:
 
 
 CONSOLE = web.AppKey("console", Console)
+
+
+def template_environment() -> jinja2.Environment:
+    """The pages' templates: autoescaped, strict about undefined names."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"),
+        autoescape=jinja2.select_autoescape(["html"]),
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters["when"] = _when
+    env.filters["dur"] = _duration
+    env.filters["size"] = _size
+    return env
 
 
 @dataclass

@@ -64,3 +64,147 @@ async def test_login_sets_a_strict_httponly_session_and_logout_ends_it(
             assert await conn.fetchval("SELECT count(*) FROM web_sessions") == 0
         again = await b.client.get("/calls", allow_redirects=False)
         assert again.status == 303 and again.headers["Location"].startswith("/login")
+
+
+# (path, roles that may open it); every other role gets 403, and the denial is audited
+PAGES = [
+    ("/calls", {"reviewer", "privacy"}),
+    ("/privacy/requests", {"privacy"}),
+    ("/privacy/holds", {"privacy"}),
+    ("/privacy/audit", {"privacy"}),
+    ("/privacy/retention", {"privacy", "processor"}),
+    ("/admin/accounts", {"admin"}),
+    ("/admin/prompts", {"admin"}),
+    ("/admin/routing", {"admin"}),
+    ("/api/calls?number=0401234567", {"reviewer", "privacy"}),
+    ("/api/calls/{cid}", {"reviewer", "privacy"}),
+    ("/api/requests", {"privacy"}),
+    ("/api/holds", {"privacy"}),
+    ("/api/audit", {"privacy"}),
+    ("/api/audit/verify", {"privacy", "processor"}),
+    ("/api/retention", {"privacy", "processor"}),
+    ("/api/users", {"admin"}),
+    ("/api/prompts", {"admin"}),
+    ("/api/routing", {"admin"}),
+]
+
+
+@pytest.mark.parametrize("role", ["admin", "reviewer", "privacy", "processor"])
+async def test_role_page_and_api_matrix(
+    db: ScratchDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, role: str
+) -> None:
+    async with console(db, tmp_path, monkeypatch) as c:
+        cid = await c.call()
+        await c.user("who", role)
+        b = await c.logged_in("who")
+        expected_denials = 0
+        for template, allowed in PAGES:
+            path = template.format(cid=cid)
+            resp = await b.client.get(path, allow_redirects=False)
+            want = 200 if role in allowed else 403
+            assert resp.status == want, f"{role} {path}: {resp.status}"
+            if want == 403:
+                expected_denials += 1
+                if not path.startswith("/api/"):
+                    assert "audit log" in await resp.text() or "tapahtumaloki" in (
+                        await resp.text())
+        denials = [e for e in await c.audit("denied") if e["actor"] == "who"]
+        assert len(denials) == expected_denials
+        # a page opened by a role never reveals another role's menu entries
+        home = await b.client.get("/account")
+        text = await home.text()
+        assert ('href="/admin/accounts"' in text) == (role == "admin")
+        assert ('href="/privacy/audit"' in text) == (role == "privacy")
+
+
+async def test_csrf_is_required_on_every_state_change(
+    db: ScratchDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with console(db, tmp_path, monkeypatch) as c:
+        cid = await c.call()
+        await c.user("dpo", "privacy")
+        b = await c.logged_in("dpo")
+        # forms: no token, a wrong token, another site's Origin
+        for data, headers in (({}, {}), ({"csrf_token": "forged"}, {}),
+                              ({"csrf_token": b.csrf}, {"Origin": "http://evil.example"})):
+            resp = await b.client.post("/privacy/holds", data={
+                **data, "call_id": str(cid), "reason": "police request"},
+                headers=headers, allow_redirects=False)
+            assert resp.status == 403
+        # API: the token must come in the header
+        resp = await b.api("POST", "/api/holds", {"call_id": str(cid), "reason": "x"},
+                           csrf=False)
+        assert resp.status == 403
+        # a form-encoded body cannot drive the JSON API even with the token
+        resp = await b.client.post("/api/holds", data={"call_id": str(cid), "reason": "x"},
+                                   headers={"X-CSRF-Token": b.csrf})
+        assert resp.status == 400
+        async with c.pool.acquire() as conn:
+            assert await conn.fetchval("SELECT count(*) FROM legal_holds") == 0
+        # logout without a token does not end the session
+        resp = await b.client.post("/logout", allow_redirects=False)
+        assert resp.status == 403
+        assert (await b.client.get("/privacy/holds")).status == 200
+        # with the token everything works
+        ok = await b.post("/privacy/holds", {"call_id": str(cid), "reason": "police request"})
+        assert ok.status == 303
+        api = await b.api("POST", "/api/holds", {"number": "040 765 4321", "reason": "court"})
+        assert api.status == 201
+        async with c.pool.acquire() as conn:
+            assert await conn.fetchval("SELECT count(*) FROM legal_holds") == 2
+        # the login form has its own token (login CSRF)
+        other = c.browser()
+        resp = await other.client.post("/login", data={"username": "dpo", "password": PASSWORD},
+                                       allow_redirects=False)
+        assert resp.status == 403 and "callrec_session" not in resp.cookies
+
+
+async def test_lockout_after_repeated_failures(
+    db: ScratchDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with console(db, tmp_path, monkeypatch) as c:
+        await c.user("rita", "reviewer")
+        b = c.browser()
+        for _ in range(5):
+            assert await b.login("rita", "wrong password here") == 401
+        # the right password no longer helps, in the form and over the API
+        assert await b.login("rita") == 401
+        resp = await b.client.post("/api/session",
+                                   json={"username": "rita", "password": PASSWORD})
+        assert resp.status == 401
+        page = await b.client.get("/calls", allow_redirects=False)
+        assert page.status == 303
+        failures = [e for e in await c.audit("login_failed") if e["actor"] == "rita"]
+        assert [e["reason"] for e in failures] == ["bad credentials"] * 5 + ["locked out"] * 2
+        # another account is not affected
+        await c.user("olli", "reviewer")
+        assert await c.browser().login("olli") == 303
+
+
+async def test_session_ends_when_the_account_is_disabled(
+    db: ScratchDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with console(db, tmp_path, monkeypatch) as c:
+        await c.user("rita", "reviewer")
+        b = await c.logged_in("rita")
+        assert (await b.client.get("/calls")).status == 200
+        await c.privacy.set_disabled(c.admin, "rita", True)
+        assert (await b.client.get("/api/calls")).status == 401
+        async with c.pool.acquire() as conn:
+            assert await conn.fetchval("SELECT count(*) FROM web_sessions") == 0
+
+
+async def test_expired_session_is_refused(
+    db: ScratchDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with console(db, tmp_path, monkeypatch) as c:
+        await c.user("rita", "reviewer")
+        b = await c.logged_in("rita")
+        async with c.pool.acquire() as conn:
+            await conn.execute("UPDATE web_sessions SET last_seen = now() - interval '31 min'")
+        resp = await b.client.get("/calls", allow_redirects=False)
+        assert resp.status == 303 and resp.headers["Location"].startswith("/login")
+        b2 = await c.logged_in("rita")
+        async with c.pool.acquire() as conn:
+            await conn.execute("UPDATE web_sessions SET expires_at = now()")
+        assert (await b2.client.get("/api/session")).status == 401
