@@ -9,11 +9,10 @@ reaches the end of an utterance).
 
 pyttsx3 2.99's espeak driver initialises libespeak-ng in asynchronous retrieval mode: its
 runAndWait returns as soon as synthesis starts, before the WAV is written (long texts were
-lost), and settings race with the synthesis thread (some renderings came out at the default
-rate). The child therefore drains the driver's start-up settings, speaks a throw-away
-utterance before the real one, and waits for the driver's finished-utterance notification,
-sent after the file is written. Checked: 170 renderings in a row, serial and 8 in parallel,
-byte-identical.
+lost), and its end-of-loop stop() cancels whatever libespeak-ng still has queued (settings
+were lost now and again). The child therefore sets voice and rate on libespeak-ng itself and
+lets them settle before the utterance, then waits for the driver's finished-utterance
+notification, which comes after the file is written.
 (Synchronous mode is no way out: the driver writes the file on MSG_TERMINATED, an event
 libespeak-ng only sends in asynchronous mode.)
 
@@ -102,16 +101,27 @@ def _render(request: dict[str, Any]) -> dict[str, Any]:
     from pyttsx3.drivers import _espeak
 
     engine = pyttsx3.init("espeak")
-    # libespeak-ng runs in asynchronous retrieval mode: settings go through the queue of its
-    # synthesis thread. Let the driver's own start-up settings drain before ours.
-    _espeak.Synchronize()
     language = str(request["language"])
     voice = pick_voice(engine.getProperty("voices"), language, request.get("voice"))
     if voice is None:
         if request.get("voice"):
             return {"ok": False, "error": f"no espeak-ng voice named {request['voice']!r}"}
         return {"ok": False, "error": f"no text-to-speech voice for language {language!r}"}
+    rate = int(request["rate"])
     dest = Path(request["dest"])
+
+    # Voice and rate are set on libespeak-ng directly and allowed to settle before the
+    # utterance. Through engine.setProperty they would only run inside runAndWait, in the
+    # same step as pyttsx3's end-of-loop stop(), which cancels libespeak-ng's queue if it is
+    # still busy: the rate change was then lost now and again (rendered at the driver's
+    # default 200 wpm) and the next utterance was reported as stopped.
+    if _espeak.SetVoiceByName(voice.encode()) != 0:
+        return {"ok": False, "error": f"espeak-ng did not accept voice {voice!r}"}
+    _espeak.SetParameter(_espeak.RATE, rate, 0)
+    _espeak.Synchronize()
+    if _current_rate(_espeak.dll) != rate:
+        return {"ok": False, "error": f"espeak-ng did not accept rate {rate}"}
+
     finished = threading.Event()
     outcome: dict[str, Any] = {}
 
@@ -123,42 +133,35 @@ def _render(request: dict[str, Any]) -> dict[str, Any]:
         outcome["error"] = exception
         finished.set()
 
-    def speak(text: str, path: Path) -> str | None:
-        finished.clear()
-        outcome.clear()
-        engine.save_to_file(text, str(path))
+    engine.connect("finished-utterance", on_finished)
+    engine.connect("error", on_error)
+    with contextlib.redirect_stdout(sys.stderr):  # the driver prints "Audio saved to ..."
+        engine.save_to_file(str(request["text"]), str(dest))
         engine.runAndWait()
         # runAndWait returns once synthesis has *started*; the driver writes the file when
         # the utterance ends and then announces finished-utterance
         if not finished.wait(_TIMEOUT - 10):
-            return "espeak-ng did not finish the utterance"
-        _espeak.Synchronize()
-        if outcome.get("error") is not None:
-            return f"espeak-ng failed: {outcome['error']}"
-        if not outcome.get("completed"):
-            return "espeak-ng stopped before the end of the text"
-        return None
-
-    engine.connect("finished-utterance", on_finished)
-    engine.connect("error", on_error)
-    # setProperty only queues; the queue runs inside runAndWait, before the utterance
-    engine.setProperty("voice", voice)
-    engine.setProperty("rate", int(request["rate"]))
-    warmup = dest.with_name(f"{dest.stem}.warmup.wav")
-    with contextlib.redirect_stdout(sys.stderr):  # the driver prints "Audio saved to ..."
-        # The first utterance after a voice change sometimes came out at the driver's
-        # default rate (about 1 in 30 runs); a throw-away utterance first makes every
-        # rendering of the real text identical (0 in 170 runs).
-        problem = speak(".", warmup) or speak(str(request["text"]), dest)
-    warmup.unlink(missing_ok=True)
-    if problem:
-        return {"ok": False, "error": problem}
+            return {"ok": False, "error": "espeak-ng did not finish the utterance"}
+    if outcome.get("error") is not None:
+        return {"ok": False, "error": f"espeak-ng failed: {outcome['error']}"}
+    if not outcome.get("completed"):
+        return {"ok": False, "error": "espeak-ng stopped before the end of the text"}
     used = engine.getProperty("voice")
-    if used != voice:
-        return {"ok": False, "error": f"espeak-ng did not accept voice {voice!r} (got {used!r})"}
+    if used != voice or _current_rate(_espeak.dll) != rate:
+        return {"ok": False, "error": f"espeak-ng changed voice or rate while speaking ({used})"}
     if not dest.is_file() or dest.stat().st_size <= 44:
         return {"ok": False, "error": "espeak-ng produced no audio"}
     return {"ok": True, "voice": voice, "sample_rate": TTS_SAMPLE_RATE}
+
+
+def _current_rate(dll: Any) -> int:
+    """espeak_GetParameter(RATE, current=1); pyttsx3's binding omits the second argument."""
+    import ctypes
+
+    get = ctypes.CDLL(dll._name).espeak_GetParameter
+    get.argtypes = [ctypes.c_int, ctypes.c_int]
+    get.restype = ctypes.c_int
+    return int(get(1, 1))  # espeakRATE = 1
 
 
 def _main() -> int:
