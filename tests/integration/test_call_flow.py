@@ -1,0 +1,638 @@
+"""The call flow on the real stack: Asterisk 22 + PostgreSQL + SIPp, audio checked by content.
+
+The test runs the real `CallManager` in-process against the stack's Asterisk (the service is not
+started, so the test owns the `callrec` ARI application), with the real ARI client, call store,
+recording archiver, routing provider and prompt catalog, on a routing file of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import math
+import re
+import stat
+import subprocess
+import threading
+import time
+import uuid
+import wave
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp import web
+
+from callrec.archive.files import RecordingArchiver
+from callrec.archive.store import CallStore
+from callrec.ari.client import AriClient
+from callrec.calls.manager import CallManager
+from callrec.prompts.build import build_prompts
+from callrec.prompts.catalog import PromptCatalog
+from callrec.prompts.http import add_routes
+from callrec.routing.loader import RoutingProvider
+from devstack.ports import free_block
+from devstack.sipp import Agent, Caller, sip_uri_user
+from devstack.stack import Stack
+
+pytestmark = [pytest.mark.stack, pytest.mark.timeout(300)]
+
+IN_ORDER = "0100001001"
+RING_ALL = "0100001002"
+NOBODY = "0100001003"  # only agent3, whom no test lets answer
+UNKNOWN = "0100009999"
+CALLER_HZ = 440
+AGENT_HZ = {"agent1": 1000, "agent2": 1500, "agent3": 2000}
+CONTROL_HZ = 700  # nobody sends it: must stay near zero
+NOTICE_HZ = 2600  # the test's recording notice is a tone, recognisable if it leaked in
+CLOSED_HZ = 2800
+NOTICE_SECONDS = 3
+
+ROUTING = f"""
+[defaults]
+ring_timeout = 4
+max_wait = 30
+timezone = "Europe/Helsinki"
+
+[[agent]]
+id = "agent1"
+endpoint = "PJSIP/agent1"
+name = "Aino Agentti"
+
+[[agent]]
+id = "agent2"
+endpoint = "PJSIP/agent2"
+name = "Bertil Bengtsson"
+
+[[agent]]
+id = "agent3"
+endpoint = "PJSIP/agent3"
+name = "Cecilia Carlsson"
+
+[[service]]
+number = "{IN_ORDER}"
+name = "Ajanvaraus"
+language = "fi"
+agents = ["agent1", "agent2"]
+strategy = "in_order"
+
+[[service]]
+number = "{RING_ALL}"
+name = "Neuvonta"
+language = "fi"
+agents = ["agent1", "agent2"]
+strategy = "ring_all"
+ring_timeout = 10
+
+[[service]]
+number = "{NOBODY}"
+name = "Kiire"
+language = "fi"
+agents = ["agent3"]
+ring_timeout = 2
+max_wait = 5
+"""
+
+
+# -- audio by content -------------------------------------------------------------------------
+
+
+def read_wav(path: Path) -> tuple[list[float], int]:
+    with wave.open(str(path)) as w:
+        assert (w.getnchannels(), w.getsampwidth()) == (1, 2), "16-bit mono expected"
+        rate = w.getframerate()
+        raw = w.readframes(w.getnframes())
+    samples = [int.from_bytes(raw[i : i + 2], "little", signed=True) for i in range(0, len(raw), 2)]
+    return [float(s) for s in samples], rate
+
+
+def goertzel_share(window: list[float], rate: int, hz: float) -> float:
+    """Share of the window's energy at `hz` (1.0 for a pure tone on a bin, ~0.5 for each of
+    two equal tones, 0 for silence)."""
+    n = len(window)
+    energy = sum(x * x for x in window)
+    if energy == 0:
+        return 0.0
+    coeff = 2 * math.cos(2 * math.pi * round(hz * n / rate) / n)
+    s1 = s2 = 0.0
+    for x in window:
+        s1, s2 = x + coeff * s1 - s2, s1
+    power = s1 * s1 + s2 * s2 - coeff * s1 * s2
+    return 2 * power / (n * energy)
+
+
+def tone_shares(path: Path, *tones: float) -> list[dict[float, float]]:
+    """Per full second of the file: the share of each tone."""
+    samples, rate = read_wav(path)
+    return [
+        {hz: goertzel_share(samples[i : i + rate], rate, hz) for hz in tones}
+        for i in range(0, len(samples) - rate + 1, rate)
+    ]
+
+
+# -- the harness ------------------------------------------------------------------------------
+
+
+@dataclass
+class Flow:
+    stack: Stack
+    ari: AriClient
+    store: CallStore
+    archiver: RecordingArchiver
+    routing: RoutingProvider
+    catalog: PromptCatalog
+    archive_dir: Path
+    manager: CallManager
+    peers: list[Agent | Caller] = field(default_factory=list)
+
+    def new_manager(self) -> CallManager:
+        return CallManager(
+            self.ari,
+            self.store,
+            self.archiver,
+            self.routing,
+            self.catalog,
+            "callrec",
+            round_pause=0.5,
+        )
+
+    def notice_seconds(self) -> float:
+        return self.catalog.resolve("notice", "fi").duration_ms / 1000
+
+    def agent(self, name: str, **kwargs: Any) -> Agent:
+        kwargs.setdefault("tone_hz", AGENT_HZ[name])
+        peer = Agent(name=name, port=self.stack.agent_ports[name], **kwargs).start()
+        self.peers.append(peer)
+        return peer
+
+    def call(self, service: str, number: str, **kwargs: Any) -> Caller:
+        kwargs.setdefault("tone_hz", CALLER_HZ)
+        peer = Caller(
+            sip_port=self.stack.sip_port, service_number=service, caller_number=number, **kwargs
+        ).start()
+        self.peers.append(peer)
+        return peer
+
+    async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        conn = await asyncpg.connect(self.stack.owner_dsn)
+        try:
+            return await conn.fetchrow(sql, *args)
+        finally:
+            await conn.close()
+
+    async def row(self, number: str) -> asyncpg.Record | None:
+        return await self.fetchrow(
+            "SELECT * FROM calls WHERE caller_number = $1 ORDER BY started_at DESC LIMIT 1", number
+        )
+
+    async def row_since(self, since: datetime) -> asyncpg.Record | None:
+        return await self.fetchrow(
+            "SELECT * FROM calls WHERE started_at > $1 ORDER BY started_at DESC LIMIT 1", since
+        )
+
+    async def recording(self, call_id: uuid.UUID) -> asyncpg.Record | None:
+        return await self.fetchrow("SELECT * FROM recordings WHERE call_id = $1", call_id)
+
+    async def finished(
+        self, number: str | None = None, *, since: datetime | None = None, within: float = 60
+    ) -> asyncpg.Record:
+        """The call's row once the call is over and its recording (if any) archived."""
+
+        async def probe() -> asyncpg.Record | None:
+            if number is not None:
+                row = await self.row(number)
+            else:
+                assert since is not None
+                row = await self.row_since(since)
+            if row is None or row["state"] != "done":
+                return None
+            if any(s.call_id == row["id"] for s in self.manager.states()):
+                return None
+            return row
+
+        return await until(probe, within, f"call {number or since} finished")
+
+    async def spool_names(self) -> set[str]:
+        return {r.name for r in await self.ari.list_stored_recordings()}
+
+
+async def until(
+    probe: Callable[[], Awaitable[Any]], within: float, what: str, interval: float = 0.2
+) -> Any:
+    deadline = time.monotonic() + within
+    while True:
+        value = await probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+async def wait_peer(peer: Caller | Agent, within: float) -> int:
+    return await asyncio.to_thread(peer.wait, within)
+
+
+@pytest.fixture(scope="module")
+def prompts(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Studio-recorded prompts (sources, built cache) made of tones, so that their sound is
+    recognisable in a recording; the real build pipeline converts them."""
+    sources = tmp_path_factory.mktemp("prompts")
+    (sources / "fi").mkdir()
+    for name, seconds, hz in (("notice", NOTICE_SECONDS, NOTICE_HZ), ("closed", 2, CLOSED_HZ)):
+        subprocess.run(
+            [
+                "sox",
+                "-n",
+                "-r",
+                "44100",
+                "-c",
+                "2",
+                "-b",
+                "16",
+                str(sources / "fi" / f"{name}.wav"),
+                "synth",
+                str(seconds),
+                "sine",
+                str(hz),
+                "vol",
+                "0.5",
+            ],
+            check=True,
+            capture_output=True,
+        )
+    cache = tmp_path_factory.mktemp("prompt-cache")
+    report = build_prompts(sources, cache)
+    assert report.ok, report
+    return sources, cache
+
+
+class PromptServer:
+    """The prompt audio over HTTP in a thread of its own, for the whole module: Asterisk caches
+    media by URL, so a stable URL lets later tests play from its cache."""
+
+    def __init__(self, catalog: PromptCatalog, port: int) -> None:
+        self.catalog, self.port = catalog, port
+        self.loop = asyncio.new_event_loop()
+        self.runner: web.AppRunner | None = None
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
+
+    async def _start(self) -> None:
+        app = web.Application()
+        add_routes(app, self.catalog)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+
+    def stop(self) -> None:
+        if self.runner is not None:
+            asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture(scope="module")
+def prompt_server(prompts: tuple[Path, Path]) -> Iterator[PromptServer]:
+    sources, cache = prompts
+    port = free_block(1, start=40000, end=45000)
+    server = PromptServer(PromptCatalog(sources, cache, f"http://127.0.0.1:{port}"), port)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def flow(
+    bare_stack: Stack, prompts: tuple[Path, Path], prompt_server: PromptServer, tmp_path: Path
+) -> AsyncIterator[Flow]:
+    prompt_sources, _ = prompts
+    catalog = prompt_server.catalog
+    routing_file = tmp_path / "routing.toml"
+    routing_file.write_text(ROUTING)
+    archive_dir = tmp_path / "archive"
+    archive_dir.mkdir(mode=0o750)
+    store = CallStore(bare_stack.app_dsn, tmp_path / "journal")
+    await store.start()
+    routing = RoutingProvider(routing_file, prompts_dir=prompt_sources, handle_sighup=False)
+    harness: Flow | None = None
+    try:
+        async with AriClient(
+            bare_stack.ari_url, bare_stack.ari_user, bare_stack.ari_password, "callrec"
+        ) as ari:
+            archiver = RecordingArchiver(archive_dir, store)
+            manager = CallManager(
+                ari, store, archiver, routing, catalog, "callrec", round_pause=0.5
+            )
+            harness = Flow(bare_stack, ari, store, archiver, routing, catalog, archive_dir, manager)
+
+            async def to_current_manager(event: Any) -> None:
+                assert harness is not None
+                await harness.manager.handle(event)
+
+            events = asyncio.create_task(ari.run_events(to_current_manager))
+            try:
+                await until(
+                    lambda: _true(ari.connected and harness.manager.reconciliations > 0), 20, "ARI"
+                )
+                yield harness
+                await until(lambda: _true(harness.manager.active_calls == 0), 60, "calls to end")
+            finally:
+                events.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await events
+                await harness.manager.close()
+    finally:
+        for peer in harness.peers if harness else []:
+            peer.stop()
+        await store.close()
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+# -- the tests --------------------------------------------------------------------------------
+
+
+async def test_conversation_is_recorded_from_the_first_word(flow: Flow) -> None:
+    agent = flow.agent("agent1", answer_after=1.0)
+    talk = 6.0
+    caller = flow.call(
+        IN_ORDER,
+        "0401000001",
+        caller_name="Maija Meikäläinen",
+        talk_seconds=flow.notice_seconds() + 1.0 + talk,
+    )
+    assert await wait_peer(caller, 90) == 0, caller.output()
+    row = await flow.finished("0401000001")
+
+    assert row["service_number"] == IN_ORDER
+    assert row["service_name"] == "Ajanvaraus"
+    assert row["caller_name"] == "Maija Meikäläinen"
+    assert row["agent_name"] == "Aino Agentti"
+    assert row["agent_endpoint"] == "PJSIP/agent1"
+    assert row["end_reason"] == "completed"
+    assert row["notice_completed"] is True
+    notice = flow.catalog.resolve("notice", "fi")
+    assert row["notice_prompt"] == f"notice-fi-{notice.version}"
+    assert row["notice_language"] == "fi"
+    assert row["started_at"] <= row["notice_started_at"] < row["answered_at"] < row["ended_at"]
+    waited = (row["answered_at"] - row["notice_started_at"]).total_seconds()
+    assert waited >= flow.notice_seconds(), "no agent reached before the notice ended"
+    assert len(agent.invites()) == 1
+    # the agent's phone shows the caller's number
+    assert "0401000001" in agent.invites()[0]
+
+    rec = await flow.recording(row["id"])
+    assert rec is not None, "recording row"
+    assert re.fullmatch(rf"\d{{4}}/\d{{2}}/\d{{2}}/{row['id']}\.wav", rec["path"])
+    path = flow.archive_dir / rec["path"]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    data = path.read_bytes()
+    assert rec["bytes"] == len(data)
+    assert rec["sha256"] == hashlib.sha256(data).hexdigest()
+    talked_ms = (row["ended_at"] - row["answered_at"]).total_seconds() * 1000
+    assert abs(rec["duration_ms"] - talked_ms) < 1000, (rec["duration_ms"], talked_ms)
+    assert abs(rec["duration_ms"] - talk * 1000) < 2500
+
+    shares = tone_shares(path, CALLER_HZ, AGENT_HZ["agent1"], CONTROL_HZ, NOTICE_HZ)
+    assert len(shares) >= int(talk) - 1
+    for second, s in enumerate(shares):
+        # both parties from the first second on, and nothing else (no notice, no ringing)
+        assert s[CALLER_HZ] > 0.3 and s[AGENT_HZ["agent1"]] > 0.3, (second, s)
+        assert s[CALLER_HZ] + s[AGENT_HZ["agent1"]] > 0.9, (second, s)
+        assert s[CONTROL_HZ] < 0.01 and s[NOTICE_HZ] < 0.01, (second, s)
+    assert f"callrec-{row['id']}" not in await flow.spool_names()
+
+
+async def test_busy_agent_is_skipped_for_the_next(flow: Flow) -> None:
+    busy = flow.agent("agent1", reject=486)
+    flow.agent("agent2", answer_after=0.5)
+    caller = flow.call(IN_ORDER, "0401000002", talk_seconds=flow.notice_seconds() + 5)
+    assert await wait_peer(caller, 90) == 0, caller.output()
+    row = await flow.finished("0401000002")
+    assert (row["agent_name"], row["end_reason"]) == ("Bertil Bengtsson", "completed")
+    assert len(busy.invites()) >= 1
+    rec = await flow.recording(row["id"])
+    assert rec is not None
+    for s in tone_shares(flow.archive_dir / rec["path"], CALLER_HZ, AGENT_HZ["agent2"])[:-1]:
+        assert s[CALLER_HZ] > 0.3 and s[AGENT_HZ["agent2"]] > 0.3, s
+
+
+async def test_no_agent_within_max_wait_is_never_recorded(flow: Flow) -> None:
+    # agent3 has no phone listening: every attempt fails until max_wait (5 s) is over
+    caller = flow.call(NOBODY, "0401000003", talk_seconds=flow.notice_seconds() + 40)
+    assert await wait_peer(caller, 120) == 0, caller.output()  # we hung up on it
+    row = await flow.finished("0401000003")
+    assert row["end_reason"] == "no_agent"
+    assert row["notice_completed"] is True
+    assert row["answered_at"] is None and row["agent_name"] is None
+    assert row["recording_name"] is None
+    assert await flow.recording(row["id"]) is None
+    waited = (row["ended_at"] - row["notice_started_at"]).total_seconds()
+    assert flow.notice_seconds() + 5 <= waited < flow.notice_seconds() + 5 + 30
+    assert not any(str(row["id"]) in name for name in await flow.spool_names())
+
+
+async def test_caller_hangs_up_during_the_notice(flow: Flow) -> None:
+    agent = flow.agent("agent1", answer_after=0.2)
+    assert flow.notice_seconds() > 2, "the notice must outlast the caller's patience"
+    caller = flow.call(IN_ORDER, "0401000004", talk_seconds=1.0)
+    assert await wait_peer(caller, 60) == 0, caller.output()
+    row = await flow.finished("0401000004")
+    assert (row["end_reason"], row["abandoned_phase"]) == ("abandoned", "notice")
+    assert row["notice_completed"] is False
+    assert row["notice_started_at"] is not None
+    assert agent.invites() == [], "no agent rung before the notice ended"
+    assert await flow.recording(row["id"]) is None
+
+
+async def test_caller_hangs_up_while_agents_ring(flow: Flow) -> None:
+    agent = flow.agent("agent1", answer_after=30)
+    caller = flow.call(IN_ORDER, "0401000005", talk_seconds=flow.notice_seconds() + 1.5)
+    assert await wait_peer(caller, 60) == 0, caller.output()
+    row = await flow.finished("0401000005")
+    assert (row["end_reason"], row["abandoned_phase"]) == ("abandoned", "ringing")
+    assert len(agent.invites()) == 1
+    await until(lambda: _true("CANCEL sip:" in agent.messages()), 10, "CANCEL to agent1")
+    assert await flow.recording(row["id"]) is None
+
+
+async def test_ring_all_two_answers_100ms_apart_one_wins(flow: Flow) -> None:
+    first = flow.agent("agent1", answer_after=1.0)
+    second = flow.agent("agent2", answer_after=1.1)
+    caller = flow.call(RING_ALL, "0401000006", talk_seconds=flow.notice_seconds() + 6)
+    assert await wait_peer(caller, 90) == 0, caller.output()
+    row = await flow.finished("0401000006")
+    assert row["end_reason"] == "completed"
+    assert len(first.invites()) == 1 and len(second.invites()) == 1
+    winner = "agent1" if row["agent_name"] == "Aino Agentti" else "agent2"
+    loser = second if winner == "agent1" else first
+    # the loser is hung up (BYE after its 200 OK, or CANCEL if it had not answered yet)
+    await until(
+        lambda: _true(bool(re.search(r"^(BYE|CANCEL) sip:", loser.messages(), re.MULTILINE))),
+        10,
+        "hangup of the second agent",
+    )
+    rec = await flow.recording(row["id"])
+    assert rec is not None
+    losing_hz = AGENT_HZ["agent2" if winner == "agent1" else "agent1"]
+    for s in tone_shares(flow.archive_dir / rec["path"], CALLER_HZ, AGENT_HZ[winner], losing_hz):
+        assert s[CALLER_HZ] > 0.3 and s[AGENT_HZ[winner]] > 0.3, s
+        assert s[losing_hz] < 0.01, "the second agent never reached the caller"
+
+
+async def test_unknown_service_number_is_hung_up(flow: Flow) -> None:
+    caller = flow.call(UNKNOWN, "0401000007", talk_seconds=5)
+    assert await wait_peer(caller, 60) != 0, "the call is refused, not answered"
+    assert "SIP/2.0 404" in caller.messages()
+    row = await flow.finished("0401000007")
+    assert row["end_reason"] == "unknown_service"
+    assert row["service_number"] == UNKNOWN
+    assert row["answered_at"] is None and row["notice_started_at"] is None
+
+
+def caller_tone(i: int) -> int:
+    hz = 300 + 50 * i
+    return hz if hz not in AGENT_HZ.values() else 2500 + 10 * i
+
+
+async def test_twenty_concurrent_calls_each_get_their_own_recording(flow: Flow) -> None:
+    count = 20
+    rtp_ports = flow.stack.cfg.rtp_end - flow.stack.cfg.rtp_start + 1
+    # every call holds two channels (caller, agent), each an RTP + RTCP port pair
+    assert rtp_ports >= 4 * count, (
+        f"the test stack's Asterisk has {rtp_ports} RTP ports; {count} calls need {4 * count}"
+    )
+    agent = flow.agent("agent1", answer_after=0.5)
+    # Asterisk's HTTP media cache fails concurrent first fetches of one URL (asterisk#1689):
+    # one call first, so that the burst plays the notice from the cache
+    warm = flow.call(IN_ORDER, "0402000099", talk_seconds=NOTICE_SECONDS + 2)
+    assert await wait_peer(warm, 60) == 0, warm.output()
+    calls = {
+        f"04020000{i:02d}": flow.call(
+            IN_ORDER,
+            f"04020000{i:02d}",
+            tone_hz=caller_tone(i),
+            talk_seconds=NOTICE_SECONDS + 4 + i * 0.25,
+        )
+        for i in range(count)
+    }
+    results = await asyncio.gather(*(wait_peer(c, 120) for c in calls.values()))
+    assert results == [0] * count, [c.output() for c in calls.values()]
+    tones = {number: caller.tone_hz for number, caller in calls.items()}
+    for i, number in enumerate(calls):
+        row = await flow.finished(number)
+        assert row["end_reason"] == "completed", (number, row["end_reason"])
+        rec = await flow.recording(row["id"])
+        assert rec is not None, number
+        others = [hz for n, hz in tones.items() if n != number]
+        shares = tone_shares(
+            flow.archive_dir / rec["path"], tones[number], AGENT_HZ["agent1"], *others
+        )
+        # each file is as long as its own call and holds its own caller's tone only
+        assert abs(rec["duration_ms"] - (4000 + i * 250)) < 1500, (number, rec["duration_ms"])
+        for s in shares:
+            assert s[tones[number]] > 0.3 and s[AGENT_HZ["agent1"]] > 0.3, (number, s)
+            assert max(s[o] for o in others) < 0.01, (number, "another call's audio", s)
+    assert not any(n.startswith("callrec-") for n in await flow.spool_names())
+    assert len(agent.invites()) == count + 1
+
+
+HOSTILE = [
+    'Quote "me" \\ please',
+    "'; DROP TABLE calls; --",
+    "../../etc/passwd",
+    "x" * 500,
+    "Päivi 📞 Ääkkönen",
+    "",
+    "anonymous",
+]
+
+
+def same_or_normalised(stored: str, sent: str) -> bool:
+    """Verbatim, or as it went over SIP (percent-encoded in the URI, backslash-escaped in the
+    quoted display name), or cut short by Asterisk's limits."""
+    forms = (sent, sip_uri_user(sent), sent.replace("\\", "\\\\").replace('"', '\\"'))
+    if stored in forms:
+        return True
+    return len(stored) >= 40 and any(form.startswith(stored) for form in forms)
+
+
+async def test_hostile_caller_ids_are_data_never_paths(flow: Flow) -> None:
+    flow.agent("agent1", answer_after=0.3)
+    for value in HOSTILE:
+        since = datetime.now(UTC)
+        caller = flow.call(
+            IN_ORDER, value, caller_name=value, talk_seconds=flow.notice_seconds() + 3
+        )
+        assert await wait_peer(caller, 60) == 0, (value, caller.output())
+        row = await flow.finished(since=since)
+        assert same_or_normalised(row["caller_name"], value), (row["caller_name"], value)
+        # the URI's user part ends at the first ';' (a SIP parameter follows): what the
+        # signalling delivered is stored, never more
+        number = row["caller_number"]
+        assert value.startswith(number) or sip_uri_user(value).startswith(number), number
+        assert row["end_reason"] == "completed"
+        rec = await flow.recording(row["id"])
+        assert rec is not None
+        assert re.fullmatch(rf"\d{{4}}/\d{{2}}/\d{{2}}/{row['id']}\.wav", rec["path"])
+    conn = await asyncpg.connect(flow.stack.owner_dsn)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM calls") >= len(HOSTILE), "table intact"
+    finally:
+        await conn.close()
+    for path in flow.archive_dir.rglob("*"):
+        assert re.fullmatch(r"[0-9a-f-]{36}\.wav|\d{2,4}", path.name), path
+
+
+async def test_restart_mid_conversation_resumes_and_archives(flow: Flow) -> None:
+    flow.agent("agent1", answer_after=0.5)
+    caller = flow.call(IN_ORDER, "0401000008", talk_seconds=flow.notice_seconds() + 10)
+    row = await until(lambda: _conversation(flow, "0401000008"), 60, "the call in conversation")
+    # the first manager dies mid-call (its tasks cancelled, nothing cleaned up in Asterisk);
+    # a new one, as after a restart, takes over through reconciliation
+    await flow.manager.close()
+    flow.manager = flow.new_manager()
+    await flow.manager.reconcile()
+    resumed = [s for s in flow.manager.states() if s.call_id == row["id"]]
+    assert resumed and resumed[0].phase.value == "conversation"
+    assert await wait_peer(caller, 60) == 0, caller.output()
+    done = await flow.finished("0401000008", within=90)
+    assert done["end_reason"] == "completed"
+    assert done["agent_name"] == "Aino Agentti"
+    rec = await flow.recording(done["id"])
+    assert rec is not None
+    assert rec["duration_ms"] > 8000, "the whole conversation, across the restart"
+
+
+async def test_restart_while_ringing_closes_the_call(flow: Flow) -> None:
+    agent = flow.agent("agent1", answer_after=60)
+    caller = flow.call(IN_ORDER, "0401000009", talk_seconds=flow.notice_seconds() + 30)
+    await until(lambda: _true(len(agent.invites()) == 1), 60, "agent1 ringing")
+    row = await flow.row("0401000009")
+    assert row is not None
+    await flow.manager.close()
+    flow.manager = flow.new_manager()
+    await flow.manager.reconcile()
+    done = await flow.finished("0401000009")
+    assert done["end_reason"] == "interrupted"
+    assert await wait_peer(caller, 30) == 0, "the caller was hung up, not left in silence"
+    await until(lambda: _true("CANCEL sip:" in agent.messages()), 10, "agent1 no longer rung")
+
+
+async def _conversation(flow: Flow, number: str) -> asyncpg.Record | None:
+    row = await flow.row(number)
+    return row if row is not None and row["state"] == "conversation" else None
