@@ -278,14 +278,7 @@ class Stack:
         return proc
 
     def build_prompts(self) -> None:
-        from callrec.cli import build_parser
-
-        # Until the prompts area registers its commands there is nothing to build.
-        parser = build_parser()
-        group = parser._subparsers
-        choices = getattr(group._group_actions[0], "choices", None) if group else None
-        if choices and "prompts" in choices:
-            self.callrec("prompts", "build")
+        self.callrec("prompts", "build")
 
     def start_service(self, timeout: float = 30) -> None:
         if read_pid(self.service_pidfile) is not None:
