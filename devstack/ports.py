@@ -9,6 +9,10 @@ from devstack.errors import StackError
 
 def is_free(port: int, kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, kind) as sock:
+        if kind == socket.SOCK_STREAM:
+            # Servers set SO_REUSEADDR; without it a port with connections in TIME_WAIT
+            # after a restart would look taken.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
