@@ -105,15 +105,15 @@ def _build_one(
                     f"{source.path}: not rendered: {prompts_dir / 'prompts.toml'} is invalid"
                 )
             settings = SpeechSettings()
-        print_ = fingerprint(source, settings)
+        source_print = fingerprint(source, settings)
         if (
             not force
             and previous is not None
-            and previous.fingerprint == print_
+            and previous.fingerprint == source_print
             and all((cache_dir / name).is_file() for name in previous.files.values())
         ):
             return BuildResult(source.name, source.language, "unchanged", live)
-        entry = _convert(source, prompts_dir, cache_dir, settings, print_)
+        entry = _convert(source, prompts_dir, cache_dir, settings, source_print)
     except PromptError as exc:
         log.error(
             "prompt.build_failed",
@@ -159,7 +159,7 @@ def _convert(
     prompts_dir: Path,
     cache_dir: Path,
     settings: SpeechSettings,
-    print_: str,
+    source_print: str,
 ) -> Entry:
     voice: str | None = None
     try:
@@ -196,7 +196,7 @@ def _convert(
         duration_ms=audio.duration_ms(pcm["wav"], audio.OUTPUT_RATES["wav"]),
         source=source.kind,
         source_path=str(source.path.relative_to(prompts_dir)),
-        fingerprint=print_,
+        fingerprint=source_print,
         voice=voice,
         built_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         files=files,

@@ -14,6 +14,7 @@ import structlog
 
 from callrec.prompts.errors import PromptError, PromptMissing
 from callrec.prompts.index import FILE_RE, INDEX_FILE, Index, read_index
+from callrec.prompts.index import file_name as file_name_of
 
 log = structlog.get_logger(__name__)
 
@@ -72,20 +73,20 @@ class PromptCatalog:
         return [self.resolve(entry.name, entry.language) for entry in index.prompts.values()]
 
     def file(self, file_name: str) -> PromptFile | None:
-        """A built file by its served name (any version ever built), or None.
-
-        The name only selects an entry of the index; the path comes from the index."""
-        if not FILE_RE.fullmatch(file_name):
+        """A built file by its served name (any version ever built), or None."""
+        match = FILE_RE.fullmatch(file_name)
+        if match is None:
             return None
         info = self._current().files.get(file_name)
         if info is None:
             return None
-        match = FILE_RE.fullmatch(file_name)
-        assert match is not None
-        fmt = match["format"]
+        # the path is rebuilt from the index entry, not taken from the request
+        stored = file_name_of(info["name"], info["language"], info["version"], info["format"])
+        if stored != match.group(0):
+            return None
         return PromptFile(
-            path=self.cache_dir / file_name,
-            content_type=CONTENT_TYPES[fmt],
+            path=self.cache_dir / stored,
+            content_type=CONTENT_TYPES[info["format"]],
             version=info["version"],
         )
 

@@ -250,14 +250,20 @@ class _Checker:
         closed = self.prompt(*setting("closed"), "closed", language)
         members = self.members(table, where)
         hours = self.hours(table.get("hours"), (*where, "hours")) if "hours" in table else ()
-        values = (number, name, language, strategy, ring_timeout, max_wait, timezone)
-        if any(value is None for value in values) or notice is None or closed is None:
-            return None
-        if members is None or hours is None:
-            return None
-        assert number is not None and name is not None and language is not None
-        assert strategy is not None and ring_timeout is not None and max_wait is not None
-        assert timezone is not None
+        if (
+            number is None
+            or name is None
+            or language is None
+            or strategy is None
+            or ring_timeout is None
+            or max_wait is None
+            or timezone is None
+            or notice is None
+            or closed is None
+            or members is None
+            or hours is None
+        ):
+            return None  # each problem is reported already
         return Service(
             number=number,
             name=name,
