@@ -21,6 +21,8 @@ The file (TOML, path from CALLREC_CONFIG):
     language = "fi"
     agents = ["agent1", "agent2"]
     hours = [{ days = "mon-fri", open = "08:00", close = "16:00" }]   # optional
+    # close earlier than open runs past midnight: { days = "fri", open = "22:00", close = "06:00" }
+    # is Friday 22:00 to Saturday 06:00; close = "24:00" ends at midnight
 
 Every problem is reported as `file:line: message`, all of them at once.
 """
@@ -411,11 +413,11 @@ class _Checker:
                 self.error((*where, "open"), "open cannot be 24:00")
                 ok = False
                 continue
-            if not opens < closes:
+            if opens == closes:
                 self.error(
                     (*where, "close"),
-                    f"close {item['close']} is not after open {item['open']} "
-                    "(split a period over midnight into two)",
+                    f"close {item['close']} equals open {item['open']} "
+                    '(for a whole day use open = "00:00", close = "24:00")',
                 )
                 ok = False
                 continue

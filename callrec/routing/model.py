@@ -6,7 +6,6 @@ import datetime as dt
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from zoneinfo import ZoneInfo
 
 
 class Strategy(enum.StrEnum):
@@ -27,7 +26,7 @@ class Agent:
 class OpeningInterval:
     weekday: int  # 0 = Monday
     opens: dt.time
-    closes: dt.time  # exclusive; "24:00" in the file is stored as time.max
+    closes: dt.time  # exclusive; "24:00" is time.max; closes <= opens runs past midnight
 
 
 @dataclass(frozen=True)
@@ -43,17 +42,6 @@ class Service:
     max_wait: float  # seconds from the end of the notice until "please call later"
     hours: tuple[OpeningInterval, ...] = ()  # empty: always open
     timezone: str = "Europe/Helsinki"
-
-    def is_open(self, at: dt.datetime) -> bool:
-        """Whether the service takes calls at `at` (an aware datetime), in its own timezone."""
-        if not self.hours:
-            return True
-        local = at.astimezone(ZoneInfo(self.timezone))
-        now = local.time().replace(tzinfo=None)
-        return any(
-            interval.weekday == local.weekday() and interval.opens <= now < interval.closes
-            for interval in self.hours
-        )
 
 
 @dataclass(frozen=True)

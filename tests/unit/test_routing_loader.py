@@ -168,7 +168,8 @@ def test_number_must_be_a_string(tmp_path: Path, prompts_dir: Path) -> None:
     [
         ('{ days = "mon-fri", open = "8:00", close = "16:00" }', 18, "bad open time '8:00'"),
         ('{ days = "mon-fri", open = "08:00", close = "25:00" }', 18, "bad close time '25:00'"),
-        ('{ days = "mon-fri", open = "16:00", close = "08:00" }', 18, "close 08:00 is not after"),
+        ('{ days = "mon-fri", open = "08:00", close = "08:00" }', 18, "close 08:00 equals open"),
+        ('{ days = "mon-fri", open = "24:00", close = "08:00" }', 18, "open cannot be 24:00"),
         ('{ days = "monday", open = "08:00", close = "16:00" }', 18, "bad days 'monday'"),
         ('{ days = "fri-mon", open = "08:00", close = "16:00" }', 18, "runs backwards"),
         ('{ days = "mon", open = "08:00", close = "16:00", lunch = 1 }', 18, "unknown key 'lunch'"),
@@ -256,22 +257,27 @@ def test_all_problems_at_once_in_line_order(tmp_path: Path, prompts_dir: Path) -
     assert [f.split(":")[0] for f in found] == ["15", "16"]
 
 
-def test_opening_hours_follow_the_timezone(tmp_path: Path, prompts_dir: Path) -> None:
+def test_opening_hours(tmp_path: Path, prompts_dir: Path) -> None:
     text = (
         AGENTS
         + "\n"
         + SERVICE
-        + 'hours = [{ days = "mon-fri", open = "08:00", close = "16:00" },'
-        + ' { days = "sat", open = "10:00", close = "24:00" }]\n'
+        + 'hours = [{ days = "mon-wed, fri", open = "08:00", close = "16:00" },'
+        + ' { days = "sat", open = "22:00", close = "06:00" },'
+        + ' { days = "sun", open = 10:00:00, close = "24:00" }]\n'
+        + 'timezone = "Europe/Stockholm"\n'
     )
     service = load_routing(write(tmp_path, text), prompts_dir=prompts_dir).services["0103808000"]
-    utc = dt.UTC
-    # Monday 2026-06-01: Helsinki is UTC+3 in summer
-    assert not service.is_open(dt.datetime(2026, 6, 1, 4, 59, tzinfo=utc))  # 07:59 local
-    assert service.is_open(dt.datetime(2026, 6, 1, 5, 0, tzinfo=utc))  # 08:00 local
-    assert not service.is_open(dt.datetime(2026, 6, 1, 13, 0, tzinfo=utc))  # 16:00 local
-    assert service.is_open(dt.datetime(2026, 6, 6, 20, 59, tzinfo=utc))  # Sat 23:59 local
-    assert not service.is_open(dt.datetime(2026, 6, 7, 9, 0, tzinfo=utc))  # Sunday
+    assert service.timezone == "Europe/Stockholm"
+    hours = [(i.weekday, i.opens, i.closes) for i in service.hours]
+    assert hours == [
+        (0, dt.time(8), dt.time(16)),
+        (1, dt.time(8), dt.time(16)),
+        (2, dt.time(8), dt.time(16)),
+        (4, dt.time(8), dt.time(16)),
+        (5, dt.time(22), dt.time(6)),  # past midnight, into Sunday
+        (6, dt.time(10), dt.time.max),
+    ]
 
 
 def test_locate_lines_handles_multiline_values() -> None:
