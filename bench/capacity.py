@@ -1,0 +1,198 @@
+"""Capacity, CPU share and latency: SIPp load against callrec and against the baseline,
+side by side on the same machine, the two interleaved step by step so drift hits both."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import cpu, steps
+from bench.baseline import BaselineAsterisk, cdr_count, recordings_since
+from bench.load import LoadAgent, LoadCaller
+from bench.observer import Observer, latencies
+from bench.stacks import NOTICE_SECONDS, SERVICE_NUMBER
+from bench.stats import summarize
+from devstack.proc import read_pid
+from devstack.stack import Stack
+
+ANSWER_AFTER = 0.3  # the agent phone rings this long
+BYTES_PER_SECOND = 16000  # 8 kHz 16-bit mono WAV
+
+
+@dataclass(frozen=True)
+class LoadShape:
+    conversation: float = 20.0  # seconds the parties talk once the agent answered
+    window: float = 25.0  # seconds during which new calls arrive, at the step's rate
+    settle: float = 90.0  # how long to wait for the last calls to be archived
+
+    @property
+    def caller_talk(self) -> float:
+        """The caller's SIPp hangs up this long after its 200 OK (the answer, before the
+        notice): notice + ringing + conversation."""
+        return NOTICE_SECONDS + ANSWER_AFTER + 0.7 + self.conversation
+
+    def calls(self, rate: float) -> int:
+        return max(1, round(rate * self.window))
+
+
+@dataclass
+class Target:
+    """Something SIPp can load: callrec's stack or the baseline, and how to count what it
+    archived."""
+
+    name: str
+    sip_port: int
+    asterisk_pid: Callable[[], int | None]
+    app_pid: Callable[[], int | None]
+    archived: Callable[[LoadCaller, float, LoadShape], int]
+    numbers: int = 0  # caller numbers used so far (each call gets a fresh one)
+    log: list[str] = field(default_factory=list)
+
+
+def callrec_archived(stack: Stack) -> Callable[[LoadCaller, float, LoadShape], int]:
+    """Calls of this step with a completed row, a recording row as long as the conversation,
+    and the file on disk with the recorded size."""
+
+    def count(caller: LoadCaller, since: float, shape: LoadShape) -> int:
+        numbers = caller.numbers()
+        min_ms = int(shape.conversation * 1000 * 0.9)
+        # generated digits and an int: nothing from outside reaches the SQL text
+        where = (f"c.caller_number BETWEEN '{numbers[0]}' AND '{numbers[-1]}' "
+                 f"AND c.end_reason = 'completed' AND r.duration_ms >= {min_ms}")
+        sql = f"SELECT r.path, r.bytes FROM calls c JOIN recordings r ON r.call_id = c.id WHERE {where}"  # noqa: S608, E501
+        rows = stack.pg.psql(sql)
+        ok = 0
+        for line in rows.splitlines():
+            path, size = line.rsplit("|", 1)
+            file = stack.archive_dir / path
+            if file.is_file() and file.stat().st_size == int(size):
+                ok += 1
+        return ok
+
+    return count
+
+
+def baseline_archived(instance: BaselineAsterisk, stack: Stack
+                      ) -> Callable[[LoadCaller, float, LoadShape], int]:
+    """Calls of this step with an answered CDR row in PostgreSQL and a MixMonitor file, as
+    long as the conversation (the smaller of the two counts)."""
+
+    def count(caller: LoadCaller, since: float, shape: LoadShape) -> int:
+        min_s = int(shape.conversation * 0.9)
+        rows = cdr_count(stack.pg, since, min_s)
+        files = recordings_since(instance, since, min_s * BYTES_PER_SECOND)
+        return min(rows, files)
+
+    return count
+
+
+def _cpu(pid: int | None) -> float:
+    return cpu.cpu_seconds(pid) if pid else 0.0
+
+
+@dataclass
+class StepRun:
+    result: steps.StepResult
+    asterisk_cpu: float
+    app_cpu: float
+    seconds: float
+
+
+def run_step(target: Target, rate: float, shape: LoadShape) -> StepRun:
+    """Offer `rate` calls/s for the window; wait for SIPp and for the archive to settle."""
+    calls = shape.calls(rate)
+    since = time.time()
+    ast0, app0 = _cpu(target.asterisk_pid()), _cpu(target.app_pid())
+    t0 = time.monotonic()
+    caller = LoadCaller(sip_port=target.sip_port, service_number=SERVICE_NUMBER,
+                        talk_seconds=shape.caller_talk, calls=calls, rate=rate, limit=calls,
+                        first_number=target.numbers)
+    target.numbers += calls
+    caller.start()
+    try:
+        caller.wait(timeout=shape.window + shape.caller_talk + 240)
+    except Exception:
+        caller.stop()
+    completed, failed, peak = caller.outcome()
+    deadline = time.monotonic() + shape.settle
+    archived = target.archived(caller, since, shape)
+    while archived < completed and time.monotonic() < deadline:
+        time.sleep(1)
+        archived = target.archived(caller, since, shape)
+    ast1, app1 = _cpu(target.asterisk_pid()), _cpu(target.app_pid())
+    notes = f"SIPp failed {failed}" if failed else ""
+    if failed:
+        notes += "; " + caller.output()[-300:].replace("\n", " ")
+    return StepRun(steps.StepResult(rate, calls, completed, archived, peak, notes),
+                   ast1 - ast0, app1 - app0, time.monotonic() - t0)
+
+
+def interleaved_search(targets: list[Target], rates: list[float], shape: LoadShape,
+                       say: Callable[[str], None]) -> dict[str, tuple[steps.Search,
+                                                                      list[StepRun]]]:
+    """Step every target through the same rates, one rate at a time for all of them; a
+    target stops at its first failing step."""
+    out: dict[str, tuple[steps.Search, list[StepRun]]] = {
+        t.name: (steps.Search(), []) for t in targets}
+    for rate in rates:
+        active = [t for t in targets
+                  if not out[t.name][0].steps or out[t.name][0].steps[-1].ok]
+        if not active:
+            break
+        for t in active:
+            run = run_step(t, rate, shape)
+            out[t.name][0].steps.append(run.result)
+            out[t.name][1].append(run)
+            r = run.result
+            say(f"  {t.name:8} {rate:5.1f} calls/s: offered {r.offered}, completed "
+                f"{r.completed}, archived {r.archived}, peak {r.peak_concurrent} concurrent "
+                f"({run.seconds:.0f} s) {'ok' if r.ok else 'FAILED ' + r.notes}")
+    return out
+
+
+def cpu_share(runs: list[StepRun]) -> cpu.CpuShare | None:
+    """The recorder's CPU per call relative to Asterisk's over the passing steps."""
+    good = [r for r in runs if r.result.ok]
+    if not good:
+        return None
+    calls = sum(r.result.archived for r in good)
+    return cpu.CpuShare(calls, sum(r.app_cpu for r in good), sum(r.asterisk_cpu for r in good))
+
+
+async def measure_latency(stack: Stack, concurrent: int, conversation: float,
+                          first_number: int) -> dict[str, Any]:
+    """Offer `concurrent` calls fast enough that they are all up together; Asterisk's
+    timestamps give notice and join latencies."""
+    rate = max(1.0, concurrent / 10)
+    shape = LoadShape(conversation=conversation)
+    async with Observer(stack.ari_url, stack.ari_user, stack.ari_password) as obs:
+        caller = LoadCaller(sip_port=stack.sip_port, service_number=SERVICE_NUMBER,
+                            talk_seconds=shape.caller_talk + concurrent / rate,
+                            calls=concurrent, rate=rate, limit=concurrent,
+                            first_number=first_number)
+        caller.start()
+        await asyncio.to_thread(caller.wait, shape.caller_talk + concurrent / rate + 240)
+        await asyncio.sleep(1)
+    completed, failed, peak = caller.outcome()
+    lat = latencies(obs.events)
+    return {
+        "concurrent_target": concurrent, "peak_concurrent": peak, "completed": completed,
+        "failed": failed,
+        "notice_ms": summarize(lat.notice_ms).as_dict() if lat.notice_ms else None,
+        "join_ms": summarize(lat.join_ms).as_dict() if lat.join_ms else None,
+    }
+
+
+def pids(stack: Stack) -> tuple[Callable[[], int | None], Callable[[], int | None]]:
+    return (lambda: read_pid(stack.asterisk.pidfile)), (lambda: read_pid(stack.service_pidfile))
+
+
+def start_agent(port: int, workdir: Path | None = None) -> LoadAgent:
+    agent = LoadAgent(name="agent1", port=port, answer_after=ANSWER_AFTER, talk_seconds=3600)
+    if workdir is not None:
+        agent.workdir = workdir
+    return agent.start()

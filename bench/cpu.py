@@ -1,0 +1,60 @@
+"""CPU time of processes from /proc (utime + stime of every thread), and per-call shares."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def parse_stat(text: str) -> float:
+    """CPU seconds (user + system) from the text of /proc/<pid>/stat.
+
+    The command name (field 2) is in parentheses and may itself hold spaces or ')':
+    fields are counted after the last ')'."""
+    try:
+        rest = text[text.rindex(")") + 2 :].split()
+        utime, stime = int(rest[11]), int(rest[12])  # fields 14 and 15 of proc(5)
+    except (ValueError, IndexError) as exc:
+        raise ValueError(f"not a /proc/<pid>/stat line: {text[:80]!r}") from exc
+    return (utime + stime) / CLOCK_TICKS
+
+
+def cpu_seconds(pid: int, proc: Path = Path("/proc")) -> float:
+    return parse_stat((proc / str(pid) / "stat").read_text())
+
+
+@dataclass(frozen=True)
+class CpuShare:
+    """CPU seconds per call of the recorder and of Asterisk over one measured window."""
+
+    calls: int
+    app_seconds: float
+    asterisk_seconds: float
+
+    @property
+    def app_per_call(self) -> float:
+        return self.app_seconds / self.calls
+
+    @property
+    def asterisk_per_call(self) -> float:
+        return self.asterisk_seconds / self.calls
+
+    @property
+    def share(self) -> float:
+        """The recorder's CPU per call as a fraction of Asterisk's."""
+        if self.asterisk_seconds <= 0:
+            raise ValueError("Asterisk used no measurable CPU: the window is too short")
+        return self.app_seconds / self.asterisk_seconds
+
+
+def share(calls: int, app: tuple[float, float], asterisk: tuple[float, float]) -> CpuShare:
+    """From (before, after) CPU-second readings of both processes over `calls` calls."""
+    if calls <= 0:
+        raise ValueError("no calls in the measured window")
+    app_used, ast_used = app[1] - app[0], asterisk[1] - asterisk[0]
+    if app_used < 0 or ast_used < 0:
+        raise ValueError("CPU time went backwards: a process was restarted during the window")
+    return CpuShare(calls, app_used, ast_used)

@@ -1,0 +1,88 @@
+"""The capacity step search and the latency pairing of ARI events (pure logic)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import steps
+from bench.observer import latencies, parse_ts
+
+
+def step(rate: float, offered: int, completed: int, archived: int) -> steps.StepResult:
+    return steps.StepResult(rate, offered, completed, archived, peak_concurrent=offered)
+
+
+def test_a_step_passes_only_when_every_call_completed_and_was_archived() -> None:
+    assert step(1, 10, 10, 10).ok
+    assert not step(1, 10, 9, 9).ok  # a call failed
+    assert not step(1, 10, 10, 9).ok  # a call was lost
+    assert not step(1, 0, 0, 0).ok  # nothing ran
+
+
+def test_search_stops_at_the_first_failure() -> None:
+    tried: list[float] = []
+
+    def run(rate: float) -> steps.StepResult:
+        tried.append(rate)
+        return step(rate, 10, 10 if rate < 6 else 8, 10 if rate < 6 else 8)
+
+    result = steps.search([2, 4, 6, 8, 10], run)
+    assert tried == [2, 4, 6]
+    assert result.best_rate == 4
+    assert result.best_concurrent == 10
+    assert not steps.hit_ceiling(result, [2, 4, 6, 8, 10])
+
+
+def test_search_that_never_fails_says_the_ceiling_is_higher() -> None:
+    result = steps.search([1, 2], lambda r: step(r, 5, 5, 5))
+    assert result.best_rate == 2
+    assert steps.hit_ceiling(result, [1, 2])
+
+
+def test_search_wants_increasing_rates() -> None:
+    with pytest.raises(ValueError, match="increasing"):
+        steps.search([2, 1], lambda r: step(r, 1, 1, 1))
+
+
+def test_best_ignores_a_pass_after_a_failure() -> None:
+    s = steps.Search([step(1, 5, 5, 5), step(2, 5, 4, 4), step(3, 5, 5, 5)])
+    assert s.best_rate == 1
+
+
+def test_ratio() -> None:
+    app = steps.Search([step(2, 5, 5, 5), step(4, 5, 5, 5)])
+    base = steps.Search([step(2, 5, 5, 5), step(4, 5, 5, 5), step(6, 5, 5, 5)])
+    assert steps.ratio(app, base) == pytest.approx(4 / 6)
+    assert steps.ratio(app, steps.Search([step(2, 5, 4, 4)])) is None
+
+
+def ev(kind: str, ts: str, **fields: object) -> dict[str, object]:
+    return {"type": kind, "timestamp": f"2026-11-28T10:00:{ts}+0000", **fields}
+
+
+def test_latencies_pair_each_channel_with_its_own_events() -> None:
+    events = [
+        ev("ChannelDialplan", "00.000", channel={"id": "c1"}, dialplan_app="Stasis",
+           dialplan_app_data="callrec,0103808000"),
+        ev("ChannelStateChange", "00.005", channel={"id": "c1", "state": "Up"}),
+        ev("ChannelDialplan", "00.010", channel={"id": "c2"}, dialplan_app="Stasis",
+           dialplan_app_data="callrec,0103808000"),
+        ev("PlaybackStarted", "00.030", playback={"target_uri": "channel:c2"}),
+        ev("PlaybackStarted", "00.012", playback={"target_uri": "channel:c1"}),
+        ev("PlaybackStarted", "00.500", playback={"target_uri": "channel:c1"}),  # 2nd prompt
+        ev("ChannelDialplan", "04.000", channel={"id": "a1"}, dialplan_app="Stasis",
+           dialplan_app_data="callrec,agent:5fa9e500"),
+        ev("ChannelStateChange", "05.000", channel={"id": "a1", "state": "Up"}),
+        ev("ChannelEnteredBridge", "05.001", channel={"id": "c1"}),  # the caller: not a join
+        ev("ChannelEnteredBridge", "05.007", channel={"id": "a1"}),
+        ev("ChannelDialplan", "06.000", channel={"id": "x"}, dialplan_app="Stasis",
+           dialplan_app_data="otherapp,1"),
+        ev("PlaybackStarted", "06.100", playback={"target_uri": "channel:x"}),
+    ]
+    lat = latencies(events)
+    assert lat.notice_ms == [pytest.approx(20.0), pytest.approx(12.0)]
+    assert lat.join_ms == [pytest.approx(7.0)]
+
+
+def test_parse_ts_is_aware() -> None:
+    assert parse_ts("2026-11-28T19:44:11.538+0000").utcoffset() is not None
