@@ -38,6 +38,8 @@ MAX_LEGS_SEARCHED = 200
 # An unclaimed channel in our application younger than this may be a call whose StasisStart
 # is still on its way to us: leave it alone.
 ORPHAN_MIN_AGE = timedelta(seconds=30)
+# How long a new agent channel may take to enter our application before it is dialled.
+STASIS_START_WAIT = 5.0
 # Commands whose failure changes the flow: the machine hears about it.
 _REPORTED_FAILURES = (
     m.Answer,
@@ -99,6 +101,9 @@ class CallManager:
         self._by_playback: dict[str, _Call] = {}
         self._by_recording: dict[str, _Call] = {}
         self._background: set[asyncio.Task[Any]] = set()
+        # agent channels created but not yet reported in our application: dialling them
+        # before their StasisStart fails with 409 (seen under load)
+        self._in_stasis: dict[str, asyncio.Future[None]] = {}
         self._reconcile_lock = asyncio.Lock()
         self._born = clock()  # rows started before this belong to an earlier run
         self._closed = False
@@ -175,8 +180,8 @@ class CallManager:
             case ari_events.RecordingFailed(recording=rec):
                 self._to_recording(rec.name, m.RecordingFailed(now, rec.name, rec.cause))
             case ari_events.Connected(reconnect=reconnect):
+                # the service runs `reconcile()` on every Connected (contract §5)
                 log.info("ari connected", reconnect=reconnect)
-                self._spawn(self.reconcile())
             case ari_events.Disconnected(reason=reason):
                 log.warning("ari disconnected: events are lost until reconnection", reason=reason)
             case ari_events.ApplicationReplaced():
@@ -188,6 +193,9 @@ class CallManager:
         self, channel_id: str, channel: Any, args: tuple[str, ...], now: datetime
     ) -> None:
         if args and args[0].startswith(AGENT_ARGS_PREFIX):
+            ready = self._in_stasis.pop(channel_id, None)
+            if ready is not None and not ready.done():
+                ready.set_result(None)
             if channel_id not in self._by_channel:
                 # a leg of a call that is over (or of an earlier run): nobody will bridge it
                 log.warning("agent channel of no live call hung up", channel_id=channel_id)
@@ -291,6 +299,7 @@ class CallManager:
         await asyncio.gather(*timers, return_exceptions=True)
         call.timers.clear()
         for key in call.owned:
+            self._in_stasis.pop(key, None)
             for index in (self._by_channel, self._by_playback, self._by_recording):
                 if index.get(key) is call:
                     del index[key]
@@ -376,10 +385,16 @@ class CallManager:
                 await ari.stop_moh(channel_id)
             case m.CreateAgentChannel(channel_id=channel_id, endpoint=endpoint):
                 self._own(call, self._by_channel, channel_id)
-                await ari.create_channel(
-                    endpoint, channel_id=channel_id, app_args=f"{AGENT_ARGS_PREFIX}{call.id}"
-                )
+                self._in_stasis[channel_id] = asyncio.get_running_loop().create_future()
+                try:
+                    await ari.create_channel(
+                        endpoint, channel_id=channel_id, app_args=f"{AGENT_ARGS_PREFIX}{call.id}"
+                    )
+                except BaseException:
+                    self._in_stasis.pop(channel_id, None)
+                    raise
             case m.Dial(channel_id=channel_id, caller_channel_id=caller, timeout=timeout):
+                await self._until_in_stasis(channel_id)
                 await ari.dial(channel_id, caller=caller, timeout=timeout)
             case m.HangupChannel(channel_id=channel_id, reason=reason):
                 await ari.hangup(channel_id, reason)
@@ -412,6 +427,19 @@ class CallManager:
                 pass  # logged with the transition
             case _:
                 log.error("unknown command", command=type(cmd).__name__)
+
+    async def _until_in_stasis(self, channel_id: str) -> None:
+        ready = self._in_stasis.get(channel_id)
+        if ready is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(ready), STASIS_START_WAIT)
+        except TimeoutError:
+            log.warning(
+                "no StasisStart for a new agent channel: dialling anyway", channel_id=channel_id
+            )
+        finally:
+            self._in_stasis.pop(channel_id, None)
 
     async def _persist(self, call: _Call, **fields: Any) -> None:
         try:

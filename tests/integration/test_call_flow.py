@@ -31,6 +31,7 @@ from aiohttp import web
 from callrec.archive.files import RecordingArchiver
 from callrec.archive.store import CallStore
 from callrec.ari.client import AriClient
+from callrec.ari.events import Connected, Event
 from callrec.calls.manager import CallManager
 from callrec.prompts.build import build_prompts
 from callrec.prompts.catalog import PromptCatalog
@@ -337,8 +338,15 @@ async def flow(
             )
             harness = Flow(bare_stack, ari, store, archiver, routing, catalog, archive_dir, manager)
 
-            async def to_current_manager(event: Any) -> None:
+            reconciling: set[asyncio.Task[None]] = set()
+
+            async def to_current_manager(event: Event) -> None:
+                # as the service does: reconcile after every (re)connection, in the background
                 assert harness is not None
+                if isinstance(event, Connected):
+                    task = asyncio.create_task(harness.manager.reconcile())
+                    reconciling.add(task)
+                    task.add_done_callback(reconciling.discard)
                 await harness.manager.handle(event)
 
             events = asyncio.create_task(ari.run_events(to_current_manager))
@@ -352,6 +360,7 @@ async def flow(
                 events.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await events
+                await asyncio.gather(*reconciling, return_exceptions=True)
                 await harness.manager.close()
     finally:
         for peer in harness.peers if harness else []:
