@@ -645,3 +645,25 @@ async def test_restart_while_ringing_closes_the_call(flow: Flow) -> None:
 async def _conversation(flow: Flow, number: str) -> asyncpg.Record | None:
     row = await flow.row(number)
     return row if row is not None and row["state"] == "conversation" else None
+
+
+async def test_database_down_during_a_call_the_row_lands_later(flow: Flow) -> None:
+    flow.agent("agent1", answer_after=0.5)
+    caller = flow.call(IN_ORDER, "0401000010", talk_seconds=NOTICE_SECONDS + 8)
+    row = await until(lambda: _conversation(flow, "0401000010"), 60, "the call in conversation")
+    await asyncio.to_thread(flow.stack.pg.stop)
+    try:
+        assert await wait_peer(caller, 60) == 0, caller.output()
+        # the call ends and its recording is archived while PostgreSQL is away
+        await until(lambda: _true(flow.manager.active_calls == 0), 60, "the call to end")
+        assert flow.store.journal_backlog > 0, "the end of the call waits in the journal"
+    finally:
+        await asyncio.to_thread(flow.stack.pg.start)
+    done = await flow.finished("0401000010", within=60)
+    assert done["id"] == row["id"]
+    assert done["end_reason"] == "completed"
+    assert done["ended_at"] > done["answered_at"]
+    rec = await flow.recording(done["id"])
+    assert rec is not None, "the recording row was journalled too"
+    assert (flow.archive_dir / rec["path"]).is_file()
+    await until(lambda: _true(flow.store.journal_backlog == 0), 30, "the journal drained")
