@@ -47,7 +47,7 @@ from typing import Any
 import structlog
 
 from callrec.prompts.errors import PromptSourceError
-from callrec.prompts.sources import LANGUAGE_RE, find_source
+from callrec.prompts.sources import LANGUAGE_RE, NAME_RE, find_source
 from callrec.routing.errors import RoutingError
 from callrec.routing.model import Agent, OpeningInterval, Routing, Service, Strategy
 from callrec.routing.toml_lines import TomlPath, line_of, locate_lines
@@ -112,7 +112,8 @@ def parse_routing(raw: bytes, path: Path, *, prompts_dir: Path | None = None) ->
     checker = _Checker(path, locate_lines(text), prompts_dir or default_prompts_dir())
     routing = checker.check(data, version=hashlib.sha256(raw).hexdigest()[:16])
     if checker.problems:
-        ordered = sorted(checker.problems, key=lambda item: item[0])
+        # a bad [defaults] entry is found once per service: report it once
+        ordered = sorted(dict.fromkeys(checker.problems), key=lambda item: item[0])
         raise RoutingError([f"{path}:{line}: {message}" for line, message in ordered])
     return routing
 
@@ -348,8 +349,8 @@ class _Checker:
         return value
 
     def prompt(self, value: Any, at: TomlPath, key: str, language: str | None) -> str | None:
-        if not isinstance(value, str) or not value:
-            self.error(at, f"{key} must be a prompt name")
+        if not isinstance(value, str) or not NAME_RE.fullmatch(value):
+            self.error(at, f"{key} must be a prompt name (a-z, 0-9 and _), not {value!r}")
             return None
         if language is None:
             return value  # the language error is reported already

@@ -310,3 +310,22 @@ def test_locate_lines_handles_multiline_values() -> None:
     assert ("not a table",) not in lines
     assert line_of(lines, ("service", 1, "sub", "missing", 3)) == 14
     assert line_of(lines, ("nowhere",)) == 1
+
+
+def test_bad_default_is_reported_once(tmp_path: Path, prompts_dir: Path) -> None:
+    text = (
+        "[defaults]\nmax_wait = 0\n\n"
+        + AGENTS
+        + "\n"
+        + SERVICE
+        + "\n"
+        + SERVICE.replace("0103808000", "0103808001")
+    )
+    assert problems(tmp_path, prompts_dir, text) == ["2: max_wait must be positive, not 0"]
+
+
+def test_prompt_names_are_checked_before_any_lookup(tmp_path: Path, prompts_dir: Path) -> None:
+    text = AGENTS + "\n" + SERVICE + 'closed = "../fi/notice"\n'
+    assert problems(tmp_path, prompts_dir, text) == [
+        "16: closed must be a prompt name (a-z, 0-9 and _), not '../fi/notice'"
+    ]
