@@ -28,6 +28,7 @@ from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 
 from callrec.errors import CallrecError, ConfigError
+from callrec.privacy.errors import Forbidden
 from callrec.privacy.keys import load_secret_key
 from callrec.privacy.roles import Operation, Role, permits
 from callrec.routing.loader import RoutingProvider
@@ -54,7 +55,9 @@ SECURITY_HEADERS = {
     ),
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # same-origin, not no-referrer: with no-referrer Chromium sends `Origin: null` on our own
+    # form posts, which the CSRF origin check must refuse
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 
@@ -233,7 +236,8 @@ def handler(kind: str, *, login: bool = True, multipart: bool = False) -> Callab
             except CallrecError as exc:
                 if exc.http_status >= 500:
                     log.error("web.error", path=request.path, error=exc.message)
-                return _error(req, kind, exc.http_status, exc.message)
+                return _error(req, kind, exc.http_status, exc.message,
+                              denied=isinstance(exc, Forbidden))
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
                 log.error("web.unavailable", path=request.path, error=str(exc))
                 return _error(req, kind, 503, "the archive database is unavailable")
@@ -250,14 +254,16 @@ def _check_origin(request: web.Request) -> None:
         raise CsrfRejected("the request came from another site")
 
 
-def _error(req: Req, kind: str, status: int, message: str) -> web.Response:
+def _error(req: Req, kind: str, status: int, message: str, denied: bool = False
+           ) -> web.Response:
     if kind == "api":
         return web.json_response({"error": status, "message": message}, status=status,
                                  headers={"Cache-Control": "no-store"})
     if kind == "file":
         return web.Response(text=message + "\n", status=status,
                             headers={"Cache-Control": "no-store"})
-    return req.render("error.html", status=status, status_code=status, message=message)
+    return req.render("error.html", status=status, status_code=status, message=message,
+                      denied=denied)
 
 
 def local_path(target: str | None, default: str = "/") -> str:

@@ -1,0 +1,1 @@
+"""Browser tests: the web console in real headless Chromium against the real stack."""
