@@ -1,44 +1,21 @@
 """`callrec prompts build` and `callrec prompts list`.
 
-They need no database: the directories come from CALLREC_PROMPTS_DIR (default `prompts`) and
-CALLREC_PROMPT_CACHE_DIR (default `<CALLREC_STATE_DIR>/prompt-cache`, else
-`.stack/state/prompt-cache`), the URL from CALLREC_PUBLIC_URL (default http://127.0.0.1:8080).
+They need no database, only the directories (see callrec.prompts.paths).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
-from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
 
 from callrec.logs import configure_logging
 from callrec.prompts.build import build_prompts, fingerprint
 from callrec.prompts.errors import PromptError
 from callrec.prompts.index import read_index
+from callrec.prompts.paths import PromptPaths
 from callrec.prompts.sources import find_sources
 from callrec.prompts.speech_settings import load_speech_settings
-
-
-@dataclass(frozen=True)
-class PromptPaths:
-    prompts_dir: Path
-    cache_dir: Path
-    public_url: str
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> PromptPaths:
-        env = os.environ if env is None else env
-        state = env.get("CALLREC_STATE_DIR")
-        default_cache = Path(state) / "prompt-cache" if state else Path(".stack/state/prompt-cache")
-        return cls(
-            prompts_dir=Path(env.get("CALLREC_PROMPTS_DIR", "prompts")),
-            cache_dir=Path(env.get("CALLREC_PROMPT_CACHE_DIR", str(default_cache))),
-            public_url=env.get("CALLREC_PUBLIC_URL", "http://127.0.0.1:8080").rstrip("/"),
-        )
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

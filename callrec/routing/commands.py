@@ -9,8 +9,12 @@ import sys
 from pathlib import Path
 
 from callrec.errors import ConfigError
+from callrec.prompts.errors import PromptError
+from callrec.prompts.index import read_index
+from callrec.prompts.paths import PromptPaths
 from callrec.routing.errors import RoutingError
 from callrec.routing.loader import default_prompts_dir, load_routing
+from callrec.routing.model import Routing
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -58,7 +62,27 @@ def _check(args: argparse.Namespace) -> int:
         f"{args.file}: OK ({len(routing.services)} services, {len(routing.agents)} agents, "
         f"version {routing.version})"
     )
+    for warning in _unbuilt_prompts(routing):
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
+
+
+def _unbuilt_prompts(routing: Routing) -> list[str]:
+    """Prompts that have a source but no built version yet (calls would lack them)."""
+    cache_dir = PromptPaths.from_env().cache_dir
+    try:
+        index = read_index(cache_dir)
+    except PromptError as exc:
+        return [exc.message]
+    needed = sorted(
+        {(s.notice_prompt, s.language) for s in routing.services.values()}
+        | {(s.closed_prompt, s.language) for s in routing.services.values()}
+    )
+    return [
+        f"prompt {name}/{language} is not built in {cache_dir}; run `callrec prompts build`"
+        for name, language in needed
+        if f"{name}/{language}" not in index.prompts
+    ]
 
 
 def _reload(args: argparse.Namespace) -> int:

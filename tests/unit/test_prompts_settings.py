@@ -10,6 +10,7 @@ import soundfile as sf
 
 from callrec.prompts.build import build_prompts
 from callrec.prompts.errors import PromptSourceError
+from callrec.prompts.paths import PromptPaths
 from callrec.prompts.speech_settings import Speech, load_speech_settings
 from callrec.prompts.tts import DEFAULT_RATE
 
@@ -76,3 +77,15 @@ def test_broken_settings_stop_text_prompts_but_not_studio_ones(tmp_path: Path) -
     assert status["closed"] == ("built", None)
     assert status["notice"][0] == "failed"
     assert f"{prompts / 'prompts.toml'} is invalid" in str(status["notice"][1])
+
+
+def test_prompt_paths_from_the_environment() -> None:
+    assert PromptPaths.from_env({}) == PromptPaths(
+        Path("prompts"), Path(".stack/state/prompt-cache"), "http://127.0.0.1:8080"
+    )
+    env = {"CALLREC_STATE_DIR": "/srv/state", "CALLREC_PUBLIC_URL": "http://10.0.0.5:8080/"}
+    assert PromptPaths.from_env(env) == PromptPaths(
+        Path("prompts"), Path("/srv/state/prompt-cache"), "http://10.0.0.5:8080"
+    )
+    env["CALLREC_PROMPT_CACHE_DIR"] = "/var/cache/prompts"
+    assert PromptPaths.from_env(env).cache_dir == Path("/var/cache/prompts")
