@@ -1,0 +1,68 @@
+"""Drill: the archive's filesystem fills up (a small tmpfs), then space returns."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from bench.load import LoadAgent, LoadCaller
+from bench.stacks import NOTICE_SECONDS, SERVICE_NUMBER
+from devstack.stack import Stack
+from tests.drills.conftest import health, log_events, metric
+from tests.drills.reconcile import reconcile, rows, wait_reconciled
+from tests.polling import eventually_sync
+
+pytestmark = [pytest.mark.drill, pytest.mark.stack, pytest.mark.timeout(300)]
+
+
+@pytest.fixture
+def small_archive(drill_stack: Stack) -> Iterator[Stack]:
+    """The archive directory on a 600 KiB tmpfs (room for about three 10 s recordings)."""
+    drill_stack.stop_service()
+    target = str(drill_stack.archive_dir)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k,mode=0750", "tmpfs", target],
+                   check=True)
+    try:
+        drill_stack.start_service()
+        yield drill_stack
+    finally:
+        drill_stack.stop_service()
+        subprocess.run(["umount", "-l", target], check=False)
+
+
+def test_archive_disk_full_then_space_returns(small_archive: Stack, agent: LoadAgent) -> None:
+    stack = small_archive
+    callers = LoadCaller(sip_port=stack.sip_port, service_number=SERVICE_NUMBER,
+                         talk_seconds=NOTICE_SECONDS + 1.0 + 10.0, calls=6, rate=6, limit=6,
+                         first_number=0).start()
+    numbers = callers.numbers()
+    assert callers.wait(timeout=90) == 0, callers.output()
+
+    # the alarm: logs, health, metrics
+    eventually_sync(
+        lambda: any(e.get("event") == "archive_disk_full" for e in log_events(stack)),
+        timeout=30, what="archive_disk_full in the log")
+    h = health(stack)
+    assert h["http_status"] == 503 and h["archive_writable"] is False, h
+    assert metric(stack, "callrec_archive_writable") == 0
+
+    # every call has its row; what is recorded as archived is complete and intact, and
+    # no half-written file is left behind; the rest waits in Asterisk's spool
+    eventually_sync(lambda: all(r.state == "done" for r in rows(stack, numbers))
+                    and len(rows(stack, numbers)) == 6, timeout=30, what="rows closed")
+    now = reconcile(stack, numbers)
+    assert not now.missing_rows and not now.bad_files and not now.missing_files, now
+    assert not now.partial_files and not now.orphan_files, now
+    archived = [r for r in rows(stack, numbers) if r.path]
+    assert 0 < len(archived) < 6, "the tmpfs should hold some recordings, not all"
+    assert len(now.spool_left) == 6 - len(archived), now.spool_left
+
+    # space returns: the alarm clears and the recordings Asterisk kept are archived,
+    # without restarting anything
+    subprocess.run(["mount", "-o", "remount,size=256m", str(stack.archive_dir)], check=True)
+    eventually_sync(lambda: health(stack)["archive_writable"], timeout=30,
+                    what="archive writable again")
+    result = wait_reconciled(stack, numbers, timeout=90)
+    assert not result.problems(), result.problems()
