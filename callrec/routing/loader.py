@@ -30,7 +30,6 @@ Every problem is reported as `file:line: message`, all of them at once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import hashlib
 import os
@@ -110,12 +109,17 @@ def parse_routing(raw: bytes, path: Path, *, prompts_dir: Path | None = None) ->
         problem = f"{path}:{match['line']}: {match['msg']}" if match else f"{path}: {exc}"
         raise RoutingError([problem]) from exc
     checker = _Checker(path, locate_lines(text), prompts_dir or default_prompts_dir())
-    routing = checker.check(data, version=hashlib.sha256(raw).hexdigest()[:16])
+    routing = checker.check(data, version=routing_version(raw))
     if checker.problems:
         # a bad [defaults] entry is found once per service: report it once
         ordered = sorted(dict.fromkeys(checker.problems), key=lambda item: item[0])
         raise RoutingError([f"{path}:{line}: {message}" for line, message in ordered])
     return routing
+
+
+def routing_version(raw: bytes) -> str:
+    """The version of a routing file: the start of the SHA-256 of its bytes."""
+    return hashlib.sha256(raw).hexdigest()[:16]
 
 
 class _Checker:
@@ -477,7 +481,7 @@ class RoutingProvider:
         self.handle_sighup = handle_sighup
         self._routing: Routing | None = None
         self._seen: tuple[int, int, int] | None = None  # (inode, mtime_ns, size) last read
-        self._seen_hash = ""
+        self._seen_hash = ""  # routing_version() of the content last read
         self._task: asyncio.Task[None] | None = None
         self._sighup_installed = False
         self._reload_tasks: set[asyncio.Task[bool]] = set()
@@ -524,8 +528,10 @@ class RoutingProvider:
 
     async def start(self) -> None:
         """Load the file (raises RoutingError if invalid), then watch it and handle SIGHUP."""
-        self.current()
-        self._seen, self._seen_hash = self._fingerprint()
+        # compare the file with what is in force at the first poll, not with what is on disk
+        # now: it may have changed since current() first read it
+        self._seen_hash = self.current().version
+        self._seen = None
         loop = asyncio.get_running_loop()
         if self.handle_sighup:
             try:
@@ -542,9 +548,8 @@ class RoutingProvider:
         tasks = [task for task in (self._task, *self._reload_tasks) if task is not None]
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # their CancelledError comes back as a result; a cancellation of close() itself is raised
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._task = None
         self._reload_tasks.clear()
 
@@ -563,7 +568,7 @@ class RoutingProvider:
     def _fingerprint(self) -> tuple[tuple[int, int, int] | None, str]:
         try:
             st = self.path.stat()
-            digest = hashlib.sha256(self.path.read_bytes()).hexdigest()
+            digest = routing_version(self.path.read_bytes())
         except OSError:
             return None, ""
         return (st.st_ino, st.st_mtime_ns, st.st_size), digest

@@ -155,3 +155,13 @@ async def test_close_cancels_the_watcher(config: Path, prompts_dir: Path) -> Non
     assert task is not None and not task.done()
     await provider.close()
     assert task.cancelled()
+
+
+async def test_change_between_first_load_and_start_is_seen(config: Path, prompts_dir: Path) -> None:
+    provider = RoutingProvider(
+        config, prompts_dir=prompts_dir, poll_interval=0.05, handle_sighup=False
+    )
+    assert agents_of(provider) == ("agent1",)  # the service reads it once before start()
+    rewrite(config, CONFIG.replace('agents = ["agent1"]', 'agents = ["agent2"]'))
+    async with provider:
+        await until(lambda: agents_of(provider) == ("agent2",))
