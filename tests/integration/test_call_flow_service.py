@@ -1,0 +1,137 @@
+"""The call flow through the running service (`callrec serve` on the real stack): the demo
+routing, the text-to-speech notice, and a SIGKILL of the service in the middle of a call."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import pytest
+
+from callrec.prompts.catalog import PromptCatalog
+from devstack.sipp import Agent, Caller
+from devstack.stack import Stack
+from tests.integration.test_call_flow import AGENT_HZ, CALLER_HZ, CONTROL_HZ, tone_shares
+
+pytestmark = [pytest.mark.stack, pytest.mark.timeout(300)]
+
+SERVICE = "0103808000"  # the demo routing: Ajanvaraus, fi, in_order agent1, agent2, agent3
+
+
+async def until(probe: Callable[[], Awaitable[Any]], within: float, what: str) -> Any:
+    deadline = time.monotonic() + within
+    while True:
+        value = await probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.3)
+
+
+async def fetchrow(stack: Stack, sql: str, *args: Any) -> asyncpg.Record | None:
+    conn = await asyncpg.connect(stack.owner_dsn)
+    try:
+        return await conn.fetchrow(sql, *args)
+    finally:
+        await conn.close()
+
+
+async def call_row(stack: Stack, number: str) -> asyncpg.Record | None:
+    return await fetchrow(
+        stack, "SELECT * FROM calls WHERE caller_number = $1 ORDER BY started_at DESC", number
+    )
+
+
+async def finished_row(stack: Stack, number: str) -> asyncpg.Record | None:
+    row = await call_row(stack, number)
+    if row is None or row["state"] != "done":
+        return None
+    if row["recording_name"] is not None:
+        rec = await fetchrow(stack, "SELECT 1 FROM recordings WHERE call_id = $1", row["id"])
+        if rec is None:
+            return None
+    return row
+
+
+def notice_seconds(stack: Stack) -> float:
+    catalog = PromptCatalog(stack.prompts_dir, stack.state_dir / "prompt-cache", "http://x")
+    return catalog.resolve("notice", "fi").duration_ms / 1000
+
+
+def wait(peer: Caller | Agent, within: float) -> Awaitable[int]:
+    return asyncio.to_thread(peer.wait, within)
+
+
+async def test_service_answers_announces_and_records(stack: Stack) -> None:
+    agent = Agent(
+        name="agent1", port=stack.agent_ports["agent1"], tone_hz=1000, answer_after=1.0
+    ).start()
+    try:
+        notice = notice_seconds(stack)
+        caller = Caller(
+            sip_port=stack.sip_port,
+            service_number=SERVICE,
+            caller_number="0405000001",
+            tone_hz=CALLER_HZ,
+            talk_seconds=notice + 1.5 + 6,
+        ).start()
+        assert await wait(caller, 120) == 0, caller.output()
+        row = await until(lambda: finished_row(stack, "0405000001"), 60, "the archived call")
+    finally:
+        agent.stop()
+    assert (row["end_reason"], row["agent_name"]) == ("completed", "Aino Agentti")
+    assert row["notice_completed"] is True
+    assert row["notice_prompt"].startswith("notice-fi-")
+    assert (row["answered_at"] - row["notice_started_at"]).total_seconds() >= notice
+    rec = await fetchrow(stack, "SELECT * FROM recordings WHERE call_id = $1", row["id"])
+    assert rec is not None
+    shares = tone_shares(stack.archive_dir / rec["path"], CALLER_HZ, AGENT_HZ["agent1"], CONTROL_HZ)
+    assert len(shares) >= 4
+    for s in shares:
+        # the spoken notice would show up as energy outside the two tones
+        assert s[CALLER_HZ] > 0.3 and s[AGENT_HZ["agent1"]] > 0.3, s
+        assert s[CALLER_HZ] + s[AGENT_HZ["agent1"]] > 0.9, s
+
+
+async def test_sigkill_mid_conversation_then_restart_archives_the_call(stack: Stack) -> None:
+    agent = Agent(
+        name="agent1", port=stack.agent_ports["agent1"], tone_hz=1000, answer_after=0.5
+    ).start()
+    try:
+        notice = notice_seconds(stack)
+        caller = Caller(
+            sip_port=stack.sip_port,
+            service_number=SERVICE,
+            caller_number="0405000002",
+            tone_hz=CALLER_HZ,
+            talk_seconds=notice + 1 + 15,
+        ).start()
+
+        async def in_conversation() -> asyncpg.Record | None:
+            row = await call_row(stack, "0405000002")
+            return row if row is not None and row["state"] == "conversation" else None
+
+        row = await until(in_conversation, 90, "the call in conversation")
+        await asyncio.sleep(2)
+        await asyncio.to_thread(stack.stop_service, signal.SIGKILL)
+        await asyncio.sleep(2)  # the call goes on in Asterisk with nobody in control
+        await asyncio.to_thread(stack.start_service)
+        assert await wait(caller, 120) == 0, caller.output()
+        done = await until(lambda: finished_row(stack, "0405000002"), 90, "the archived call")
+    finally:
+        agent.stop()
+    assert done["id"] == row["id"]
+    assert (done["end_reason"], done["agent_name"]) == ("completed", "Aino Agentti")
+    log = stack.service_log.read_text(errors="replace")
+    assert "call of an earlier run resumed" in log and str(row["id"]) in log
+    rec = await fetchrow(stack, "SELECT * FROM recordings WHERE call_id = $1", done["id"])
+    assert rec is not None
+    talked_ms = (done["ended_at"] - done["answered_at"]).total_seconds() * 1000
+    assert abs(rec["duration_ms"] - talked_ms) < 2000, "recorded across the restart"
+    for s in tone_shares(stack.archive_dir / rec["path"], CALLER_HZ, AGENT_HZ["agent1"]):
+        assert s[CALLER_HZ] > 0.3 and s[AGENT_HZ["agent1"]] > 0.3, s
