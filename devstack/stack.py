@@ -78,8 +78,8 @@ class StackConfig:
             web_port=base + 2,
             pg_port=base + 3,
             agent_ports={"agent1": base + 4, "agent2": base + 5, "agent3": base + 6},
-            rtp_start=12000 + (base % 20) * 50,
-            rtp_end=12000 + (base % 20) * 50 + 49,
+            rtp_start=12000 + (base % 8) * 1000,
+            rtp_end=12000 + (base % 8) * 1000 + 999,  # 200 calls x 2 legs x RTP+RTCP
             ari_user="callrec",
             ari_password=secrets.token_hex(12),
             db_owner_password=secrets.token_hex(12),
