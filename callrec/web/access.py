@@ -267,10 +267,14 @@ class ConsoleService(BundlesMixin, PrivacyService):
             "last_receipt": last,
         }
 
+    async def authorize(self, actor: Actor, op: Operation, target: str) -> None:
+        """Only the check (a denial is audited): for pages that show no data yet."""
+        async with self._pool.acquire() as conn:
+            await self._authorize(conn, actor, op, target)
+
     async def authorize_config(self, actor: Actor, target: str) -> None:
         """Admins change prompts and routing; anyone else is refused (audited)."""
-        async with self._pool.acquire() as conn:
-            await self._authorize(conn, actor, CONFIG_OPERATION, target)
+        await self.authorize(actor, CONFIG_OPERATION, target)
 
     async def config_changed(
         self, actor: Actor, target: str, reason: str, details: dict[str, Any]

@@ -20,8 +20,8 @@ from callrec.privacy.errors import AuthenticationFailed, Invalid
 from callrec.routing.errors import RoutingError
 from callrec.web import config
 from callrec.web.access import Cursor, day_start
-from callrec.web.console import Req, handler, set_session_cookie
-from callrec.web.errors import FormInvalid, WebError
+from callrec.web.console import Req, client_address, handler, set_session_cookie
+from callrec.web.errors import FormInvalid, UploadRejected, WebError
 from callrec.web.openapi import document
 from callrec.web.pages import audio, call_filter, download
 from callrec.web.sessions import COOKIE
@@ -57,6 +57,7 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/api/users/{username}/disabled", user_disabled)
     r.add_get("/api/prompts", prompts)
     r.add_put("/api/prompts/{language}/{name}/text", prompt_text)
+    r.add_post("/api/prompts/{language}/{name}/studio", prompt_studio)
     r.add_post("/api/prompts/build", prompts_build)
     r.add_get("/api/routing", routing)
     r.add_put("/api/routing", routing_apply)
@@ -112,10 +113,18 @@ async def openapi(req: Req) -> web.StreamResponse:
 @handler("api", login=False)
 async def login(req: Req) -> web.StreamResponse:
     data = await _body(req)
+    address = client_address(req)
+    wait = req.console.throttle.retry_after(address)
+    if wait:
+        response = _json({"error": 429, "message": "too many failed logins from this address"},
+                         429)
+        response.headers["Retry-After"] = str(wait)
+        return response
     try:
         actor = await req.svc.authenticate(_text(data, "username") or "",
                                            _text(data, "password") or "")
     except AuthenticationFailed as exc:
+        req.console.throttle.failed(address)
         return _json({"error": 401, "message": exc.message}, 401)
     token = await req.console.sessions.create(actor)
     session = await req.console.sessions.load(token)
@@ -376,6 +385,24 @@ async def prompt_text(req: Req) -> web.StreamResponse:
                                   "results": [asdict(r) for r in report.results]})
     return _json({"results": [asdict(r) for r in report.results],
                   "problems": list(report.problems)})
+
+
+@handler("api")
+async def prompt_studio(req: Req) -> web.StreamResponse:
+    """The request body is the audio file itself; its type is judged by its content."""
+    language, name = req.request.match_info["language"], req.request.match_info["name"]
+    session = req.logged_in
+    await req.svc.authorize_config(session.actor, f"prompt:{name}/{language}")
+    data = await req.request.content.read(config.MAX_UPLOAD_BYTES + 1)
+    if len(data) > config.MAX_UPLOAD_BYTES:
+        raise UploadRejected(f"the file is over {config.MAX_UPLOAD_BYTES // (1024 * 1024)} MB")
+    config.save_studio(req.console.prompts_dir, language, name, data)
+    report = await config.rebuild(req.console.prompts_dir, req.console.prompt_cache_dir)
+    await req.svc.config_changed(session.actor, "prompts", "studio recording uploaded",
+                                 {"prompt": f"{name}/{language}", "bytes": len(data),
+                                  "results": [asdict(r) for r in report.results]})
+    return _json({"results": [asdict(r) for r in report.results],
+                  "problems": list(report.problems)}, 201)
 
 
 @handler("api")

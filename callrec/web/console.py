@@ -36,6 +36,7 @@ from callrec.web import i18n
 from callrec.web.access import ConsoleService
 from callrec.web.errors import CsrfRejected, NotLoggedIn
 from callrec.web.sessions import COOKIE, Session, SessionStore
+from callrec.web.throttle import LoginThrottle
 
 if TYPE_CHECKING:
     from callrec.service import Service
@@ -76,6 +77,7 @@ class Console:
     retention_months: int = 12
     templates: jinja2.Environment = field(init=False)
     pool: asyncpg.Pool | None = None
+    throttle: LoginThrottle = field(default_factory=LoginThrottle)
     _svc: ConsoleService | None = None
     _sessions: SessionStore | None = None
 
@@ -284,6 +286,10 @@ def set_session_cookie(req: Req, response: web.StreamResponse, token: str) -> No
 def new_login_token(req: Req, response: web.StreamResponse, token: str) -> None:
     response.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="Strict", path="/login",
                         secure=req.request.secure or req.console.secure_cookies, max_age=3600)
+
+
+def client_address(req: Req) -> str:
+    return req.request.remote or "unknown"
 
 
 def login_token() -> str:

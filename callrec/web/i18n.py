@@ -32,6 +32,8 @@ FI: dict[str, str] = {
     "Language": "Kieli",
     "Wrong username or password, or the account is locked for a while.":
         "Väärä käyttäjätunnus tai salasana, tai tili on hetken lukittuna.",
+    "Too many failed logins from this address. Try again later.":
+        "Liian monta epäonnistunutta kirjautumista tästä osoitteesta. Yritä myöhemmin.",
     "Your session has ended. Please log in again.":
         "Istunto on päättynyt. Kirjaudu uudelleen.",
     "Logged in as": "Kirjautunut:",

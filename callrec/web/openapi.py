@@ -61,6 +61,9 @@ _OPS: tuple[tuple[str, str, str, str, dict[str, str], tuple[str, ...]], ...] = (
     ("get", "/api/prompts", "Prompts with their live versions", "admin", {}, ()),
     ("put", "/api/prompts/{language}/{name}/text", "Replace a prompt's text and rebuild",
      "admin", {"text": "string"}, ()),
+    ("post", "/api/prompts/{language}/{name}/studio",
+     "Upload a studio recording (the body is the WAV, FLAC or Ogg file; at most 8 MB, 60 s)",
+     "admin", {}, ()),
     ("post", "/api/prompts/build", "Rebuild every prompt", "admin", {}, ()),
     ("get", "/api/routing", "The routing file and the version in force", "admin", {}, ()),
     ("put", "/api/routing", "Check and apply a new routing file (no restart)", "admin",
@@ -95,6 +98,10 @@ def document() -> dict[str, Any]:
                          else {"type": t}) for k, t in body.items()}
             op["requestBody"] = {"required": True, "content": {"application/json": {
                 "schema": {"type": "object", "properties": props}}}}
+        if path.endswith("/studio"):
+            binary = {"schema": {"type": "string", "format": "binary"}}
+            op["requestBody"] = {"required": True, "content": {
+                "audio/wav": binary, "audio/flac": binary, "audio/ogg": binary}}
         if path != "/api/session" or method != "post":
             op["security"] = [{"session": []}]
             if method != "get":

@@ -20,6 +20,7 @@ from callrec.web.access import END_REASONS, CallFilter, Cursor
 from callrec.web.console import (
     LOGIN_COOKIE,
     Req,
+    client_address,
     handler,
     local_path,
     login_token,
@@ -75,6 +76,28 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/admin/routing", routing_apply)
 
 
+# Which form field a privacy-layer message is about (the layer's messages name the thing
+# they reject); first match wins, and only fields of the form in question are considered.
+_FIELD_WORDS = (
+    ("phone number", "number"), ("verification method", "method"),
+    ("not an active account", "verified_by"), ("refusal ground", "refuse_ground"),
+    ("received", "received"), ("date", "received"), ("call id", "call_id"),
+    ("no call", "call_id"), ("full name", "full_name"), ("username", "username"),
+    ("password", "password"), ("role", "roles"), ("expir", "expires"),
+    ("recipient", "recipient"), ("legal basis", "legal_basis"), ("offset", "from"),
+    ("range", "from"), ("reason", "reason"),
+)
+
+
+def field_errors(prefix: str, message: str, fields: tuple[str, ...]) -> dict[str, str]:
+    """{"<prefix>-<field>": message} for the field the message is about, else the form's."""
+    lowered = message.lower()
+    for word, name in _FIELD_WORDS:
+        if word in lowered and name in fields:
+            return {f"{prefix}-{name}": message}
+    return {prefix: message}
+
+
 def _see_other(location: str) -> web.HTTPSeeOther:
     return web.HTTPSeeOther(location)
 
@@ -122,9 +145,17 @@ async def login(req: Req) -> web.StreamResponse:
     if not expected or not given or not _same(given, expected):
         return _login_page(req, 403, "missing or wrong CSRF token: reload the page and try again",
                            username)
+    address = client_address(req)
+    wait = req.console.throttle.retry_after(address)
+    if wait:
+        response = _login_page(req, 429, req.t("Too many failed logins from this address. "
+                                               "Try again later."), username)
+        response.headers["Retry-After"] = str(wait)
+        return response
     try:
         actor = await req.svc.authenticate(username, req.field("password"))
     except AuthenticationFailed:
+        req.console.throttle.failed(address)
         return _login_page(req, 401, req.t(
             "Wrong username or password, or the account is locked for a while."), username)
     token = await req.console.sessions.create(actor)
@@ -205,18 +236,11 @@ async def calls(req: Req) -> web.StreamResponse:
             errors["number" if "number" in exc.message else "form"] = exc.message
     elif not searched:
         # a reviewer lands on the page: nothing is searched (and audited) until asked
-        await _check(req, Operation.CALL_SEARCH)
+        await req.svc.authorize(req.logged_in.actor, Operation.CALL_SEARCH, "calls")
     params = {k: v for k, v in q.items() if k != "after"}
     return req.render("calls.html", rows=rows, errors=errors, q=q, next_cursor=nxt,
                       params=params, end_reasons=END_REASONS, searched=searched,
                       status=400 if errors else 200)
-
-
-async def _check(req: Req, op: Operation) -> None:
-    """Pages shown before any data is read still need the role (a denial is audited)."""
-    session = req.logged_in
-    if op is Operation.CALL_SEARCH:
-        await req.svc.search_page(session.actor, CallFilter(since=date.today()), limit=1)
 
 
 def _call_id(req: Req) -> UUID:
@@ -240,6 +264,7 @@ async def _call_page(req: Req, *, errors: dict[str, str] | None = None,
         can_listen=permits(roles, listen, Operation.CALL_LISTEN),
         can_disclose=permits(roles, listen, Operation.DISCLOSE), disclosures=disclosures,
         errors=errors or {}, form=req.form, bundle=req.query("bundle"), status=status,
+        done=req.query("done"),
     )
 
 
@@ -304,7 +329,7 @@ async def hold_call(req: Req) -> web.StreamResponse:
     try:
         await req.svc.add_hold(req.logged_in.actor, reason=req.field("reason"), call_id=cid)
     except Invalid as exc:
-        return await _call_page(req, errors={"hold_reason": exc.message},
+        return await _call_page(req, errors=field_errors("c", exc.message, ("reason",)),
                                            status=400)
     raise _see_other(f"/calls/{cid}?done=hold")
 
@@ -321,7 +346,13 @@ async def disclose(req: Req) -> web.StreamResponse:
             legal_basis=req.field("legal_basis"), approved_by=req.field("approved_by"), out=out,
         )
     except Invalid as exc:
-        return await _call_page(req, errors={"disclose": exc.message},
+        errors = field_errors("d", exc.message,
+                              ("recipient", "legal_basis", "approved_by", "from"))
+        if "d-from" in errors:
+            errors = {"f-from": errors["d-from"]}
+        elif "not an active account" in exc.message:
+            errors = {"d-approved_by": exc.message}
+        return await _call_page(req, errors=errors,
                                            status=400)
     from callrec.privacy.bundles import sha256_file
 
@@ -346,14 +377,16 @@ async def bundle(req: Req) -> web.StreamResponse:
 
 
 async def _requests_page(req: Req, *, errors: dict[str, str] | None = None,
-                        status: int = 200, erasure: Any = None) -> web.StreamResponse:
+                         status: int = 200, erasure: Any = None, which: str = ""
+                         ) -> web.StreamResponse:
     session = req.logged_in
     include_closed = req.query("closed") == "1"
     cases = await req.svc.list_requests(session.actor, include_closed=include_closed)
     bundles = {b["ref"]: b for b in await req.svc.bundles_by(session.actor)}
     return req.render("requests.html", cases=cases, errors=errors or {}, form=req.form,
                       bundles=bundles, include_closed=include_closed, erasure=erasure,
-                      new_bundle=req.query("bundle"), status=status)
+                      new_bundle=req.query("bundle"), status=status, which=which,
+                      done=req.query("done"))
 
 
 @handler("page")
@@ -370,7 +403,9 @@ async def open_access(req: Req) -> web.StreamResponse:
             received=req.field("received").strip() or None,
         )
     except Invalid as exc:
-        return await _requests_page(req, errors={"access": exc.message},
+        return await _requests_page(
+            req, which="a", errors=field_errors(
+                "a", exc.message, ("number", "verified_by", "method", "received")),
                                                status=400)
     raise _see_other("/privacy/requests?done=access")
 
@@ -385,7 +420,10 @@ async def erase(req: Req) -> web.StreamResponse:
             received=req.field("received").strip() or None, refuse_ground=ground,
         )
     except Invalid as exc:
-        return await _requests_page(req, errors={"erase": exc.message},
+        return await _requests_page(
+            req, which="e", errors=field_errors(
+                "e", exc.message, ("number", "verified_by", "method", "received",
+                                   "refuse_ground")),
                                                status=400)
     return await _requests_page(req, erasure=case)
 
@@ -409,7 +447,7 @@ async def _holds_page(req: Req, *, errors: dict[str, str] | None = None,
     include = req.query("released") == "1"
     holds = await req.svc.list_holds(req.logged_in.actor, include_released=include)
     return req.render("holds.html", holds=holds, errors=errors or {}, form=req.form,
-                      include_released=include, status=status)
+                      include_released=include, status=status, done=req.query("done"))
 
 
 @handler("page")
@@ -427,7 +465,8 @@ async def add_hold(req: Req) -> web.StreamResponse:
     except (Invalid, PrivacyError) as exc:
         if isinstance(exc, Forbidden):
             raise
-        return await _holds_page(req, errors={"hold": exc.message},
+        return await _holds_page(req, errors=field_errors("h", exc.message,
+                                                          ("call_id", "number", "reason")),
                                             status=exc.http_status)
     raise _see_other("/privacy/holds?done=hold")
 
@@ -540,7 +579,8 @@ async def add_account(req: Req) -> web.StreamResponse:
     except (Invalid, PrivacyError) as exc:
         if isinstance(exc, Forbidden):
             raise
-        return await _accounts_page(req, errors={"add": exc.message},
+        return await _accounts_page(req, errors=field_errors(
+            "n", exc.message, ("username", "full_name", "password", "roles", "expires")),
                                                status=exc.http_status)
     raise _see_other("/admin/accounts?done=add")
 

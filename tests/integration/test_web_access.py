@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from callrec.web.console import CONSOLE
+from callrec.web.throttle import LoginThrottle
 from tests.dbfixtures import ScratchDatabase
 from tests.integration.test_web_support import PASSWORD, console
 
@@ -208,3 +210,19 @@ async def test_expired_session_is_refused(
         async with c.pool.acquire() as conn:
             await conn.execute("UPDATE web_sessions SET expires_at = now()")
         assert (await b2.client.get("/api/session")).status == 401
+
+
+async def test_many_failed_logins_from_one_address_are_slowed_down(
+    db: ScratchDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with console(db, tmp_path, monkeypatch) as c:
+        c.server.app[CONSOLE].throttle = LoginThrottle(limit=4, window=600)
+        await c.user("rita", "reviewer")
+        b = c.browser()
+        # guessing across names: no single account reaches its own lockout
+        for name in ("anna", "bert", "cecilia", "david"):
+            assert await b.login(name, "guess guess guess") == 401
+        assert await b.login("rita") == 429  # even the right password waits
+        resp = await b.client.post("/api/session", json={"username": "rita",
+                                                         "password": PASSWORD})
+        assert resp.status == 429 and int(resp.headers["Retry-After"]) > 0

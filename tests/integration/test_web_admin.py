@@ -127,6 +127,14 @@ async def test_prompt_text_edit_and_studio_upload(
         resp = await b.post("/admin/prompts/fi/notice/studio/remove", {})
         assert resp.status == 200
         assert read_index(c.cache_dir).prompts["notice/fi"].version == text_version
+        # the API takes the file as the body, with the same checks
+        api = await b.api("POST", "/api/prompts/fi/closed/studio", None)
+        assert api.status == 400  # empty body: not audio
+        api = await b.client.post("/api/prompts/fi/closed/studio", data=_wav(0.5),
+                                  headers={"X-CSRF-Token": b.csrf,
+                                           "Content-Type": "audio/wav"})
+        assert api.status == 201, await api.text()
+        assert read_index(c.cache_dir).prompts["closed/fi"].source == "studio"
         reasons = [e["reason"] for e in await c.audit("config_change")]
         assert reasons == ["prompt text edited", "studio recording uploaded",
-                           "studio recording removed"]
+                           "studio recording removed", "studio recording uploaded"]

@@ -36,7 +36,7 @@ async def test_access_request_export_and_bundle_download(
         assert resp.status == 303
         bad = await b.post("/privacy/requests/access", {
             "number": "not a number", "verified_by": "dpo", "method": "x"})
-        assert bad.status == 400 and 'id="e-access"' in await bad.text()
+        assert bad.status == 400 and 'id="e-a-number"' in await bad.text()
         page = await (await b.client.get("/privacy/requests")).text()
         assert re.search(r'<tr class="overdue" id="case-1">', page)
         resp = await b.post("/privacy/requests/1/export", {})
@@ -107,7 +107,7 @@ async def test_disclosure_clip_from_the_call_page(
         form = {"from": "00:01.250", "to": "00:03.750", "recipient": "Police of Helsinki",
                 "legal_basis": "criminal investigation 1/2026", "approved_by": "dpo"}
         reversed_ = await b.post(f"/calls/{cid}/disclose", {**form, "from": "00:04"})
-        assert reversed_.status == 400 and 'id="e-disclose"' in await reversed_.text()
+        assert reversed_.status == 400 and 'id="e-f-from"' in await reversed_.text()
         resp = await b.post(f"/calls/{cid}/disclose", form)
         assert resp.status == 303
         bundle = resp.headers["Location"].split("bundle=")[1].split("#")[0]
