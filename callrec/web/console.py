@@ -15,7 +15,7 @@ import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
@@ -138,6 +138,7 @@ def template_environment() -> jinja2.Environment:
     env.filters["when"] = _when
     env.filters["dur"] = _duration
     env.filters["size"] = _size
+    env.filters["through"] = _valid_through
     return env
 
 
@@ -303,6 +304,13 @@ def _when(value: str | datetime | None) -> str:
     if at.tzinfo is None:
         at = at.replace(tzinfo=UTC)
     return at.astimezone(LOCAL_TZ).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _valid_through(value: datetime | None) -> str:
+    """An account expiry (end of its last day, UTC) as the date it is valid through."""
+    if value is None:
+        return "\u2013"
+    return (value.astimezone(UTC) - timedelta(microseconds=1)).date().isoformat()
 
 
 def _duration(ms: int | None) -> str:

@@ -30,15 +30,20 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
 SERVICE_NUMBER = "0103808000"  # the demo routing's Finnish number
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium(stack: Stack) -> Iterator[Any]:
-    # Playwright's sync API keeps an event loop running in this thread: the stack (whose
-    # set-up uses asyncio.run) must be up before it starts, and database look-ups run in a
-    # thread of their own (db_rows).
+    # Playwright's sync API keeps an event loop running in this thread while it is open:
+    # module scope, so that it is closed before any other module's asyncio tests run; the
+    # stack (whose set-up uses asyncio.run) must be up before it starts, and database
+    # look-ups run in a thread of their own (db_rows).
     if not CHROMIUM.exists():
         pytest.fail("Debian's chromium is not installed: apt-get install -y chromium")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("Playwright's Python package is missing: .venv/bin/pip install playwright "
+                    "(never `playwright install`: the browser is Debian's chromium)")
+    with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
                                     headless=True)
         try:
@@ -139,3 +144,17 @@ def recorded_call(stack: Stack) -> PlacedCall:
 @pytest.fixture(scope="session", autouse=True)
 def _fresh_artifacts() -> None:
     shutil.rmtree(ARTIFACTS, ignore_errors=True)
+
+
+@pytest.fixture
+def restore_config(stack: Stack) -> Iterator[None]:
+    """The stack is shared by other modules: put the notice text and routing back."""
+    notice = stack.prompts_dir / "fi" / "notice.txt"
+    saved_notice, saved_routing = notice.read_bytes(), stack.config_path.read_bytes()
+    yield
+    if notice.read_bytes() != saved_notice:
+        notice.write_bytes(saved_notice)
+        stack.callrec("prompts", "build")
+    if stack.config_path.read_bytes() != saved_routing:
+        stack.config_path.write_bytes(saved_routing)
+        stack.callrec("reload")

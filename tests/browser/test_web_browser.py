@@ -70,6 +70,9 @@ def test_reviewer_finds_listens_and_seeks(
     page.get_by_role("button", name=re.compile("^(Hae|Search)$")).click()
     page.wait_for_selector("a.open-call")
     shot(page, artifacts, "02-search")
+    page.set_viewport_size({"width": 768, "height": 1024})  # a tablet held upright
+    shot(page, artifacts, "02-search-tablet")
+    page.set_viewport_size({"width": 1280, "height": 900})
     assert page.locator("a.open-call").count() >= 1
     page.locator("a.open-call").first.click()
     page.wait_for_selector("#notice-version")
@@ -138,9 +141,46 @@ def test_privacy_officer_exports_an_access_bundle(
     shot(page, artifacts, "06-bundle")
 
 
+def test_privacy_officer_discloses_a_range_chosen_on_the_player(
+    chromium: Any, stack: Stack, accounts: Accounts, recorded_call: PlacedCall,
+    artifacts: Path, tmp_path: Path,
+) -> None:
+    page = login(chromium, stack, accounts.privacy)
+    page.goto(f"{stack.web_url}/calls/{recorded_call.call_id}")
+    page.fill("#f-disclose-purpose", "police request 7/2026")
+    page.click("#open-disclosure-player")
+    page.wait_for_selector("audio#audio")
+    until(page, "document.getElementById('audio').readyState >= 1")
+    box = page.locator("#timeline").bounding_box()
+    assert box is not None
+    for share, button in ((0.25, "#mark-start"), (0.75, "#mark-end")):
+        page.mouse.click(box["x"] + box["width"] * share, box["y"] + box["height"] / 2)
+        page.click(button)
+    start, end = page.input_value("#f-from"), page.input_value("#f-to")
+    assert re.fullmatch(r"\d\d:\d\d\.\d{3}", start) and start < end
+    page.fill("#d-recipient", "Helsinki police")
+    page.fill("#d-legal_basis", "Criminal investigation, case 7/2026")
+    shot(page, artifacts, "10-disclosure")
+    page.click("#cut-clip")
+    page.wait_for_selector("#bundle-link")
+    with page.expect_download() as info:
+        page.click("#bundle-link")
+    target = tmp_path / "clip.zip"
+    info.value.save_as(str(target))
+    manifest = json.loads(zipfile.ZipFile(target).read("manifest.json"))
+
+    def ms(text: str) -> int:
+        minutes, seconds = text.split(":")
+        return round((int(minutes) * 60 + float(seconds)) * 1000)
+
+    assert (manifest["clip"]["from_ms"], manifest["clip"]["to_ms"]) == (ms(start), ms(end))
+    assert manifest["recipient"] == "Helsinki police"
+    assert page.locator("#disclosure table", has_text="Helsinki police").count() == 1
+
+
 def test_admin_changes_the_notice_and_the_next_call_plays_it(
     chromium: Any, stack: Stack, accounts: Accounts, recorded_call: PlacedCall,
-    artifacts: Path,
+    artifacts: Path, restore_config: None,
 ) -> None:
     page = login(chromium, stack, accounts.admin)
     page.goto(stack.web_url + "/admin/routing")
@@ -163,3 +203,23 @@ def test_admin_changes_the_notice_and_the_next_call_plays_it(
     assert call.notice_prompt == f"notice-fi-{after}"
     rows = db_rows(stack, "SELECT action, target FROM audit_log WHERE action = 'config_change'")
     assert any(r["target"] == "prompts" for r in rows)
+
+
+def test_admin_edits_the_routing_with_validation(
+    chromium: Any, stack: Stack, accounts: Accounts, artifacts: Path, restore_config: None,
+) -> None:
+    page = login(chromium, stack, accounts.admin)
+    page.goto(stack.web_url + "/admin/routing")
+    before = page.inner_text("#routing-version")
+    text = page.input_value("#routing-text")
+    page.fill("#routing-text", text.replace('strategy = "in_order"', 'strategy = "sometimes"', 1))
+    page.get_by_role("button", name=re.compile("Tarkista|Check")).click()
+    problems = page.locator("#routing-problems")
+    assert "routing.toml:" in problems.inner_text() and "sometimes" in problems.inner_text()
+    assert page.inner_text("#routing-version") == before  # nothing applied
+    shot(page, artifacts, "11-routing-error")
+    page.fill("#routing-text", text.replace("ring_timeout = 15", "ring_timeout = 14", 1))
+    page.get_by_role("button", name=re.compile("Tarkista|Check")).click()
+    page.wait_for_selector(".notice")
+    assert page.inner_text("#routing-version") != before
+    assert "ring_timeout = 14" in stack.config_path.read_text()
