@@ -239,7 +239,13 @@ async def until(
 
 
 async def wait_peer(peer: Caller | Agent, within: float) -> int:
-    return await asyncio.to_thread(peer.wait, within)
+    """SIPp's exit status. Polled, not waited for in a thread: twenty waiting threads would
+    starve the default executor that the archiver and the prompt server also use."""
+    assert peer.proc is not None, "not started"
+    proc = peer.proc
+    await until(lambda: _true(proc.poll() is not None), within, "SIPp to exit")
+    assert proc.returncode is not None
+    return proc.returncode
 
 
 @pytest.fixture(scope="module")
@@ -529,10 +535,6 @@ async def test_twenty_concurrent_calls_each_get_their_own_recording(flow: Flow) 
         f"the test stack's Asterisk has {rtp_ports} RTP ports; {count} calls need {4 * count}"
     )
     agent = flow.agent("agent1", answer_after=0.5)
-    # Asterisk's HTTP media cache fails concurrent first fetches of one URL (asterisk#1689):
-    # one call first, so that the burst plays the notice from the cache
-    warm = flow.call(IN_ORDER, "0402000099", talk_seconds=NOTICE_SECONDS + 2)
-    assert await wait_peer(warm, 60) == 0, warm.output()
     calls = {
         f"04020000{i:02d}": flow.call(
             IN_ORDER,
@@ -560,7 +562,7 @@ async def test_twenty_concurrent_calls_each_get_their_own_recording(flow: Flow) 
             assert s[tones[number]] > 0.3 and s[AGENT_HZ["agent1"]] > 0.3, (number, s)
             assert max(s[o] for o in others) < 0.01, (number, "another call's audio", s)
     assert not any(n.startswith("callrec-") for n in await flow.spool_names())
-    assert len(agent.invites()) == count + 1
+    assert len(agent.invites()) == count
 
 
 HOSTILE = [
@@ -708,7 +710,7 @@ async def test_asterisk_restart_mid_call_closes_it_and_calls_go_on(flow: Flow, h
     assert done["end_reason"] == "completed"
     rec = await flow.recording(done["id"])
     assert rec is not None and rec["duration_ms"] >= 1500
-    await asyncio.to_thread(caller.wait, 30)
+    await wait_peer(caller, 30)
     # and the next call is taken as usual
     again = flow.call(IN_ORDER, "0401000012", talk_seconds=NOTICE_SECONDS + 4)
     assert await wait_peer(again, 60) == 0, again.output()
