@@ -268,6 +268,7 @@ class CallerEntered(FlowEvent):
     caller_number: str
     caller_name: str
     plan: ServicePlan | None  # None: the number is not a service
+    error: str | None = None  # the plan could not be made (a bug or broken configuration)
 
 
 @dataclass(frozen=True)
@@ -593,6 +594,11 @@ def _on_caller_entered(step: _Step, ev: CallerEntered) -> None:
         started_at=ev.at,
         caller_channel_id=step.s.caller_channel,
     )
+    if ev.error is not None:
+        step.log("error", "call refused: no plan could be made", error=ev.error)
+        step.hangup_caller("normal")
+        _end(step, "failed")
+        return
     if ev.plan is None:
         step.log("warning", "call to a number that is no service", service_number=ev.service_number)
         step.hangup_caller("unallocated")

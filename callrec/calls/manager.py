@@ -206,18 +206,27 @@ class CallManager:
         service_number = args[0] if args else channel.exten
         call_id = uuid.uuid4()
         call = self._add_call(m.initial_state(call_id, channel_id), service_number)
-        plan = build_plan(
-            self._routing.current(),  # the call keeps this snapshot
-            service_number,
-            now,
-            self._prompts,
-            self.tracker,
-            call_id=call_id,
-            hold=self._hold,
-            round_pause=self._round_pause,
-        )
+        plan: m.ServicePlan | None = None
+        error: str | None = None
+        try:
+            plan = build_plan(
+                self._routing.current(),  # the call keeps this snapshot
+                service_number,
+                now,
+                self._prompts,
+                self.tracker,
+                call_id=call_id,
+                hold=self._hold,
+                round_pause=self._round_pause,
+            )
+        except Exception as exc:
+            # the call still gets its row (end_reason 'failed') and a clean hangup
+            log.exception("call plan failed", call_id=str(call_id))
+            error = repr(exc)
         call.queue.put_nowait(
-            m.CallerEntered(now, service_number, channel.caller.number, channel.caller.name, plan)
+            m.CallerEntered(
+                now, service_number, channel.caller.number, channel.caller.name, plan, error
+            )
         )
         self._start(call)
 

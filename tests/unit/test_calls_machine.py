@@ -579,3 +579,13 @@ def test_end_call_while_closing_keeps_no_agent() -> None:
     sim.feed(m.EndCall(sim.at(), "interrupted"))
     assert sim.persisted()["end_reason"] == "no_agent"
     assert sim.state.done
+
+
+def test_a_call_without_a_plan_is_recorded_as_failed_and_hung_up() -> None:
+    sim = Sim()
+    sim.feed(m.CallerEntered(sim.at(), "100", "+358401", "x", None, "RoutingError('boom')"))
+    assert sim.state.done
+    assert sim.hangups() == {CALLER_CHANNEL: ["normal"]}
+    row = sim.persisted()
+    assert (row["end_reason"], row["service_number"]) == ("failed", "100")
+    assert not sim.all(m.Answer)

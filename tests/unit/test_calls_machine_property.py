@@ -66,7 +66,11 @@ commands_that_fail = st.one_of(
 
 # Events without their time: the test adds a clock that only moves forward.
 event_makers = st.one_of(
-    st.builds(lambda p: ("entered", p), st.one_of(st.none(), plans)),
+    st.builds(
+        lambda p, e: ("entered", p, e),
+        st.one_of(st.none(), plans),
+        st.sampled_from([None, None, "RoutingError()"]),
+    ),
     st.just(("answered",)),
     st.builds(
         lambda pb, f: ("prompt", pb, f), st.sampled_from([NOTICE_PB, CLOSED_PB, "x"]), st.booleans()
@@ -103,7 +107,7 @@ event_makers = st.one_of(
 def make_event(spec: tuple[object, ...], at: datetime) -> m.FlowEvent:
     kind, *args = spec
     factories = {
-        "entered": lambda p: m.CallerEntered(at, "100", "+358401", "x", p),
+        "entered": lambda p, e: m.CallerEntered(at, "100", "+358401", "x", p, e),
         "answered": lambda: m.Answered(at),
         "prompt": lambda pb, f: m.PromptFinished(at, pb, f),
         "dial": lambda c, s: m.AgentDialStatus(at, c, s),
