@@ -6,9 +6,11 @@ settings: a wide RTP range, a fixed 3 s studio notice, one service answered by a
 from __future__ import annotations
 
 import json
+import shutil
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,11 +20,23 @@ from bench.load import LoadAgent
 from bench.stacks import running_stack
 from devstack.stack import Stack
 
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "drills"
+
 
 @pytest.fixture
-def drill_stack() -> Iterator[Stack]:
+def drill_stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
     with running_stack(with_service=True) as stack:
-        yield stack
+        try:
+            yield stack
+        finally:
+            # the stack is removed afterwards: keep its logs for whoever reads a failure
+            keep = ARTIFACTS / request.node.name
+            shutil.rmtree(keep, ignore_errors=True)
+            keep.mkdir(parents=True, exist_ok=True)
+            for log in (stack.service_log, stack.asterisk.log_dir / "messages.log",
+                        stack.pg.log):
+                if log.exists():
+                    shutil.copy(log, keep / log.name)
 
 
 @pytest.fixture
