@@ -272,6 +272,22 @@ class ConsoleService(BundlesMixin, PrivacyService):
         async with self._pool.acquire() as conn:
             await self._authorize(conn, actor, op, target)
 
+    async def last_verification(self, actor: Actor) -> dict[str, Any] | None:
+        """The newest audit chain verification recorded in the log (who, when, result)."""
+        async with self._pool.acquire() as conn:
+            await self._authorize(conn, actor, Operation.AUDIT_VERIFY, "audit")
+            row = await conn.fetchrow(
+                "SELECT seq, at, actor, reason, details FROM audit_log"
+                " WHERE action = 'audit_verify' ORDER BY seq DESC LIMIT 1"
+            )
+        if row is None:
+            return None
+        details = audit.json_value(row["details"])
+        return {"seq": row["seq"], "at": row["at"], "actor": row["actor"],
+                "ok": row["reason"] == "intact", "entries": details.get("entries"),
+                "head_seq": details.get("head_seq"), "head_hash": details.get("head_hash"),
+                "problems": details.get("problems") or []}
+
     async def authorize_config(self, actor: Actor, target: str) -> None:
         """Admins change prompts and routing; anyone else is refused (audited)."""
         await self.authorize(actor, CONFIG_OPERATION, target)

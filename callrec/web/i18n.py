@@ -172,6 +172,12 @@ FI: dict[str, str] = {
     "The chain is intact": "Ketju on eheä",
     "THE CHAIN IS BROKEN": "KETJU ON RIKKI",
     "entries": "merkintää",
+    "Last verified": "Viimeksi tarkistettu",
+    "Verify the chain now": "Tarkista ketju nyt",
+    "Keep the head (number and hash) outside the database, e.g. in the ticket system: "
+    "a later verification can be checked against it.":
+        "Tallenna viimeisin merkintä (numero ja tiiviste) tietokannan ulkopuolelle, esim. "
+        "tikettijärjestelmään: myöhempää tarkistusta voi verrata siihen.",
     "head": "viimeisin",
     "Actor": "Tekijä",
     "Action": "Toiminto",

@@ -106,6 +106,8 @@ def test_reviewer_finds_listens_and_seeks(
     row = dpo.locator("tr.a-listen", has_text=recorded_call.call_id)
     assert row.count() == 1
     assert accounts.reviewer in row.inner_text() and "browser test" in row.inner_text()
+    dpo.click("#verify-chain")
+    dpo.wait_for_selector("#chain")
     assert dpo.locator("#chain.ok").count() == 1
     shot(dpo, artifacts, "04-audit")
     # and the reviewer cannot open the audit log
