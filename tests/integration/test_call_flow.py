@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
@@ -49,7 +50,12 @@ pytestmark = [pytest.mark.stack, pytest.mark.timeout(300)]
 IN_ORDER = "0100001001"
 RING_ALL = "0100001002"
 NOBODY = "0100001003"  # only agent3, whom no test lets answer
+ROUND_ROBIN = "0100001004"
+CLOSED_NOW = "0100001005"  # open tomorrow only (in its own time zone)
 UNKNOWN = "0100009999"
+_TOMORROW = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[
+    (datetime.now(ZoneInfo("Europe/Helsinki")).weekday() + 1) % 7
+]
 CALLER_HZ = 440
 AGENT_HZ = {"agent1": 1000, "agent2": 1500, "agent3": 2000}
 CONTROL_HZ = 700  # nobody sends it: must stay near zero
@@ -92,6 +98,20 @@ language = "fi"
 agents = ["agent1", "agent2"]
 strategy = "ring_all"
 ring_timeout = 10
+
+[[service]]
+number = "{ROUND_ROBIN}"
+name = "Vuorotellen"
+language = "fi"
+agents = ["agent1", "agent2"]
+strategy = "round_robin"
+
+[[service]]
+number = "{CLOSED_NOW}"
+name = "Huomenna"
+language = "fi"
+agents = ["agent1"]
+hours = [{{ days = "{_TOMORROW}", open = "00:00", close = "24:00" }}]
 
 [[service]]
 number = "{NOBODY}"
@@ -715,3 +735,26 @@ async def test_asterisk_restart_mid_call_closes_it_and_calls_go_on(flow: Flow, h
     again = flow.call(IN_ORDER, "0401000012", talk_seconds=NOTICE_SECONDS + 4)
     assert await wait_peer(again, 60) == 0, again.output()
     assert (await flow.finished("0401000012"))["end_reason"] == "completed"
+
+
+async def test_round_robin_takes_turns(flow: Flow) -> None:
+    flow.agent("agent1", answer_after=0.3)
+    flow.agent("agent2", answer_after=0.3)
+    answered = []
+    for number in ("0401000013", "0401000014", "0401000015"):
+        caller = flow.call(ROUND_ROBIN, number, talk_seconds=NOTICE_SECONDS + 3)
+        assert await wait_peer(caller, 60) == 0, caller.output()
+        answered.append((await flow.finished(number))["agent_name"])
+    assert answered == ["Aino Agentti", "Bertil Bengtsson", "Aino Agentti"]
+
+
+async def test_closed_service_plays_the_closed_prompt_and_rings_nobody(flow: Flow) -> None:
+    agent = flow.agent("agent1", answer_after=0.3)
+    caller = flow.call(CLOSED_NOW, "0401000016", talk_seconds=30)
+    assert await wait_peer(caller, 60) == 0, caller.output()  # hung up by us
+    row = await flow.finished("0401000016")
+    assert row["end_reason"] == "closed"
+    assert row["answered_at"] is None and row["recording_name"] is None
+    assert agent.invites() == []
+    took = (row["ended_at"] - row["started_at"]).total_seconds()
+    assert 2 <= took < 10, "the closed prompt (2 s) was played, then the call hung up"
