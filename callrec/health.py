@@ -49,6 +49,7 @@ def add_routes(app: web.Application, probes: Probes) -> None:
         ok = all(checks.values())
         body = {"status": "ok" if ok else "degraded", **checks,
                 "journal_backlog": probes.store.journal_backlog,
+                "recordings_pending": probes.archiver.pending,
                 "active_calls": probes.manager.active_calls}
         return web.json_response(body, status=200 if ok else 503)
 
@@ -79,6 +80,9 @@ def add_routes(app: web.Application, probes: Probes) -> None:
         metric("callrec_journal_backlog", "gauge",
                "Archive writes waiting in the local journal for PostgreSQL.",
                [("", probes.store.journal_backlog)])
+        metric("callrec_recordings_pending", "gauge",
+               "Recordings kept in Asterisk until the archive can take them.",
+               [("", probes.archiver.pending)])
         metric("callrec_database_up", "gauge", "1 while PostgreSQL answers.",
                [("", 1 if probes.store.db_available else 0)])
         archive_ok, free = probes.archive_state()

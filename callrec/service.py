@@ -84,9 +84,13 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     svc = app[SERVICE]
     svc.settings.archive_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
     await svc.store.start()
+    retries = asyncio.create_task(svc.archiver.run_retries(), name="archive-retries")
     try:
         yield
     finally:
+        retries.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await retries
         await svc.store.close()
 
 

@@ -19,7 +19,7 @@ import structlog
 
 from callrec.archive.errors import ArchiveDiskFull, CorruptRecording
 from callrec.archive.store import CallStore
-from callrec.ari.errors import AriNotFound
+from callrec.ari.errors import AriNotFound, AriUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -73,6 +73,35 @@ class RecordingArchiver:
         self.store = store
         self.disk_full = False  # raised alarm, cleared by the next successful write
         self.bytes_archived = 0
+        # Recordings Asterisk still holds because archiving them failed for a reason that
+        # passes (disk full, Asterisk unreachable): retried by `run_retries`.
+        self._pending: dict[str, tuple[RecordingSource, uuid.UUID, dt.datetime]] = {}
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    async def run_retries(self, interval: float = 5.0) -> None:
+        """Retry pending recordings every `interval` seconds, until cancelled."""
+        while True:
+            await asyncio.sleep(interval)
+            if self._pending:
+                await self.retry_pending()
+
+    async def retry_pending(self) -> int:
+        """Archive what is pending; stops at the first failure. Returns how many succeeded."""
+        done = 0
+        for name, (ari, call_id, started_at) in list(self._pending.items()):
+            try:
+                await self.archive(ari, call_id, name, started_at)
+            except (ArchiveDiskFull, AriUnavailable):
+                break
+            except Exception:  # one broken recording must not block the others
+                log.exception("recording_retry_failed", recording=name, call_id=str(call_id))
+                self._pending.pop(name, None)
+                continue
+            done += 1
+        return done
 
     async def archive(
         self, ari: RecordingSource, call_id: uuid.UUID, recording_name: str,
@@ -81,34 +110,47 @@ class RecordingArchiver:
         """Fetch, store and register one recording, then delete Asterisk's copy.
 
         Safe to repeat: a recording already archived is registered again (idempotent) and
-        only then is Asterisk's copy deleted. None if neither side has it."""
+        only then is Asterisk's copy deleted. None if neither side has it. A failure that
+        passes (disk full, Asterisk unreachable) is raised and the recording kept for retry."""
+        try:
+            result = await self._archive(ari, call_id, recording_name, started_at)
+        except (ArchiveDiskFull, AriUnavailable):
+            self._pending[recording_name] = (ari, call_id, started_at)
+            raise
+        self._pending.pop(recording_name, None)
+        return result
+
+    async def _archive(
+        self, ari: RecordingSource, call_id: uuid.UUID, recording_name: str,
+        started_at: dt.datetime,
+    ) -> ArchivedRecording | None:
         rel = relative_path(call_id, started_at)
         dest = self.root / rel
         partial = dest.with_name(f".{dest.name}.partial")
         await asyncio.to_thread(_make_dirs, dest.parent)
         try:
             await ari.download_recording(recording_name, partial)
+            # Checked before it takes its place: a file in the archive is always whole.
+            sha256, size, duration_ms = await asyncio.to_thread(inspect_wav, partial)
+            await asyncio.to_thread(_commit, partial, dest)
         except AriNotFound:
             partial.unlink(missing_ok=True)
             if not dest.exists():
                 log.warning("recording_missing", call_id=str(call_id), recording=recording_name)
                 return None
+            # Archived by an earlier attempt that stopped before Asterisk's copy was deleted.
+            sha256, size, duration_ms = await asyncio.to_thread(inspect_wav, dest)
+        except CorruptRecording:
+            partial.unlink(missing_ok=True)
+            log.error("recording_corrupt", call_id=str(call_id), recording=recording_name,
+                      action="left in Asterisk's spool for an operator")
+            raise
         except OSError as exc:
             partial.unlink(missing_ok=True)
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 self._alarm(call_id, exc)
                 raise ArchiveDiskFull(f"no space left in {self.root}") from exc
             raise
-        else:
-            try:
-                await asyncio.to_thread(_commit, partial, dest)
-            except OSError as exc:
-                partial.unlink(missing_ok=True)
-                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                    self._alarm(call_id, exc)
-                    raise ArchiveDiskFull(f"no space left in {self.root}") from exc
-                raise
-        sha256, size, duration_ms = await asyncio.to_thread(inspect_wav, dest)
         result = ArchivedRecording(str(rel), sha256, size, duration_ms)
         await self.store.record_recording(
             call_id, path=result.path, sha256=sha256, bytes=size, duration_ms=duration_ms,

@@ -38,6 +38,8 @@ _UNREACHABLE: tuple[type[BaseException], ...] = (
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
     asyncpg.AdminShutdownError,
+    # A pooled connection cut by a server shutdown can surface as a protocol-state error.
+    asyncpg.InternalClientError,
 )
 
 
@@ -130,6 +132,11 @@ class CallStore:
                 return
             except _UNREACHABLE as exc:
                 self._went_away(exc)
+            except Exception as exc:
+                # Whatever stopped this write, the call's record must not be lost: journal it.
+                # The drainer retries it, and sets it aside for an operator if the database
+                # keeps refusing it.
+                log.error("call_write_deferred", error=repr(exc), op=op["op"], call_id=op["id"])
         await self.journal.append(op)
         self._wake.set()
 
