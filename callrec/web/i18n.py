@@ -192,6 +192,7 @@ FI: dict[str, str] = {
     "Expires (processors: required)": "Voimassa asti (käsittelijöillä pakollinen)",
     "May listen (processor)": "Saa kuunnella (käsittelijä)",
     "Add": "Lisää",
+    "Edit": "Muokkaa",
     "Disabled": "Estetty",
     "Expires": "Voimassa asti",
     "Set roles": "Aseta roolit",
