@@ -44,3 +44,12 @@ def test_field_errors_pick_the_field_a_message_is_about() -> None:
     assert field_errors("a", "something else", fields) == {"a": "something else"}
     # a word about a field the form does not have falls back to the form
     assert field_errors("h", "the range is empty", ("reason",)) == {"h": "the range is empty"}
+
+
+def test_redirect_targets_stay_on_this_site() -> None:
+    from callrec.web.console import local_path
+
+    assert local_path("/calls?number=1") == "/calls?number=1"
+    for hostile in ("//evil.example/x", "https://evil.example", "/\\evil.example", "", None,
+                    "calls"):
+        assert local_path(hostile) == "/"
