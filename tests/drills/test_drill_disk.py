@@ -69,11 +69,6 @@ def test_archive_disk_full_raises_the_alarm_and_records_no_half_file(
     assert len(now.spool_left) == 6 - len(archived), now.spool_left
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug: after space returns nothing retries. health.Probes.archive_state keeps "
-    "reporting the archive unwritable while RecordingArchiver.disk_full is set, and only a "
-    "successful archive() clears it; the recordings Asterisk kept are only picked up by "
-    "CallManager._sweep_recordings, which runs in reconcile() on an ARI (re)connect"))
 def test_archive_recovers_when_space_returns(small_archive: Stack, agent: LoadAgent) -> None:
     stack = small_archive
     numbers = fill_archive(stack)
