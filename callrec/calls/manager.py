@@ -136,6 +136,9 @@ class CallManager:
                 await self._reconcile()
             except AriError as exc:
                 log.warning("reconciliation incomplete: Asterisk unavailable", error=str(exc))
+            except Exception:
+                # the next connection retries; the calls themselves go on meanwhile
+                log.exception("reconciliation failed")
             self.reconciliations += 1
 
     async def close(self) -> None:
@@ -505,11 +508,15 @@ class CallManager:
         app = await self._ari.get_application()
         live = set(app.channel_ids)
         now = self._clock()
-        # Calls of this run: tell them about channels that vanished while events were lost.
+        # Calls of this run: tell them what happened to their channels while events were lost.
         for call in list(self._calls.values()):
             for channel_id in list(m.live_channels(call.state)):
                 if channel_id not in live:
                     self._channel_gone(channel_id, None, now)
+                    continue
+                leg = call.state.leg(channel_id)
+                if leg is not None and leg.status is m.LegStatus.DIALLING:
+                    await self._check_answered(call, channel_id, now)
         # Calls of an earlier run.
         try:
             rows = await self._store.open_calls()
@@ -527,6 +534,15 @@ class CallManager:
         for channel_id in live - claimed:
             self._spawn(self._orphan_channel(channel_id, now))
         await self._sweep_recordings({uuid.UUID(str(r["id"])): r for r in rows})
+
+    async def _check_answered(self, call: _Call, channel_id: str, now: datetime) -> None:
+        try:
+            channel = await self._ari.get_channel(channel_id)
+        except AriNotFound:
+            self._channel_gone(channel_id, None, now)
+            return
+        if channel.state == "Up":
+            call.queue.put_nowait(m.AgentAnswered(now, channel_id))
 
     async def _adopt(self, row: CallRow, live: set[str], bridges: set[str], now: datetime) -> None:
         call_id = uuid.UUID(str(row["id"]))
