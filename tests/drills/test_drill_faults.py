@@ -19,14 +19,6 @@ OUTAGE_S = 60.0
 
 
 @pytest.mark.timeout(360)
-@pytest.mark.xfail(strict=False, reason=(
-    "product bug, fails in about 2 of 5 runs: a pooled connection broken by the shutdown "
-    "raises asyncpg InternalClientError ('cannot switch to state 12; another operation is in "
-    "progress'), which callrec/archive/store.py's _UNREACHABLE does not list, so _write "
-    "re-raises instead of journalling, CallManager._persist logs 'call row not written' and "
-    "the call's first upsert is lost; its later partial upserts are then refused (NOT NULL) "
-    "and set aside, the recording row fails its foreign key: no row, an orphan file. "
-    "Remove this mark when the store journals it."))
 def test_postgres_stopped_60_s_under_load(drill_stack: Stack, agent: LoadAgent) -> None:
     # one call a second for 80 s, 8 s conversations: calls start, talk and end while the
     # database is away, and some span its return
