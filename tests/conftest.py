@@ -8,8 +8,8 @@ import pytest
 
 from devstack.postgres import Postgres
 from devstack.stack import Stack
-from tests.stackfixtures import start_stack
 from tests.dbfixtures import ScratchDatabase, fresh_database, start_cluster
+from tests.stackfixtures import start_stack
 
 
 @pytest.fixture(scope="session")

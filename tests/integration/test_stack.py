@@ -23,10 +23,12 @@ def _auth(user: str, password: str) -> dict[str, str]:
 
 async def test_ari_answers_and_database_is_migrated(bare_stack: Stack) -> None:
     auth = _auth(bare_stack.ari_user, bare_stack.ari_password)
-    async with aiohttp.ClientSession(headers=auth) as http:
-        async with http.get(f"{bare_stack.ari_url}/ari/asterisk/info") as resp:
-            assert resp.status == 200
-            info = await resp.json()
+    async with (
+        aiohttp.ClientSession(headers=auth) as http,
+        http.get(f"{bare_stack.ari_url}/ari/asterisk/info") as resp,
+    ):
+        assert resp.status == 200
+        info = await resp.json()
     assert info["system"]["version"].startswith("22.")
     conn = await asyncpg.connect(bare_stack.app_dsn)
     try:
@@ -36,16 +38,18 @@ async def test_ari_answers_and_database_is_migrated(bare_stack: Stack) -> None:
     owner = await asyncpg.connect(bare_stack.owner_dsn)
     try:
         versions = await owner.fetch("SELECT version FROM schema_migrations ORDER BY version")
-        assert [r["version"] for r in versions][0] == "0001"
+        assert versions[0]["version"] == "0001"
     finally:
         await owner.close()
 
 
 async def test_wrong_ari_password_is_refused(bare_stack: Stack) -> None:
     auth = _auth(bare_stack.ari_user, "not-the-password")
-    async with aiohttp.ClientSession(headers=auth) as http:
-        async with http.get(f"{bare_stack.ari_url}/ari/asterisk/ping") as resp:
-            assert resp.status == 401
+    async with (
+        aiohttp.ClientSession(headers=auth) as http,
+        http.get(f"{bare_stack.ari_url}/ari/asterisk/ping") as resp,
+    ):
+        assert resp.status == 401
 
 
 async def test_call_to_service_number_reaches_the_stasis_app(bare_stack: Stack) -> None:
