@@ -49,6 +49,31 @@ def relative_path(call_id: uuid.UUID, started_at: dt.datetime) -> Path:
     return Path(f"{day:%Y}", f"{day:%m}", f"{day:%d}", f"{call_id}.wav")
 
 
+def repair_wav_header(path: Path) -> bool:
+    """Fix the RIFF and data sizes of a canonical 44-byte-header PCM WAV from the file's
+    length. Asterisk writes them when a recording closes; a recording cut by an Asterisk
+    crash keeps zeros there, though every sample before the crash is in the file.
+    Returns True if the header was changed; leaves anything else to `inspect_wav`."""
+    with open(path, "r+b") as f:
+        head = f.read(44)
+        if len(head) < 44 or head[:4] != b"RIFF" or head[8:16] != b"WAVEfmt " \
+                or head[36:40] != b"data" or int.from_bytes(head[16:20], "little") != 16:
+            return False
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        block = max(1, int.from_bytes(head[32:34], "little"))
+        data = (size - 44) // block * block
+        riff_size, data_size = int.from_bytes(head[4:8], "little"), int.from_bytes(
+            head[40:44], "little")
+        if data_size == data and riff_size == size - 8:
+            return False
+        f.seek(4)
+        f.write((size - 8).to_bytes(4, "little"))
+        f.seek(40)
+        f.write(data.to_bytes(4, "little"))
+    return True
+
+
 def inspect_wav(path: Path) -> tuple[str, int, int]:
     """SHA-256, size and duration (ms) of a WAV file; CorruptRecording if unreadable."""
     digest = hashlib.sha256()
@@ -130,6 +155,9 @@ class RecordingArchiver:
         await asyncio.to_thread(_make_dirs, dest.parent)
         try:
             await ari.download_recording(recording_name, partial)
+            if await asyncio.to_thread(repair_wav_header, partial):
+                log.warning("recording_header_repaired", call_id=str(call_id),
+                            recording=recording_name, reason="sizes not written (cut short)")
             # Checked before it takes its place: a file in the archive is always whole.
             sha256, size, duration_ms = await asyncio.to_thread(inspect_wav, partial)
             await asyncio.to_thread(_commit, partial, dest)

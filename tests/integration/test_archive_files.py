@@ -144,3 +144,21 @@ async def test_missing_recording_is_reported_as_none(db: ScratchDatabase, tmp_pa
     async with CallStore(db.app_dsn, tmp_path / "journal") as store:
         archiver = RecordingArchiver(tmp_path / "archive", store)
         assert await archiver.archive(Spool({}), uuid.uuid4(), "callrec-gone", STARTED) is None
+
+
+async def test_recording_cut_by_an_asterisk_crash_is_repaired_not_refused(
+    db: ScratchDatabase, tmp_path: Path
+) -> None:
+    whole = _wav_bytes(tmp_path, 1.5)
+    cut = bytearray(whole)
+    cut[4:8] = b"\x00\x00\x00\x00"  # what Asterisk leaves when it dies mid-recording
+    cut[40:44] = b"\x00\x00\x00\x00"
+    spool = Spool({"callrec-cut": bytes(cut)})
+    call_id = uuid.uuid4()
+    async with CallStore(db.app_dsn, tmp_path / "journal") as store:
+        await _start_call(store, call_id)
+        result = await RecordingArchiver(tmp_path / "archive", store).archive(
+            spool, call_id, "callrec-cut", STARTED)
+    assert result is not None
+    assert result.duration_ms == 1500
+    assert (tmp_path / "archive" / result.path).read_bytes() == whole
