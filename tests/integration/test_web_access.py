@@ -226,3 +226,24 @@ async def test_many_failed_logins_from_one_address_are_slowed_down(
         resp = await b.client.post("/api/session", json={"username": "rita",
                                                          "password": PASSWORD})
         assert resp.status == 429 and int(resp.headers["Retry-After"]) > 0
+
+
+async def test_session_cookie_is_secure_behind_tls(
+    db: ScratchDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with console(db, tmp_path, monkeypatch) as c:
+        # what add_console decides when CALLREC_WEB_URL is https (TLS at a proxy)
+        c.server.app[CONSOLE].secure_cookies = True
+        await c.user("rita", "reviewer")
+        b = c.browser()
+        page = await b.client.get("/login")
+        assert page.cookies["callrec_login"]["secure"]
+        token = page.cookies["callrec_login"].value
+        # this test server speaks plain HTTP, so the client holds Secure cookies back: send
+        # the login cookie by hand, as a browser would over TLS
+        resp = await b.client.post(
+            "/login", data={"login_token": token, "username": "rita", "password": PASSWORD},
+            headers={"Cookie": f"callrec_login={token}"}, allow_redirects=False)
+        assert resp.status == 303 and resp.cookies["callrec_session"]["secure"]
+        assert "Content-Security-Policy" in page.headers
+        assert page.headers["X-Frame-Options"] == "DENY"
