@@ -87,9 +87,14 @@ def baseline_instance(root: AsteriskRoot, pg: Postgres, state: Path, notice: Pat
     )
 
 
-def cdr_count(pg: Postgres, since_epoch: float, min_billsec: int) -> int:
-    """Answered calls the baseline wrote to PostgreSQL since `since_epoch`."""
-    where = f"calldate >= to_timestamp({float(since_epoch)}) AND billsec >= {int(min_billsec)}"
+def cdr_count(pg: Postgres, first: str, last: str, min_billsec: int) -> int:
+    """Answered calls from caller numbers first..last the baseline wrote to PostgreSQL.
+
+    By number, not by time: cdr_pgsql stores whole seconds, so a time filter would miss
+    the calls of a step's first second."""
+    if not (first.isdigit() and last.isdigit()):
+        raise ValueError("caller numbers are digits")
+    where = f"src BETWEEN '{first}' AND '{last}' AND billsec >= {int(min_billsec)}"
     sql = f"SELECT count(*) FROM cdr WHERE disposition = 'ANSWERED' AND {where}"  # noqa: S608
     out = pg.psql(sql, db=CDR_DB)
     return int(out.strip() or 0)

@@ -39,6 +39,10 @@ class LoadShape:
         return max(1, round(rate * self.window))
 
 
+# (calls of the step found archived, what was counted: for the notes of a failed step)
+ArchiveCount = Callable[["LoadCaller", float, "LoadShape"], tuple[int, str]]
+
+
 @dataclass
 class Target:
     """Something SIPp can load: callrec's stack or the baseline, and how to count what it
@@ -48,16 +52,16 @@ class Target:
     sip_port: int
     asterisk_pid: Callable[[], int | None]
     app_pid: Callable[[], int | None]
-    archived: Callable[[LoadCaller, float, LoadShape], int]
+    archived: ArchiveCount
     numbers: int = 0  # caller numbers used so far (each call gets a fresh one)
     log: list[str] = field(default_factory=list)
 
 
-def callrec_archived(stack: Stack) -> Callable[[LoadCaller, float, LoadShape], int]:
+def callrec_archived(stack: Stack) -> ArchiveCount:
     """Calls of this step with a completed row, a recording row as long as the conversation,
     and the file on disk with the recorded size."""
 
-    def count(caller: LoadCaller, since: float, shape: LoadShape) -> int:
+    def count(caller: LoadCaller, since: float, shape: LoadShape) -> tuple[int, str]:
         numbers = caller.numbers()
         min_ms = int(shape.conversation * 1000 * 0.9)
         # generated digits and an int: nothing from outside reaches the SQL text
@@ -66,26 +70,27 @@ def callrec_archived(stack: Stack) -> Callable[[LoadCaller, float, LoadShape], i
         sql = f"SELECT r.path, r.bytes FROM calls c JOIN recordings r ON r.call_id = c.id WHERE {where}"  # noqa: S608, E501
         rows = stack.pg.psql(sql)
         ok = 0
-        for line in rows.splitlines():
+        lines = rows.splitlines()
+        for line in lines:
             path, size = line.rsplit("|", 1)
             file = stack.archive_dir / path
             if file.is_file() and file.stat().st_size == int(size):
                 ok += 1
-        return ok
+        return ok, f"complete rows with recordings {len(lines)}, files {ok}"
 
     return count
 
 
-def baseline_archived(instance: BaselineAsterisk, stack: Stack
-                      ) -> Callable[[LoadCaller, float, LoadShape], int]:
+def baseline_archived(instance: BaselineAsterisk, stack: Stack) -> ArchiveCount:
     """Calls of this step with an answered CDR row in PostgreSQL and a MixMonitor file, as
     long as the conversation (the smaller of the two counts)."""
 
-    def count(caller: LoadCaller, since: float, shape: LoadShape) -> int:
+    def count(caller: LoadCaller, since: float, shape: LoadShape) -> tuple[int, str]:
         min_s = int(shape.conversation * 0.9)
-        rows = cdr_count(stack.pg, since, min_s)
+        numbers = caller.numbers()
+        rows = cdr_count(stack.pg, numbers[0], numbers[-1], min_s)
         files = recordings_since(instance, since, min_s * BYTES_PER_SECOND)
-        return min(rows, files)
+        return min(rows, files), f"CDR rows {rows}, MixMonitor files {files}"
 
     return count
 
@@ -119,14 +124,16 @@ def run_step(target: Target, rate: float, shape: LoadShape) -> StepRun:
         caller.stop()
     completed, failed, peak = caller.outcome()
     deadline = time.monotonic() + shape.settle
-    archived = target.archived(caller, since, shape)
+    archived, detail = target.archived(caller, since, shape)
     while archived < completed and time.monotonic() < deadline:
         time.sleep(1)
-        archived = target.archived(caller, since, shape)
+        archived, detail = target.archived(caller, since, shape)
     ast1, app1 = _cpu(target.asterisk_pid()), _cpu(target.app_pid())
     notes = f"SIPp failed {failed}" if failed else ""
     if failed:
         notes += "; " + caller.output()[-300:].replace("\n", " ")
+    if archived < completed:
+        notes += f" archive: {detail}"
     return StepRun(steps.StepResult(rate, calls, completed, archived, peak, notes),
                    ast1 - ast0, app1 - app0, time.monotonic() - t0)
 
