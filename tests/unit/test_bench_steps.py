@@ -86,3 +86,23 @@ def test_latencies_pair_each_channel_with_its_own_events() -> None:
 
 def test_parse_ts_is_aware() -> None:
     assert parse_ts("2026-11-28T19:44:11.538+0000").utcoffset() is not None
+
+
+def test_load_shape() -> None:
+    from bench.capacity import LoadShape
+
+    shape = LoadShape(conversation=20, window=25)
+    assert shape.calls(4) == 100
+    assert shape.calls(0.01) == 1  # never an empty step
+    assert shape.caller_talk > shape.conversation  # the caller also hears notice and ringing
+
+
+def test_cdr_count_takes_only_digits() -> None:
+    from pathlib import Path
+
+    from bench.baseline import cdr_count
+    from devstack.postgres import Postgres
+
+    pg = Postgres(Path("/nonexistent"), 1, "x" * 8, "y" * 8)
+    with pytest.raises(ValueError, match="digits"):
+        cdr_count(pg, "0409' OR 1=1 --", "0409000009", 10)
