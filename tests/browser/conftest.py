@@ -70,6 +70,13 @@ def db_rows(stack: Stack, sql: str, *args: Any) -> list[dict[str, Any]]:
         return pool.submit(asyncio.run, run()).result()
 
 
+def _service_log(stack: Stack) -> str:
+    try:
+        return "service log tail:\n" + stack.service_log.read_text(errors="replace")[-4000:]
+    except OSError:
+        return "(no service log)"
+
+
 @dataclass(frozen=True)
 class PlacedCall:
     call_id: str
@@ -93,7 +100,8 @@ def place_call(stack: Stack, caller_number: str, talk_seconds: float = 6.0) -> P
         caller = Caller(sip_port=stack.sip_port, service_number=SERVICE_NUMBER,
                         caller_number=caller_number, talk_seconds=talk_seconds).start()
         try:
-            assert caller.wait(180) == 0, caller.output()
+            rc = caller.wait(180)
+            assert rc == 0, f"caller exit {rc}: {caller.output()}\n{_service_log(stack)}"
         finally:
             caller.stop()
     finally:
@@ -108,7 +116,11 @@ def place_call(stack: Stack, caller_number: str, talk_seconds: float = 6.0) -> P
             caller_number,
         )
 
-    rows = eventually_sync(archived, timeout=60, interval=0.5, what="the archived recording")
+    try:
+        rows = eventually_sync(archived, timeout=90, interval=0.5,
+                               what="the archived recording")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{_service_log(stack)}") from None
     row = rows[0]
     return PlacedCall(str(row["id"]), caller_number, row["notice_prompt"] or "",
                       row["duration_ms"])
