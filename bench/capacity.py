@@ -76,7 +76,16 @@ def callrec_archived(stack: Stack) -> ArchiveCount:
             file = stack.archive_dir / path
             if file.is_file() and file.stat().st_size == int(size):
                 ok += 1
-        return ok, f"complete rows with recordings {len(lines)}, files {ok}"
+        if ok == len(numbers):
+            return ok, ""
+        # say where the others are: still open, ended otherwise, or without a recording
+        span = f"c.caller_number BETWEEN '{numbers[0]}' AND '{numbers[-1]}'"
+        states = stack.pg.psql(
+            "SELECT c.state || '/' || coalesce(c.end_reason, '-') || "  # noqa: S608
+            "CASE WHEN r.call_id IS NULL THEN '/no recording' ELSE '' END, count(*) "
+            f"FROM calls c LEFT JOIN recordings r ON r.call_id = c.id WHERE {span} GROUP BY 1")
+        return ok, (f"complete rows with recordings {len(lines)}, files {ok}; rows by "
+                    f"state/end reason: {states.strip().replace(chr(10), ', ')}")
 
     return count
 
