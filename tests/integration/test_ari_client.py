@@ -37,6 +37,7 @@ from callrec.ari.events import (
 )
 from devstack.sipp import Agent, Caller
 from devstack.stack import Stack
+from tests.polling import eventually
 
 pytestmark = pytest.mark.stack
 
@@ -209,8 +210,16 @@ async def test_bridge_lifecycle(app: Running) -> None:
             await ari.add_channel(bridge_id, "no-such-channel")
     finally:
         await ari.destroy_bridge(bridge_id)
-    with pytest.raises(errors.AriNotFound):
-        await ari.get_bridge(bridge_id)
+
+    async def gone() -> bool:
+        # Asterisk answers the DELETE before the bridge has left its container.
+        try:
+            await ari.get_bridge(bridge_id)
+        except errors.AriNotFound:
+            return True
+        return False
+
+    await eventually(gone, timeout=5, what="destroyed bridge gone")
     with pytest.raises(errors.AriNotFound):
         await ari.destroy_bridge(bridge_id)
 

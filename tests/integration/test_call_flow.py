@@ -58,6 +58,10 @@ _TOMORROW = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[
 ]
 CALLER_HZ = 440
 AGENT_HZ = {"agent1": 1000, "agent2": 1500, "agent3": 2000}
+# Two equal tones hold about half of a one-second window's energy each, silence none. On a
+# loaded 2-core machine RTP jitter can thin a party's tone in one window to ~0.3, so
+# "present" is 0.2; absence is checked separately against 0.01.
+PRESENT = 0.2
 CONTROL_HZ = 700  # nobody sends it: must stay near zero
 NOTICE_HZ = 2600  # the test's recording notice is a tone, recognisable if it leaked in
 CLOSED_HZ = 2800
@@ -449,7 +453,7 @@ async def test_conversation_is_recorded_from_the_first_word(flow: Flow) -> None:
     assert len(shares) >= int(talk) - 1
     for second, s in enumerate(shares):
         # both parties from the first second on, and nothing else (no notice, no ringing)
-        assert s[CALLER_HZ] > 0.3 and s[AGENT_HZ["agent1"]] > 0.3, (second, s)
+        assert s[CALLER_HZ] > PRESENT and s[AGENT_HZ["agent1"]] > PRESENT, (second, s)
         assert s[CALLER_HZ] + s[AGENT_HZ["agent1"]] > 0.9, (second, s)
         assert s[CONTROL_HZ] < 0.01 and s[NOTICE_HZ] < 0.01, (second, s)
     assert f"callrec-{row['id']}" not in await flow.spool_names()
@@ -466,7 +470,7 @@ async def test_busy_agent_is_skipped_for_the_next(flow: Flow) -> None:
     rec = await flow.recording(row["id"])
     assert rec is not None
     for s in tone_shares(flow.archive_dir / rec["path"], CALLER_HZ, AGENT_HZ["agent2"])[:-1]:
-        assert s[CALLER_HZ] > 0.3 and s[AGENT_HZ["agent2"]] > 0.3, s
+        assert s[CALLER_HZ] > PRESENT and s[AGENT_HZ["agent2"]] > PRESENT, s
 
 
 async def test_no_agent_within_max_wait_is_never_recorded(flow: Flow) -> None:
@@ -528,7 +532,7 @@ async def test_ring_all_two_answers_100ms_apart_one_wins(flow: Flow) -> None:
     assert rec is not None
     losing_hz = AGENT_HZ["agent2" if winner == "agent1" else "agent1"]
     for s in tone_shares(flow.archive_dir / rec["path"], CALLER_HZ, AGENT_HZ[winner], losing_hz):
-        assert s[CALLER_HZ] > 0.3 and s[AGENT_HZ[winner]] > 0.3, s
+        assert s[CALLER_HZ] > PRESENT and s[AGENT_HZ[winner]] > PRESENT, s
         assert s[losing_hz] < 0.01, "the second agent never reached the caller"
 
 
@@ -577,7 +581,7 @@ async def test_twenty_concurrent_calls_each_get_their_own_recording(flow: Flow) 
         # each file is as long as its own call and holds its own caller's tone only
         assert abs(rec["duration_ms"] - (4000 + i * 250)) < 1500, (number, rec["duration_ms"])
         for s in shares:
-            assert s[tones[number]] > 0.3 and s[AGENT_HZ["agent1"]] > 0.3, (number, s)
+            assert s[tones[number]] > PRESENT and s[AGENT_HZ["agent1"]] > PRESENT, (number, s)
             assert max(s[o] for o in others) < 0.01, (number, "another call's audio", s)
     assert not any(n.startswith("callrec-") for n in await flow.spool_names())
     assert len(agent.invites()) == count
