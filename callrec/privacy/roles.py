@@ -18,6 +18,7 @@ class Role(enum.StrEnum):
 class Operation(enum.StrEnum):
     USERS_MANAGE = "users.manage"
     USERS_LIST = "users.list"
+    CONFIG_MANAGE = "config.manage"  # prompts and routing
     AUDIT_SHOW = "audit.show"
     AUDIT_VERIFY = "audit.verify"
     RETENTION_RUN = "retention.run"
@@ -36,6 +37,7 @@ class Operation(enum.StrEnum):
 _ALLOWED: dict[Operation, frozenset[Role]] = {
     Operation.USERS_MANAGE: frozenset({Role.ADMIN}),
     Operation.USERS_LIST: frozenset({Role.ADMIN}),
+    Operation.CONFIG_MANAGE: frozenset({Role.ADMIN}),
     Operation.AUDIT_SHOW: frozenset({Role.PRIVACY}),
     Operation.AUDIT_VERIFY: frozenset({Role.PRIVACY, Role.PROCESSOR, Role.SYSTEM}),
     Operation.RETENTION_RUN: frozenset({Role.PRIVACY, Role.SYSTEM}),

@@ -29,9 +29,8 @@ from callrec.web.bundles import BundlesMixin
 END_REASONS = ("completed", "no_agent", "abandoned", "unknown_service", "closed", "failed",
                "interrupted")
 MODES = {"listen": Operation.CALL_LISTEN, "disclose": Operation.DISCLOSE}
-# Prompts and routing are the admin's (roles.py: "admin: accounts, prompts, routing"); the
-# layer has no operation of their own yet, so the admin-only operation guards them.
-CONFIG_OPERATION = Operation.USERS_MANAGE
+# Prompts and routing are the admin's (roles.py: "admin: accounts, prompts, routing").
+CONFIG_OPERATION = Operation.CONFIG_MANAGE
 
 
 @dataclass(frozen=True)
