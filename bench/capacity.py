@@ -58,15 +58,19 @@ class Target:
 
 
 def callrec_archived(stack: Stack) -> ArchiveCount:
-    """Calls of this step with a completed row, a recording row as long as the conversation,
-    and the file on disk with the recorded size."""
+    """Calls of this step with a completed row and a recording that covers the conversation
+    the row records (answer to end, less 1.5 s), and the file on disk with the recorded size.
+
+    Under load the caller waits longer for the agent and, hanging up at a fixed time, talks
+    less: the recording is held against the conversation that happened, and the wait is
+    reported beside it."""
 
     def count(caller: LoadCaller, since: float, shape: LoadShape) -> tuple[int, str]:
         numbers = caller.numbers()
-        min_ms = int(shape.conversation * 1000 * 0.9)
-        # generated digits and an int: nothing from outside reaches the SQL text
-        where = (f"c.caller_number BETWEEN '{numbers[0]}' AND '{numbers[-1]}' "
-                 f"AND c.end_reason = 'completed' AND r.duration_ms >= {min_ms}")
+        # generated digits: nothing from outside reaches the SQL text
+        span = f"c.caller_number BETWEEN '{numbers[0]}' AND '{numbers[-1]}'"
+        where = (f"{span} AND c.end_reason = 'completed' AND r.duration_ms >= "
+                 "extract(epoch FROM c.ended_at - c.answered_at) * 1000 - 1500")
         sql = f"SELECT r.path, r.bytes FROM calls c JOIN recordings r ON r.call_id = c.id WHERE {where}"  # noqa: S608, E501
         rows = stack.pg.psql(sql)
         ok = 0
@@ -76,16 +80,23 @@ def callrec_archived(stack: Stack) -> ArchiveCount:
             file = stack.archive_dir / path
             if file.is_file() and file.stat().st_size == int(size):
                 ok += 1
+        waits = stack.pg.psql(
+            "SELECT round(percentile_disc(0.5) WITHIN GROUP (ORDER BY w)::numeric, 2), "  # noqa: S608
+            "round(percentile_disc(0.99) WITHIN GROUP (ORDER BY w)::numeric, 2) FROM ("
+            "SELECT extract(epoch FROM c.answered_at - c.started_at) AS w FROM calls c "
+            f"WHERE {span}) x").strip().replace("|", " s, p99 ")
+        detail = f"wait to answer p50 {waits} s"
         if ok == len(numbers):
-            return ok, ""
+            return ok, detail
         # say where the others are: still open, ended otherwise, or without a recording
-        span = f"c.caller_number BETWEEN '{numbers[0]}' AND '{numbers[-1]}'"
         states = stack.pg.psql(
             "SELECT c.state || '/' || coalesce(c.end_reason, '-') || "  # noqa: S608
-            "CASE WHEN r.call_id IS NULL THEN '/no recording' ELSE '' END, count(*) "
+            "CASE WHEN r.call_id IS NULL THEN '/no recording' ELSE '' END, count(*), "
+            "min(r.duration_ms), min(extract(epoch FROM c.ended_at - c.answered_at)) "
             f"FROM calls c LEFT JOIN recordings r ON r.call_id = c.id WHERE {span} GROUP BY 1")
-        return ok, (f"complete rows with recordings {len(lines)}, files {ok}; rows by "
-                    f"state/end reason: {states.strip().replace(chr(10), ', ')}")
+        return ok, (f"{detail}; complete rows with recordings {len(lines)}, files {ok}; rows "
+                    f"by state/end reason (count, min recording ms, min talk s): "
+                    f"{states.strip().replace(chr(10), ', ')}")
 
     return count
 
@@ -141,7 +152,7 @@ def run_step(target: Target, rate: float, shape: LoadShape) -> StepRun:
     notes = f"SIPp failed {failed}" if failed else ""
     if failed:
         notes += "; " + caller.output()[-300:].replace("\n", " ")
-    if archived < completed:
+    if detail:
         notes += f" archive: {detail}"
     return StepRun(steps.StepResult(rate, calls, completed, archived, peak, notes),
                    ast1 - ast0, app1 - app0, time.monotonic() - t0)
