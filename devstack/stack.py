@@ -297,10 +297,15 @@ class Stack:
         if read_pid(self.service_pidfile) is None:
             tail = self.service_log.read_text(errors="replace")[-3000:]
             raise StackError(f"callrec service exited during start-up:\n{tail}")
+        import urllib.error
         import urllib.request
 
-        with urllib.request.urlopen(self.web_url + "/healthz", timeout=2) as resp:  # noqa: S310
-            return bool(resp.status in (200, 503))
+        try:
+            with urllib.request.urlopen(self.web_url + "/healthz", timeout=2) as resp:  # noqa: S310
+                return bool(resp.status == 200)
+        except urllib.error.HTTPError as exc:
+            # 503: up but degraded (database away, archive full): started all the same.
+            return exc.code == 503
 
     def stop_service(self, sig: int = signal.SIGTERM) -> None:
         stop(self.service_pidfile, timeout=15, sig=sig)
