@@ -16,6 +16,9 @@ class Journal:
     def __init__(self, directory: Path) -> None:
         self.path = directory / "journal.jsonl"
         self._lock = asyncio.Lock()
+        # Lines waiting, counted from the file once; every write checks it, so it is kept
+        # in memory (this process is the journal's only writer).
+        self._count: int | None = None
 
     def _ensure_dir(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -23,7 +26,9 @@ class Journal:
     async def append(self, op: dict[str, Any]) -> None:
         line = json.dumps(op, separators=(",", ":"), ensure_ascii=False) + "\n"
         async with self._lock:
+            before = self.backlog()
             await asyncio.to_thread(self._append_sync, line.encode())
+            self._count = before + 1
 
     def _append_sync(self, data: bytes) -> None:
         self._ensure_dir()
@@ -66,11 +71,13 @@ class Journal:
         return ops
 
     def backlog(self) -> int:
-        try:
-            with open(self.path, "rb") as f:
-                return sum(1 for line in f if line.strip())
-        except FileNotFoundError:
-            return 0
+        if self._count is None:
+            try:
+                with open(self.path, "rb") as f:
+                    self._count = sum(1 for line in f if line.strip())
+            except FileNotFoundError:
+                self._count = 0
+        return self._count
 
     async def drop_first(self, count: int) -> None:
         """Forget the first `count` operations (they reached the database)."""
@@ -79,6 +86,7 @@ class Journal:
 
     def _drop_sync(self, count: int) -> None:
         remaining = self.read()[count:]
+        self._count = len(remaining)
         if not remaining:
             self.path.unlink(missing_ok=True)
             return
