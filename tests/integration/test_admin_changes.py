@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import subprocess
 from collections.abc import Iterator
 
 import asyncpg
@@ -74,6 +75,7 @@ def restore_files(stack: Stack) -> Iterator[None]:
     saved_notice = notice.read_text()
     saved_routing = stack.config_path.read_text()
     yield
+    (stack.prompts_dir / "fi" / "notice.wav").unlink(missing_ok=True)
     notice.write_text(saved_notice)
     stack.callrec("prompts", "build")
     stack.config_path.write_text(saved_routing)
@@ -176,3 +178,24 @@ async def _log_since(stack: Stack, offset: int, needle: str) -> bool:
             return f.read()
 
     return needle.encode() in await asyncio.to_thread(read)
+
+
+@pytest.mark.timeout(300)
+async def test_dropped_in_studio_recording_wins_over_the_text(
+    stack: Stack, restore_files: None
+) -> None:
+    text_version = _prompt_version(stack, "notice", "fi")
+    studio = stack.prompts_dir / "fi" / "notice.wav"
+    # A studio file as an admin would get it: 44.1 kHz stereo, here a 2-second tone.
+    subprocess.run(["sox", "-n", "-r", "44100", "-c", "2", "-b", "16", str(studio),
+                    "synth", "2", "sine", "700", "vol", "0.5"], check=True, capture_output=True)
+    stack.callrec("prompts", "build")
+    listing = stack.callrec("prompts", "list").stdout
+    line = next(x.split() for x in listing.splitlines() if x.split()[:2] == ["notice", "fi"])
+    assert line[2] == "fi/notice.wav", listing  # the studio source is the live one
+    studio_version = line[3]
+    assert studio_version != text_version
+    row, _, _ = await _call(stack, "0103808000", expect_agent="agent1")
+    assert row["notice_prompt"] == f"notice-fi-{studio_version}"
+    assert row["notice_completed"] is True
+    assert f"/prompts/notice-fi-{studio_version}.wav" in stack.asterisk.cli("media cache show all")
