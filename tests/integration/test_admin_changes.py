@@ -187,8 +187,12 @@ async def test_dropped_in_studio_recording_wins_over_the_text(
     text_version = _prompt_version(stack, "notice", "fi")
     studio = stack.prompts_dir / "fi" / "notice.wav"
     # A studio file as an admin would get it: 44.1 kHz stereo, here a 2-second tone.
-    subprocess.run(["sox", "-n", "-r", "44100", "-c", "2", "-b", "16", str(studio),
-                    "synth", "2", "sine", "700", "vol", "0.5"], check=True, capture_output=True)
+    await asyncio.to_thread(
+        subprocess.run,
+        ["sox", "-n", "-r", "44100", "-c", "2", "-b", "16", str(studio),
+         "synth", "2", "sine", "700", "vol", "0.5"],
+        check=True, capture_output=True,
+    )
     stack.callrec("prompts", "build")
     listing = stack.callrec("prompts", "list").stdout
     line = next(x.split() for x in listing.splitlines() if x.split()[:2] == ["notice", "fi"])
