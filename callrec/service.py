@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -30,6 +29,7 @@ from callrec.prompts import http as prompts_http
 from callrec.prompts.catalog import PromptCatalog
 from callrec.routing.loader import RoutingProvider
 from callrec.settings import Settings
+from callrec.tasks import cancel_and_wait
 from callrec.web.console import add_console
 
 log = structlog.get_logger(__name__)
@@ -88,9 +88,7 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        retries.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await retries
+        await cancel_and_wait(retries)
         await svc.store.close()
 
 
@@ -120,9 +118,7 @@ async def _calls_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        events.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await events
+        await cancel_and_wait(events)
         for task in list(svc.background):
             task.cancel()
         await asyncio.gather(*svc.background, return_exceptions=True)
@@ -136,9 +132,7 @@ async def _retention_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
 
 
 async def _retention_loop(svc: Service) -> None:

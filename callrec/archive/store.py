@@ -15,6 +15,7 @@ import structlog
 
 from callrec.archive.errors import ArchiveError, ArchiveUnavailable
 from callrec.archive.journal import Journal
+from callrec.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
@@ -73,9 +74,7 @@ class CallStore:
 
     async def close(self) -> None:
         if self._drainer is not None:
-            self._drainer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._drainer
+            await cancel_and_wait(self._drainer)
             self._drainer = None
         if self._pool is not None:
             await self._pool.close()

@@ -9,7 +9,6 @@ HTTP status. Authorisation itself is the privacy layer's (roles re-read, denials
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import os
 import secrets
@@ -32,6 +31,7 @@ from callrec.privacy.errors import Forbidden
 from callrec.privacy.keys import load_secret_key
 from callrec.privacy.roles import Operation, Role, permits
 from callrec.routing.loader import RoutingProvider
+from callrec.tasks import cancel_and_wait
 from callrec.web import i18n
 from callrec.web.access import ConsoleService
 from callrec.web.errors import CsrfRejected, NotLoggedIn
@@ -363,7 +363,5 @@ async def _console_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
         await console.close()
