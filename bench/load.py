@@ -5,7 +5,6 @@ traces (at hundreds of calls those cost CPU the machine needs for Asterisk)."""
 from __future__ import annotations
 
 import csv
-import shutil
 import socket
 import subprocess
 import time
@@ -23,18 +22,9 @@ class _Quiet:
     workdir: Path
     proc: subprocess.Popen[bytes] | None
 
-    def _spawn(self, argv: list[str]) -> None:
-        if shutil.which("sipp") is None:
-            raise StackError("SIPp is not installed: apt-get install sip-tester")
-        log = open(self.workdir / "sipp.out", "wb")  # noqa: SIM115 (owned by the process)
-        self.proc = subprocess.Popen(
-            ["sipp", *argv, "-nostdin", "-trace_err", "-error_file",
-             str(self.workdir / "errors.log"), "-trace_stat", "-stf",
-             str(self.stats_path), "-fd", "1"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            cwd=self.workdir, start_new_session=True,
-        )
-        log.close()
+    def _trace_args(self) -> list[str]:
+        return ["-trace_err", "-error_file", str(self.workdir / "errors.log"), "-trace_stat",
+                "-stf", str(self.stats_path), "-fd", "1"]
 
     @property
     def stats_path(self) -> Path:

@@ -75,13 +75,16 @@ class _Sipp:
             raise StackError("SIPp is not installed: apt-get install sip-tester")
         log = open(self.workdir / "sipp.out", "wb")  # noqa: SIM115 (owned by the process)
         self.proc = subprocess.Popen(
-            ["sipp", *argv, "-nostdin", "-trace_msg", "-trace_err",
-             "-message_file", str(self.workdir / "messages.log"),
-             "-error_file", str(self.workdir / "errors.log")],
+            ["sipp", *argv, "-nostdin", *self._trace_args()],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             cwd=self.workdir, start_new_session=True,
         )
         log.close()
+
+    def _trace_args(self) -> list[str]:
+        """What SIPp writes down: every message and every error (see `messages`)."""
+        return ["-trace_msg", "-trace_err", "-message_file", str(self.workdir / "messages.log"),
+                "-error_file", str(self.workdir / "errors.log")]
 
     def wait(self, timeout: float) -> int:
         assert self.proc is not None, "not started"
