@@ -51,10 +51,12 @@ IN_ORDER = "0100001001"
 RING_ALL = "0100001002"
 NOBODY = "0100001003"  # only agent3, whom no test lets answer
 ROUND_ROBIN = "0100001004"
-CLOSED_NOW = "0100001005"  # open tomorrow only (in its own time zone)
+CLOSED_NOW = "0100001005"  # open on one day only, three days from now (in its own time zone)
 UNKNOWN = "0100009999"
-_TOMORROW = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[
-    (datetime.now(ZoneInfo("Europe/Helsinki")).weekday() + 1) % 7
+# Three days ahead, not tomorrow: the routing text is made when the module is collected, and a
+# suite that crosses midnight in Helsinki would otherwise reach the test on the open day.
+_OPEN_DAY = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[
+    (datetime.now(ZoneInfo("Europe/Helsinki")).weekday() + 3) % 7
 ]
 CALLER_HZ = 440
 AGENT_HZ = {"agent1": 1000, "agent2": 1500, "agent3": 2000}
@@ -115,7 +117,7 @@ number = "{CLOSED_NOW}"
 name = "Huomenna"
 language = "fi"
 agents = ["agent1"]
-hours = [{{ days = "{_TOMORROW}", open = "00:00", close = "24:00" }}]
+hours = [{{ days = "{_OPEN_DAY}", open = "00:00", close = "24:00" }}]
 
 [[service]]
 number = "{NOBODY}"
