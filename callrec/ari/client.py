@@ -341,6 +341,24 @@ class AriClient:
         data = await self._request("POST", "bridges", bridge_id, "record", params=params)
         return LiveRecording.from_json(data)
 
+    async def snoop(
+        self, channel_id: str, *, snoop_id: str, spy: str = "both", app_args: str = ""
+    ) -> Channel:
+        """A snoop channel on `channel_id` into our application (audio it hears and/or sends)."""
+        params: _Params = [("app", self.app), ("spy", spy), ("snoopId", snoop_id)]
+        if app_args:
+            params.append(("appArgs", app_args))
+        data = await self._request("POST", "channels", channel_id, "snoop", params=params)
+        return Channel.from_json(data)
+
+    async def record_channel(
+        self, channel_id: str, name: str, *, format: str = "wav", if_exists: str = "fail"
+    ) -> LiveRecording:
+        """Record what the channel reads into ``<spool>/recording/<name>.<format>``."""
+        params = [("name", name), ("format", format), ("ifExists", if_exists)]
+        data = await self._request("POST", "channels", channel_id, "record", params=params)
+        return LiveRecording.from_json(data)
+
     async def stop_recording(self, name: str) -> None:
         await self._request("POST", "recordings", "live", name, "stop")
 

@@ -33,6 +33,7 @@ from callrec.calls.ports import Archiver, Ari, CallRow, Prompts, RoutingSource, 
 log = structlog.get_logger(__name__)
 
 AGENT_ARGS_PREFIX = "agent:"
+SNOOP_ARGS_PREFIX = "snoop:"
 # Deterministic agent-leg ids of a call of an earlier run are looked for up to this attempt.
 MAX_LEGS_SEARCHED = 200
 # An unclaimed channel in our application younger than this may be a call whose StasisStart
@@ -48,7 +49,8 @@ _REPORTED_FAILURES = (
     m.Dial,
     m.CreateBridge,
     m.AddToBridge,
-    m.RecordBridge,
+    m.SnoopChannel,
+    m.RecordChannel,
 )
 
 
@@ -195,6 +197,14 @@ class CallManager:
     def _stasis_start(
         self, channel_id: str, channel: Any, args: tuple[str, ...], now: datetime
     ) -> None:
+        if args and args[0].startswith(SNOOP_ARGS_PREFIX):
+            call = self._by_channel.get(channel_id)
+            if call is not None:
+                call.queue.put_nowait(m.SnoopReady(now, channel_id))
+            else:
+                log.warning("snoop channel of no live call hung up", channel_id=channel_id)
+                self._spawn(self._hangup_quietly(channel_id, "normal"))
+            return
         if args and args[0].startswith(AGENT_ARGS_PREFIX):
             ready = self._in_stasis.pop(channel_id, None)
             if ready is not None and not ready.done():
@@ -237,6 +247,8 @@ class CallManager:
         call = self._by_channel.get(channel_id)
         if call is None:
             return
+        if channel_id == m.snoop_id_for(call.id):
+            return  # it ends with the caller; its recording reports the end
         if channel_id == call.state.caller_channel:
             call.queue.put_nowait(m.CallerGone(now, cause))
         else:
@@ -416,9 +428,14 @@ class CallManager:
                 await ari.add_channel(bridge_id, channel_id)
             case m.DestroyBridge(bridge_id=bridge_id):
                 await ari.destroy_bridge(bridge_id)
-            case m.RecordBridge(bridge_id=bridge_id, name=name):
+            case m.SnoopChannel(channel_id=channel_id, snoop_id=snoop_id):
+                self._own(call, self._by_channel, snoop_id)
+                await ari.snoop(
+                    channel_id, snoop_id=snoop_id, app_args=f"{SNOOP_ARGS_PREFIX}{call.id}"
+                )
+            case m.RecordChannel(channel_id=channel_id, name=name):
                 self._own(call, self._by_recording, name)
-                await ari.record_bridge(bridge_id, name, format="wav", if_exists="fail")
+                await ari.record_channel(channel_id, name, format="wav", if_exists="fail")
             case m.StopRecording(name=name):
                 await ari.stop_recording(name)
             case m.ArchiveRecording(name=name, started_at=started_at):
@@ -571,6 +588,7 @@ class CallManager:
             yield caller
         if agent_channel:
             yield agent_channel
+        yield m.snoop_id_for(call_id)
         for attempt in range(1, MAX_LEGS_SEARCHED + 1):
             yield m.agent_channel_id(call_id, attempt)
 
@@ -604,6 +622,8 @@ class CallManager:
         )
         call = self._add_call(state, str(row.get("service_number") or ""))
         self._own(call, self._by_channel, agent_channel)
+        if state.snoop_channel is not None:
+            self._own(call, self._by_channel, state.snoop_channel)
         if recording:
             self._own(call, self._by_recording, recording)
         caller_live, agent_live = caller in live, agent_channel in live
@@ -614,8 +634,9 @@ class CallManager:
             log.info("call of an earlier run resumed in conversation")
         else:
             call.queue.put_nowait(m.EndCall(now, "completed"))
-        if recording and not (caller_live or agent_live):
-            # nobody is left in the bridge, so Asterisk's recorder has stopped already
+        if recording and not caller_live:
+            # the recorded snoop hangs on the caller's channel: with the caller gone it has
+            # stopped already
             call.queue.put_nowait(m.RecordingFinished(now, recording))
         self._start(call)
 

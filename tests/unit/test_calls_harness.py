@@ -53,6 +53,7 @@ NOTICE_PB = m.playback_id_for(CALL_ID, "notice")
 CLOSED_PB = m.playback_id_for(CALL_ID, "closed")
 REC = m.recording_name_for(CALL_ID)
 BRIDGE = m.bridge_id_for(CALL_ID)
+SNOOP = m.snoop_id_for(CALL_ID)
 
 
 class Sim:
@@ -98,6 +99,7 @@ class Sim:
     def to_conversation(self, p: m.ServicePlan | None = None) -> None:
         self.to_ringing(p or plan())
         self.agent_answers(1)
+        self.feed(m.SnoopReady(self.at(), SNOOP))
         self.feed(m.RecordingStarted(self.at(), REC))
 
     # -- looking at commands ----------------------------------------------------------------------

@@ -16,6 +16,7 @@ from tests.unit.test_calls_harness import (
     NOTICE,
     NOTICE_PB,
     REC,
+    SNOOP,
     T0,
     Sim,
     leg_id,
@@ -74,11 +75,11 @@ def test_happy_path_in_order() -> None:
     assert m.StopRing(CALLER_CHANNEL) in out
     assert m.CancelTimer(m.MAX_WAIT) in out
     assert m.CancelTimer("ring-1") in out
-    # bridge, caller in, record; the agent only after the recording has started
-    kinds = [type(c) for c in out if isinstance(c, m.CreateBridge | m.AddToBridge | m.RecordBridge)]
-    assert kinds == [m.CreateBridge, m.AddToBridge, m.RecordBridge]
+    # bridge, caller in, a snoop on the caller; the agent only after its recording has started
+    kinds = [type(c) for c in out if isinstance(c, m.CreateBridge | m.AddToBridge | m.SnoopChannel)]
+    assert kinds == [m.CreateBridge, m.AddToBridge, m.SnoopChannel]
     assert m.AddToBridge(BRIDGE, CALLER_CHANNEL) in out
-    assert m.RecordBridge(BRIDGE, REC) in out
+    assert m.SnoopChannel(CALLER_CHANNEL, SNOOP) in out
     assert m.AddToBridge(BRIDGE, leg_id(1)) not in out
     row = sim.persisted()
     assert row["agent_name"] == "Aino Agentti"
@@ -88,6 +89,9 @@ def test_happy_path_in_order() -> None:
     assert row["bridge_id"] == BRIDGE
     assert row["answered_at"] > row["notice_started_at"]
 
+    out = sim.feed(m.SnoopReady(sim.at(), SNOOP))
+    assert out == [m.RecordChannel(SNOOP, REC)]
+    assert sim.state.phase is m.Phase.CONNECTING
     out = sim.feed(m.RecordingStarted(sim.at(), REC))
     assert out.count(m.AddToBridge(BRIDGE, leg_id(1))) == 1
     assert sim.state.phase is m.Phase.CONVERSATION
@@ -179,7 +183,7 @@ def test_max_wait_plays_please_call_later_and_never_records() -> None:
     row = sim.persisted()
     assert row["end_reason"] == "no_agent"
     assert "recording_name" not in row
-    assert not sim.all(m.RecordBridge)
+    assert not sim.all(m.SnoopChannel) and not sim.all(m.RecordChannel)
     assert not sim.all(m.CreateBridge)
     # an agent answering now is hung up, not connected
     sim.feed(m.CallerGone(sim.at()))
@@ -212,6 +216,7 @@ def test_ring_all_first_answer_wins_second_answer_100ms_later_is_hung_up() -> No
     assert sim.hangups() == {leg_id(1): ["answered_elsewhere"], leg_id(3): ["answered_elsewhere"]}
     out = sim.feed(m.AgentDialStatus(sim.at(), leg_id(3), "ANSWER"))
     assert all(isinstance(c, m.Log) for c in out)
+    sim.feed(m.SnoopReady(sim.at(), SNOOP))
     sim.feed(m.RecordingStarted(sim.at(), REC))
     assert sim.all(m.AddToBridge)[-1] == m.AddToBridge(BRIDGE, leg_id(2))
     assert sim.persisted()["agent_name"] == "Bertil Bengtsson"
@@ -286,6 +291,7 @@ def test_recording_started_after_the_caller_hung_up() -> None:
     sim = Sim()
     sim.to_ringing(plan())
     sim.agent_answers(1)
+    sim.feed(m.SnoopReady(sim.at(), SNOOP))
     out = sim.feed(m.CallerGone(sim.at(), 16))
     assert m.HangupChannel(leg_id(1), "normal") in out
     assert sim.state.phase is m.Phase.FINISHING
@@ -303,6 +309,7 @@ def test_recording_failure_keeps_the_call_going_unrecorded() -> None:
     sim = Sim()
     sim.to_ringing(plan())
     sim.agent_answers(1)
+    sim.feed(m.SnoopReady(sim.at(), SNOOP))
     out = sim.feed(m.RecordingFailed(sim.at(), REC, "disk full"))
     assert m.AddToBridge(BRIDGE, leg_id(1)) in out
     assert sim.state.phase is m.Phase.CONVERSATION
@@ -314,20 +321,90 @@ def test_recording_failure_keeps_the_call_going_unrecorded() -> None:
     assert not sim.all(m.ArchiveRecording)
 
 
-def test_record_bridge_command_failure_counts_as_recording_failure() -> None:
+def test_snoop_command_failure_counts_as_recording_failure() -> None:
     sim = Sim()
     sim.to_ringing(plan())
     sim.agent_answers(1)
-    cmd = m.RecordBridge(BRIDGE, REC)
-    out = sim.feed(m.CommandFailed(sim.at(), cmd, "409 name in use"))
+    cmd = m.SnoopChannel(CALLER_CHANNEL, SNOOP)
+    out = sim.feed(m.CommandFailed(sim.at(), cmd, "500 no snoop"))
     assert m.AddToBridge(BRIDGE, leg_id(1)) in out
     assert sim.state.recording is m.RecState.FAILED
+    assert sim.persisted()["recording_name"] is None
+
+
+def test_record_command_failure_hangs_up_the_snoop_and_goes_on_unrecorded() -> None:
+    sim = Sim()
+    sim.to_ringing(plan())
+    sim.agent_answers(1)
+    sim.feed(m.SnoopReady(sim.at(), SNOOP))
+    out = sim.feed(m.CommandFailed(sim.at(), m.RecordChannel(SNOOP, REC), "409 name in use"))
+    assert m.HangupChannel(SNOOP) in out
+    assert m.AddToBridge(BRIDGE, leg_id(1)) in out
+    assert sim.state.recording is m.RecState.FAILED
+    # a late duplicate of the snoop's start changes nothing and hangs up nothing twice
+    out = sim.feed(m.SnoopReady(sim.at(), SNOOP))
+    assert all(isinstance(c, m.Log) for c in out)
+    sim.feed(m.AgentGone(sim.at(), leg_id(1), 16))
+    assert sim.state.done
+    assert sim.hangups()[SNOOP] == ["normal"]
+
+
+def test_snoop_reported_twice_records_once() -> None:
+    sim = Sim()
+    sim.to_ringing(plan())
+    sim.agent_answers(1)
+    sim.feed(m.SnoopReady(sim.at(), SNOOP))
+    out = sim.feed(m.SnoopReady(sim.at(), SNOOP))
+    assert all(isinstance(c, m.Log) for c in out)
+    assert sim.all(m.RecordChannel) == [m.RecordChannel(SNOOP, REC)]
+    out = sim.feed(m.SnoopReady(sim.at(), "someone-elses-snoop"))
+    assert all(isinstance(c, m.Log) for c in out)
+
+
+def test_snoop_ready_after_the_caller_left_records_nothing() -> None:
+    sim = Sim()
+    sim.to_ringing(plan())
+    sim.agent_answers(1)
+    sim.feed(m.CallerGone(sim.at(), 16))
+    assert sim.state.phase is m.Phase.FINISHING
+    out = sim.feed(m.SnoopReady(sim.at(), SNOOP))
+    assert m.HangupChannel(SNOOP) in out
+    assert not sim.all(m.RecordChannel)
+    assert sim.state.done
+    assert sim.persisted()["recording_name"] is None
+    assert m.DestroyBridge(BRIDGE) in out
+
+
+def test_snoop_that_never_comes_ends_the_call_unrecorded_after_the_guard() -> None:
+    sim = Sim()
+    sim.to_ringing(plan())
+    sim.agent_answers(1)
+    sim.feed(m.CallerGone(sim.at(), 16))
+    out = sim.timer(m.FINISH_GUARD_TIMER)
+    assert sim.state.done
+    assert m.HangupChannel(SNOOP) in out
+    assert not sim.all(m.ArchiveRecording)
+    assert sim.persisted()["recording_name"] is None
+
+
+def test_snoop_late_after_the_record_guard_is_still_recorded() -> None:
+    sim = Sim()
+    sim.to_ringing(plan())
+    sim.agent_answers(1)
+    sim.timer(m.RECORD_GUARD)
+    assert sim.state.phase is m.Phase.CONVERSATION
+    out = sim.feed(m.SnoopReady(sim.at(), SNOOP))
+    assert out == [m.RecordChannel(SNOOP, REC)]
+    sim.feed(m.RecordingStarted(sim.at(), REC))
+    assert sim.state.recording is m.RecState.STARTED
+    assert sim.all(m.AddToBridge).count(m.AddToBridge(BRIDGE, leg_id(1))) == 1
 
 
 def test_recording_start_guard_adds_the_agent_anyway() -> None:
     sim = Sim()
     sim.to_ringing(plan())
     sim.agent_answers(1)
+    sim.feed(m.SnoopReady(sim.at(), SNOOP))
     out = sim.timer(m.RECORD_GUARD)
     assert m.AddToBridge(BRIDGE, leg_id(1)) in out
     out = sim.feed(m.RecordingStarted(sim.at(), REC))
@@ -379,7 +456,7 @@ def test_failed_notice_means_no_recording() -> None:
     assert sim.persisted()["notice_completed"] is False
     out = sim.agent_answers(1)
     assert m.AddToBridge(BRIDGE, leg_id(1)) in out
-    assert not sim.all(m.RecordBridge)
+    assert not sim.all(m.SnoopChannel) and not sim.all(m.RecordChannel)
     assert sim.state.phase is m.Phase.CONVERSATION
     sim.feed(m.CallerGone(sim.at()))
     assert sim.state.done
@@ -402,7 +479,7 @@ def test_missing_notice_prompt_means_no_recording() -> None:
     assert not sim.all(m.Play, out)
     assert sim.state.phase is m.Phase.RINGING
     sim.agent_answers(1)
-    assert not sim.all(m.RecordBridge)
+    assert not sim.all(m.SnoopChannel) and not sim.all(m.RecordChannel)
 
 
 def test_notice_guard_when_no_playback_end_arrives() -> None:
@@ -491,7 +568,7 @@ def test_dial_status_answer_and_state_up_count_as_one_answer() -> None:
     sim.feed(m.AgentDialStatus(sim.at(), leg_id(1), "ANSWER"))
     sim.agent_answers(1)
     assert len(sim.all(m.CreateBridge)) == 1
-    assert len(sim.all(m.RecordBridge)) == 1
+    assert len(sim.all(m.SnoopChannel)) == 1
 
 
 def test_create_channel_failure_moves_on() -> None:

@@ -19,6 +19,7 @@ from tests.unit.test_calls_harness import (
     NOTICE,
     NOTICE_PB,
     REC,
+    SNOOP,
     T0,
     leg_id,
 )
@@ -59,7 +60,8 @@ commands_that_fail = st.one_of(
     st.builds(m.Dial, channels, st.just(CALLER_CHANNEL), st.just(20)),
     st.builds(m.CreateBridge, st.just(BRIDGE)),
     st.builds(m.AddToBridge, st.just(BRIDGE), channels),
-    st.builds(m.RecordBridge, st.just(BRIDGE), recordings),
+    st.builds(m.SnoopChannel, st.just(CALLER_CHANNEL), st.just(SNOOP)),
+    st.builds(m.RecordChannel, st.sampled_from([SNOOP, "x"]), recordings),
     st.builds(m.ArchiveRecording, recordings, st.none()),
     st.builds(m.HangupChannel, channels),
 )
@@ -94,6 +96,7 @@ event_makers = st.one_of(
     st.builds(lambda c: ("agent_answered", c), channels),
     st.builds(lambda c, k: ("agent_gone", c, k), channels, st.sampled_from([16, 17, 19, 21, None])),
     st.builds(lambda k: ("caller_gone", k), st.sampled_from([16, None])),
+    st.builds(lambda c: ("snoop_ready", c), st.sampled_from([SNOOP, SNOOP, "x"])),
     st.builds(lambda r: ("rec_started", r), recordings),
     st.builds(lambda r: ("rec_finished", r), recordings),
     st.builds(lambda r: ("rec_failed", r), recordings),
@@ -114,6 +117,7 @@ def make_event(spec: tuple[object, ...], at: datetime) -> m.FlowEvent:
         "agent_answered": lambda c: m.AgentAnswered(at, c),
         "agent_gone": lambda c, k: m.AgentGone(at, c, k),
         "caller_gone": lambda k: m.CallerGone(at, k),
+        "snoop_ready": lambda c: m.SnoopReady(at, c),
         "rec_started": lambda r: m.RecordingStarted(at, r),
         "rec_finished": lambda r: m.RecordingFinished(at, r),
         "rec_failed": lambda r: m.RecordingFailed(at, r, "x"),
@@ -188,7 +192,7 @@ def test_any_event_sequence_ends_with_every_leg_closed(
             elif isinstance(cmd, m.CancelTimer):
                 assert cmd.name in timers, f"cancel of a timer never started: {cmd.name}"
                 timers.discard(cmd.name)
-            elif isinstance(cmd, m.RecordBridge):
+            elif isinstance(cmd, m.RecordChannel):
                 assert state.winner is not None, "recording without an agent"
                 assert state.notice_completed, "recording without the notice heard"
                 recorded = True
