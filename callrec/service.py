@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 import structlog
+import uvloop
 from aiohttp import web
 
 from callrec import health
@@ -61,7 +62,7 @@ def build_service(settings: Settings) -> Service:
     routing = RoutingProvider(settings.config_path, prompts_dir=settings.prompts_dir)
     prompts = PromptCatalog(settings.prompts_dir, settings.prompt_cache_dir, settings.public_url)
     ari = AriClient(settings.ari_url, settings.ari_user, settings.ari_password,
-                    settings.app_name)
+                    settings.app_name, event_types=CallManager.EVENT_TYPES)
     manager = CallManager(ari, store, archiver, routing, prompts, settings.app_name)
     return Service(settings, store, archiver, routing, prompts, ari, manager,
                    retention_interval=float(os.environ.get(
@@ -170,6 +171,8 @@ def _serve(args: argparse.Namespace) -> int:
     app = create_service(settings)
     log.info("callrec_starting", web=f"{settings.web_host}:{settings.web_port}",
              ari=settings.ari_url, app=settings.app_name)
+    # uvloop: the same asyncio API with a cheaper event loop and socket transports, which is
+    # where most of the service's CPU per call went (see bench/README.md)
     web.run_app(app, host=settings.web_host, port=settings.web_port, print=None,
-                access_log=None)
+                access_log=None, loop=uvloop.new_event_loop())
     return 0

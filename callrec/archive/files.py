@@ -155,12 +155,11 @@ class RecordingArchiver:
         await asyncio.to_thread(_make_dirs, dest.parent)
         try:
             await ari.download_recording(recording_name, partial)
-            if await asyncio.to_thread(repair_wav_header, partial):
+            repaired, (sha256, size, duration_ms) = await asyncio.to_thread(
+                _check_and_commit, partial, dest)
+            if repaired:
                 log.warning("recording_header_repaired", call_id=str(call_id),
                             recording=recording_name, reason="sizes not written (cut short)")
-            # Checked before it takes its place: a file in the archive is always whole.
-            sha256, size, duration_ms = await asyncio.to_thread(inspect_wav, partial)
-            await asyncio.to_thread(_commit, partial, dest)
         except AriNotFound:
             partial.unlink(missing_ok=True)
             if not dest.exists():
@@ -202,6 +201,15 @@ class RecordingArchiver:
 
 def _make_dirs(path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+
+
+def _check_and_commit(partial: Path, dest: Path) -> tuple[bool, tuple[str, int, int]]:
+    """Repair and inspect the downloaded file, then move it into place (one thread hop).
+    Checked before it takes its place: a file in the archive is always whole."""
+    repaired = repair_wav_header(partial)
+    facts = inspect_wav(partial)
+    _commit(partial, dest)
+    return repaired, facts
 
 
 def _commit(partial: Path, dest: Path) -> None:

@@ -211,6 +211,10 @@ class CallStore:
             raise ArchiveUnavailable() from exc
 
 
+# The columns of `calls` that are NOT NULL without a default.
+_INSERT_NEEDS = frozenset({"service_number", "started_at"})
+
+
 async def _apply(conn: asyncpg.Connection, op: dict[str, Any]) -> None:
     call_id = uuid.UUID(op["id"])
     fields: dict[str, Any] = dict(op["fields"])
@@ -223,13 +227,16 @@ async def _apply(conn: asyncpg.Connection, op: dict[str, Any]) -> None:
             return
         values = [fields[c] for c in cols]
         # Column names come from the fixed allow-list above; values are parameters.
-        # UPDATE first: an INSERT ... ON CONFLICT with only some columns would trip the
-        # NOT NULL checks before the conflict is even looked at.
-        sets = ", ".join(f"{c} = ${i}" for i, c in enumerate(cols, start=2))
-        status = await conn.execute(
-            f"UPDATE calls SET {sets}, updated_at = now() WHERE id = $1",  # noqa: S608
-            call_id, *values,
-        )
+        # UPDATE first unless the write holds every NOT NULL column (a call's first write
+        # does): an INSERT ... ON CONFLICT with only some columns would trip the NOT NULL
+        # checks before the conflict is even looked at.
+        status = "UPDATE 0"
+        if not fields.keys() >= _INSERT_NEEDS:
+            sets = ", ".join(f"{c} = ${i}" for i, c in enumerate(cols, start=2))
+            status = await conn.execute(
+                f"UPDATE calls SET {sets}, updated_at = now() WHERE id = $1",  # noqa: S608
+                call_id, *values,
+            )
         if status == "UPDATE 0":
             placeholders = ", ".join(f"${i}" for i in range(2, len(cols) + 2))
             updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols)

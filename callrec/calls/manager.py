@@ -74,6 +74,23 @@ class _Call:
 class CallManager:
     """Per-call tasks around the state machine (contract §5)."""
 
+    #: The ARI event types `handle` acts on; the client asks Asterisk for these only.
+    EVENT_TYPES = frozenset(
+        {
+            "StasisStart",
+            "StasisEnd",
+            "ChannelHangupRequest",
+            "ChannelDestroyed",
+            "ChannelStateChange",
+            "Dial",
+            "PlaybackFinished",
+            "RecordingStarted",
+            "RecordingFinished",
+            "RecordingFailed",
+            "ApplicationReplaced",
+        }
+    )
+
     def __init__(
         self,
         ari: Ari,

@@ -513,3 +513,52 @@ async def test_record_a_bridge_and_download_the_file(
     finally:
         with contextlib.suppress(errors.AriNotFound):
             await ari.delete_stored_recording(recording)
+
+
+async def test_snoop_on_a_channel_and_record_the_snoop(call: Call, tmp_path: Path) -> None:
+    ari, log, channel = call.ari, call.log, call.channel
+    snoop_id = f"snoop-{call.bridge_id}"
+    recording = f"ari-test/{snoop_id}"
+    snoop = await ari.snoop(channel.id, snoop_id=snoop_id, app_args="snoop:test")
+    assert snoop.id == snoop_id
+    # it can be recorded only once it is in the application
+    started = await log.wait(StasisStart, lambda e: e.channel.id == snoop_id)
+    assert started.args == ("snoop:test",)
+    try:
+        live = await ari.record_channel(snoop_id, recording)
+        assert live.target_uri == f"channel:{snoop_id}"
+        await log.wait(RecordingStarted, lambda e: e.recording.name == recording)
+        await asyncio.sleep(1.5)  # the caller's tone flows into the file meanwhile
+        # the snoop hangs on the caller: hanging up the caller ends it and its recording
+        await ari.hangup(channel.id)
+        finished = await log.wait(RecordingFinished, lambda e: e.recording.name == recording)
+        assert finished.recording.state == "done"
+        await log.wait(StasisEnd, lambda e: e.channel.id == snoop_id)
+        size = await ari.download_recording(recording, tmp_path / "snoop.wav")
+        assert size > 44 + 16000  # a header and more than a second of 8 kHz 16-bit audio
+        with pytest.raises(errors.AriNotFound):
+            await ari.snoop("no-such-channel", snoop_id=f"{snoop_id}-2")
+    finally:
+        with contextlib.suppress(errors.AriNotFound):
+            await ari.delete_stored_recording(recording)
+
+
+async def test_event_filter_sends_only_the_types_asked_for(bare_stack: Stack) -> None:
+    async with client(bare_stack, "callrec", event_types={"StasisStart", "StasisEnd"}) as ari:
+        running = await start_events(ari)
+        caller = Caller(
+            sip_port=bare_stack.sip_port,
+            service_number=SERVICE_NUMBER,
+            caller_number="0409999998",
+            talk_seconds=1,
+        ).start()
+        try:
+            start = await running.log.wait(StasisStart, lambda e: e.args == (SERVICE_NUMBER,))
+            await ari.answer(start.channel.id)  # a ChannelStateChange nobody asked for
+            await running.log.wait(StasisEnd, lambda e: e.channel.id == start.channel.id)
+            assert await asyncio.to_thread(caller.wait, 30) == 0, caller.output()
+            kinds = {type(e).__name__ for e in running.log.events}
+            assert kinds == {"Connected", "StasisStart", "StasisEnd"}, kinds
+        finally:
+            await _cancel(running.task)
+            caller.stop()
