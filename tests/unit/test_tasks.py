@@ -43,3 +43,28 @@ async def test_the_callers_own_cancellation_is_passed_on() -> None:
     with pytest.raises(asyncio.CancelledError):
         await outer
     assert outer.cancelled()
+
+
+async def test_a_caller_cleaning_up_after_its_own_cancellation_can_stop_tasks() -> None:
+    """As aiohttp's run_app does on SIGTERM: the main task is cancelled, and its `finally`
+    runs every cleanup context, which must still be able to stop their tasks."""
+    stopped: list[bool] = []
+
+    async def background() -> None:
+        await asyncio.sleep(3600)
+
+    async def main() -> None:
+        task = asyncio.create_task(background())
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            await cancel_and_wait(task)
+            stopped.append(task.cancelled())
+            await asyncio.sleep(0)  # and carries on with more cleanup
+
+    runner = asyncio.create_task(main())
+    await asyncio.sleep(0)
+    runner.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await runner
+    assert stopped == [True]
