@@ -59,6 +59,8 @@ class CallStore:
         self._dsn = dsn
         self.journal = Journal(journal_dir)
         self._pool: asyncpg.Pool | None = None
+        self._lazy_pool: asyncpg.Pool | None = None
+        self._connecting = asyncio.Lock()
         self._drainer: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._retry = retry_seconds
@@ -76,9 +78,10 @@ class CallStore:
         if self._drainer is not None:
             await cancel_and_wait(self._drainer)
             self._drainer = None
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        pools = [p for p in (self._pool, self._lazy_pool) if p is not None]
+        self._pool = self._lazy_pool = None
+        for pool in pools:
+            await pool.close()
 
     async def __aenter__(self) -> CallStore:
         await self.start()
@@ -87,12 +90,28 @@ class CallStore:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _connect(self) -> asyncpg.Pool:
-        if self._pool is None:
-            self._pool = await asyncpg.create_pool(
-                self._dsn, min_size=1, max_size=5, timeout=5, command_timeout=10
-            )
-        return self._pool
+    async def _connect(self, *, durable: bool = True) -> asyncpg.Pool:
+        ready = self._pool if durable else self._lazy_pool
+        if ready is not None:
+            return ready
+        # One lock: concurrent first writes must not each create (and leak) a pool.
+        async with self._connecting:
+            if self._pool is None:
+                self._pool = await asyncpg.create_pool(
+                    self._dsn, min_size=1, max_size=5, timeout=5, command_timeout=10
+                )
+            if durable:
+                return self._pool
+            if self._lazy_pool is None:
+                # Commits that do not wait for the WAL to reach the disk. They survive a crash
+                # of this process (PostgreSQL has them); only a crash of PostgreSQL itself can
+                # lose the last fraction of a second of them, and the call's durable last
+                # write carries the whole row again.
+                self._lazy_pool = await asyncpg.create_pool(
+                    self._dsn, min_size=1, max_size=5, timeout=5, command_timeout=10,
+                    server_settings={"synchronous_commit": "off"},
+                )
+            return self._lazy_pool
 
     def _came_back(self) -> None:
         if not self.db_available:
@@ -104,12 +123,18 @@ class CallStore:
         return self.journal.backlog()
 
     # ---- writes
-    async def record_call(self, call_id: uuid.UUID, **fields: Any) -> None:
+    async def record_call(
+        self, call_id: uuid.UUID, *, durable: bool = True, **fields: Any
+    ) -> None:
+        """Upsert these columns of the call's row. `durable=False`: returns before the commit
+        is on disk (for the steps between a call's first and last writes, which would
+        otherwise hold up the call flow behind the disk under load)."""
         unknown = set(fields) - CALL_COLUMNS
         if unknown:
             raise ArchiveError(f"not a call column: {', '.join(sorted(unknown))}")
         await self._write({"op": "call", "id": str(call_id),
-                           "fields": {k: _encode(v) for k, v in fields.items()}})
+                           "fields": {k: _encode(v) for k, v in fields.items()}},
+                          durable=durable)
 
     async def record_recording(
         self, call_id: uuid.UUID, *, path: str, sha256: str, bytes: int, duration_ms: int,
@@ -119,12 +144,12 @@ class CallStore:
             "path": path, "sha256": sha256, "bytes": bytes, "duration_ms": duration_ms,
             "format": format}})
 
-    async def _write(self, op: dict[str, Any]) -> None:
+    async def _write(self, op: dict[str, Any], *, durable: bool = True) -> None:
         # While anything waits in the journal, new writes queue behind it: order per call
         # is what makes the upserts correct.
         if self.journal_backlog == 0:
             try:
-                pool = await self._connect()
+                pool = await self._connect(durable=durable)
                 async with pool.acquire() as conn:
                     await _apply(conn, op)
                 self._came_back()

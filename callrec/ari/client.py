@@ -265,6 +265,12 @@ class AriClient:
     async def ring_stop(self, channel_id: str) -> None:
         await self._request("DELETE", "channels", channel_id, "ring")
 
+    async def continue_in_dialplan(self, channel_id: str, *, label: str | None = None) -> None:
+        """Let the channel leave our application and go on in the dialplan where it entered
+        `Stasis()`: at the next priority, or at `label` of the same extension."""
+        params: _Params = [("label", label)] if label else []
+        await self._request("POST", "channels", channel_id, "continue", params=params)
+
     async def start_moh(self, channel_id: str) -> None:
         await self._request("POST", "channels", channel_id, "moh")
 

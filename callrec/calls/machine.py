@@ -183,6 +183,7 @@ class CallState:
     recording: RecState = RecState.NONE
     recording_name: str | None = None
     timers: frozenset[str] = frozenset()
+    row: Mapping[str, Any] = field(default_factory=dict)  # every column persisted so far
 
     def leg(self, channel_id: str) -> Leg | None:
         for leg in self.legs:
@@ -470,9 +471,14 @@ class ArchiveRecording(Command):
 
 @dataclass(frozen=True)
 class Persist(Command):
-    """Columns of the `calls` row to write (merged per transition, written first)."""
+    """Columns of the `calls` row to write (merged per transition, written first).
+
+    `durable`: wait until the write is on disk. A call's first write (the row is born) and
+    its end (the whole row again, so nothing written lazily in between can be missing) are
+    durable; the steps in between need not hold up the call flow behind the disk."""
 
     fields: Mapping[str, Any]
+    durable: bool = True
 
 
 @dataclass(frozen=True)
@@ -604,7 +610,11 @@ class _Step:
                 0, Log("debug", "phase", {"from": self.before.value, "to": self.s.phase.value})
             )
         if self.row:
-            self.out.insert(0, Persist(dict(self.row)))
+            self.s = replace(self.s, row={**self.s.row, **self.row})
+            if "ended_at" in self.row:
+                self.out.insert(0, Persist(dict(self.s.row), durable=True))
+            else:
+                self.out.insert(0, Persist(dict(self.row), durable="started_at" in self.row))
         return self.s, self.out
 
 
@@ -848,10 +858,6 @@ def _connect(step: _Step, leg: Leg) -> None:
         if name.startswith("ring-") or name in (ROUND_PAUSE, MAX_WAIT):
             step.cancel_timer(name)
     step.update_leg(leg.channel_id, LegStatus.ANSWERED)
-    for other in step.s.legs:
-        if other.channel_id != leg.channel_id:
-            step.hangup_leg(other, "answered_elsewhere")
-    step.stop_hold()
     bridge = bridge_id_for(s.call_id)
     step.set(winner=leg.channel_id, answered_at=step.at, bridge_id=bridge)
     step.persist(
@@ -862,26 +868,34 @@ def _connect(step: _Step, leg: Leg) -> None:
         agent_channel_id=leg.channel_id,
         bridge_id=bridge,
     )
+    recorded = s.recording is not RecState.DISABLED
+    if recorded:
+        # The snoop first: its arrival in our application travels back while the bridge is
+        # being made, which shortens the agent's wait to be connected under load.
+        name = recording_name_for(s.call_id)
+        snoop = snoop_id_for(s.call_id)
+        step.set(
+            recording=RecState.SNOOPING,
+            recording_name=name,
+            snoop_channel=snoop,
+            phase=Phase.CONNECTING,
+        )
+        step.persist(recording_name=name)
+        step.emit(SnoopChannel(s.caller_channel, snoop))
+    for other in step.s.legs:
+        if other.channel_id != leg.channel_id:
+            step.hangup_leg(other, "answered_elsewhere")
+    step.stop_hold()
     step.emit(
         MarkAgent(leg.agent.id, True, step.at),
         CreateBridge(bridge),
         AddToBridge(bridge, s.caller_channel),
     )
-    if s.recording is RecState.DISABLED:
+    if recorded:
+        step.start_timer(RECORD_GUARD, RECORD_START_GUARD)
+    else:
         step.emit(AddToBridge(bridge, leg.channel_id))
         step.set(phase=Phase.CONVERSATION)
-        return
-    name = recording_name_for(s.call_id)
-    snoop = snoop_id_for(s.call_id)
-    step.set(
-        recording=RecState.SNOOPING,
-        recording_name=name,
-        snoop_channel=snoop,
-        phase=Phase.CONNECTING,
-    )
-    step.persist(recording_name=name)
-    step.emit(SnoopChannel(s.caller_channel, snoop))
-    step.start_timer(RECORD_GUARD, RECORD_START_GUARD)
 
 
 def _add_agent(step: _Step) -> None:

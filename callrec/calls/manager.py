@@ -39,6 +39,15 @@ MAX_LEGS_SEARCHED = 200
 # An unclaimed channel in our application younger than this may be a call whose StasisStart
 # is still on its way to us: leave it alone.
 ORPHAN_MIN_AGE = timedelta(seconds=30)
+# The dialplan label (in the extension where the call entered Stasis) that takes calls callrec
+# stops before connecting them: the agents rung directly, unrecorded (asterisk-conf).
+HANDBACK_LABEL = "handback"
+# Row states of a call that has not reached an agent yet and can still be handed back.
+_WAITING_STATES = frozenset({m.Phase.ANSWERING, m.Phase.NOTICE, m.Phase.RINGING})
+# How long `close` may spend handing waiting callers back to the dialplan.
+HANDBACK_TIMEOUT = 10.0
+# How long `close` lets row writes under way finish.
+WRITES_DRAIN_TIMEOUT = 15.0
 # How long a new agent channel may take to enter our application before it is dialled.
 STASIS_START_WAIT = 5.0
 # Commands whose failure changes the flow: the machine hears about it.
@@ -69,6 +78,9 @@ class _Call:
         self.timers: dict[str, asyncio.Task[None]] = {}
         self.task: asyncio.Task[None] | None = None
         self.owned: set[str] = set()  # channel, playback and recording ids, for unrouting
+        # The latest lazy row write; each waits for the one before it, so a call's writes
+        # reach PostgreSQL in order while the call flow goes on without waiting for them.
+        self.writes: asyncio.Task[None] | None = None
 
 
 class CallManager:
@@ -120,6 +132,7 @@ class CallManager:
         self._by_playback: dict[str, _Call] = {}
         self._by_recording: dict[str, _Call] = {}
         self._background: set[asyncio.Task[Any]] = set()
+        self._writes: set[asyncio.Task[None]] = set()
         # agent channels created but not yet reported in our application: dialling them
         # before their StasisStart fails with 409 (seen under load)
         self._in_stasis: dict[str, asyncio.Future[None]] = {}
@@ -161,13 +174,21 @@ class CallManager:
             self.reconciliations += 1
 
     async def close(self) -> None:
-        """Cancel and await every call task (calls go on in Asterisk; the next run resumes)."""
+        """Cancel and await every call task. Calls in conversation go on in Asterisk and the
+        next run resumes them; callers still waiting are handed to the dialplan."""
         self._closed = True
+        waiting = [c.state for c in self._calls.values() if c.state.phase in _WAITING_STATES]
         tasks = [c.task for c in self._calls.values() if c.task is not None]
         tasks.extend(self._background)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if waiting:
+            handing = [asyncio.create_task(self._hand_back_waiting(s)) for s in waiting]
+            await asyncio.wait(handing, timeout=HANDBACK_TIMEOUT)
+        if self._writes:
+            # row writes already under way are let finish (the store journals what fails)
+            await asyncio.wait(list(self._writes), timeout=WRITES_DRAIN_TIMEOUT)
 
     # -- routing ARI events ---------------------------------------------------------------
 
@@ -334,6 +355,8 @@ class CallManager:
                 getattr(log, note.level, log.info)(note.message, **note.fields)
 
     async def _retire(self, call: _Call) -> None:
+        if call.writes is not None:
+            await asyncio.wait([call.writes])
         timers = list(call.timers.values())
         for timer in timers:
             timer.cancel()
@@ -408,8 +431,8 @@ class CallManager:
     async def _do(self, call: _Call, cmd: m.Command) -> None:
         ari = self._ari
         match cmd:
-            case m.Persist(fields=fields):
-                await self._persist(call, **fields)
+            case m.Persist(fields=fields, durable=durable):
+                await self._persist(call, durable=durable, **fields)
             case m.Answer(channel_id=channel_id):
                 await ari.answer(channel_id)
                 call.queue.put_nowait(m.Answered(self._clock()))
@@ -487,9 +510,31 @@ class CallManager:
         finally:
             self._in_stasis.pop(channel_id, None)
 
-    async def _persist(self, call: _Call, **fields: Any) -> None:
+    async def _persist(self, call: _Call, *, durable: bool = True, **fields: Any) -> None:
+        """Write columns of the call's row: a durable write waits for every earlier write of
+        the call and for its own; a lazy one is chained behind them and not waited for."""
+        before = call.writes
+        if not durable:
+            call.writes = asyncio.create_task(self._write_after(before, call.id, fields))
+            self._writes.add(call.writes)
+            call.writes.add_done_callback(self._writes.discard)
+            return
+        if before is not None:
+            await asyncio.wait([before])
+        await self._write_row(call.id, durable=True, fields=fields)
+
+    async def _write_after(
+        self, before: asyncio.Task[None] | None, call_id: uuid.UUID, fields: dict[str, Any]
+    ) -> None:
+        if before is not None:
+            await asyncio.wait([before])
+        await self._write_row(call_id, durable=False, fields=fields)  # call_id is bound here too
+
+    async def _write_row(
+        self, call_id: uuid.UUID, *, durable: bool, fields: dict[str, Any]
+    ) -> None:
         try:
-            await self._store.record_call(call.id, **fields)
+            await self._store.record_call(call_id, durable=durable, **fields)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -535,6 +580,34 @@ class CallManager:
         task = asyncio.create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    # -- handing calls back to the dialplan -------------------------------------------------
+
+    async def _hand_back_waiting(self, state: m.CallState) -> None:
+        with structlog.contextvars.bound_contextvars(call_id=str(state.call_id)):
+            legs = [leg.channel_id for leg in state.legs if leg.live]
+            if not (state.caller_gone or state.caller_hung_up):
+                await self._hand_back(state.caller_channel, legs)
+            await self._write_row(
+                state.call_id,
+                durable=True,
+                fields={"ended_at": self._clock(), "end_reason": "interrupted", "state": "done"},
+            )
+
+    async def _hand_back(self, caller: str, agent_legs: Iterable[str]) -> None:
+        """Stop ringing our agent legs and send the caller on in the dialplan (the agents rung
+        directly, unrecorded); a caller the dialplan cannot take is hung up."""
+        for channel_id in agent_legs:
+            await self._hangup_quietly(channel_id, "normal")
+        try:
+            await self._ari.continue_in_dialplan(caller, label=HANDBACK_LABEL)
+        except AriNotFound:
+            return
+        except AriError as exc:
+            log.warning("call not handed back to the dialplan: hung up", error=str(exc))
+            await self._hangup_quietly(caller, "normal")
+            return
+        log.info("call handed back to the dialplan", label=HANDBACK_LABEL)
 
     # -- reconciliation -------------------------------------------------------------------
 
@@ -593,9 +666,12 @@ class CallManager:
             if phase in ("conversation", "connecting") and caller and agent_channel:
                 self._resume(row, call_id, started_at, caller, agent_channel, live, bridges, now)
                 return
-            for channel_id in self._leg_ids(call_id, caller, agent_channel):
-                if channel_id in live:
-                    await self._hangup_quietly(channel_id, "normal")
+            legs = [c for c in self._leg_ids(call_id, caller, agent_channel) if c in live]
+            if phase in _WAITING_STATES and caller in live:
+                await self._hand_back(caller, [c for c in legs if c != caller])
+                legs = []
+            for channel_id in legs:
+                await self._hangup_quietly(channel_id, "normal")
             reason = row.get("end_reason") or "interrupted"
             await self._store.record_call(call_id, ended_at=now, end_reason=reason, state="done")
             log.info("call of an earlier run closed", previous_state=phase, end_reason=reason)
@@ -643,6 +719,11 @@ class CallManager:
             self._own(call, self._by_channel, state.snoop_channel)
         if recording:
             self._own(call, self._by_recording, recording)
+        if agent.id:
+            # the agent is in this call (the tracker of this run never saw it start); the
+            # call's end frees the agent again
+            answered = row.get("answered_at")
+            self.tracker.busy(agent.id, answered if isinstance(answered, datetime) else now)
         caller_live, agent_live = caller in live, agent_channel in live
         if row.get("state") == "connecting":
             # the agent was never added: this conversation did not start

@@ -53,6 +53,24 @@ async def test_progressive_upserts_build_one_row(db: ScratchDatabase, tmp_path: 
         "Aino Agentti", "completed", "done")
 
 
+async def test_lazy_writes_land_and_only_they_skip_waiting_for_the_disk(
+    db: ScratchDatabase, tmp_path: Path
+) -> None:
+    call_id = uuid.uuid4()
+    async with CallStore(db.app_dsn, tmp_path / "journal") as store:
+        await store.record_call(call_id, service_number="0103808000", started_at=T0)
+        await store.record_call(call_id, durable=False, agent_name="Aino Agentti",
+                                state="conversation")
+        row = await _row(db.app_dsn, call_id)  # another session sees it at once
+        assert row is not None and row["agent_name"] == "Aino Agentti"
+        settings = {}
+        for durable in (True, False):
+            pool = await store._connect(durable=durable)
+            async with pool.acquire() as conn:
+                settings[durable] = await conn.fetchval("SHOW synchronous_commit")
+        assert settings == {True: "on", False: "off"}
+
+
 async def test_unknown_column_is_refused(db: ScratchDatabase, tmp_path: Path) -> None:
     async with CallStore(db.app_dsn, tmp_path / "journal") as store:
         with pytest.raises(ArchiveError, match="not a call column"):

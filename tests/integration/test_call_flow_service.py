@@ -1,5 +1,6 @@
 """The call flow through the running service (`callrec serve` on the real stack): the demo
-routing, the text-to-speech notice, and a SIGKILL of the service in the middle of a call."""
+routing, the text-to-speech notice, a SIGKILL of the service in the middle of a call, and a
+graceful stop while a caller waits."""
 
 from __future__ import annotations
 
@@ -141,3 +142,70 @@ async def test_sigkill_mid_conversation_then_restart_archives_the_call(stack: St
     assert abs(rec["duration_ms"] - talked_ms) < 2000, "recorded across the restart"
     for s in tone_shares(stack.archive_dir / rec["path"], CALLER_HZ, AGENT_HZ["agent1"]):
         assert s[CALLER_HZ] > PRESENT and s[AGENT_HZ["agent1"]] > PRESENT, s
+
+
+async def test_sigterm_while_ringing_hands_the_caller_to_the_dialplan(stack: Stack) -> None:
+    """A graceful stop must not drop a caller who is still waiting: the call goes on in the
+    dialplan (the same agents rung directly, unrecorded) and its row is closed."""
+    agent = Agent(
+        name="agent1", port=stack.agent_ports["agent1"], tone_hz=1000, answer_after=5.0
+    ).start()
+    try:
+        notice = notice_seconds(stack)
+        caller = Caller(
+            sip_port=stack.sip_port,
+            service_number=SERVICE,
+            caller_number="0405000003",
+            tone_hz=CALLER_HZ,
+            talk_seconds=notice + 25,
+        ).start()
+        await until(lambda: asyncio.to_thread(lambda: len(agent.invites()) >= 1), 60,
+                    "agent1 ringing")
+        row = await call_row(stack, "0405000003")
+        assert row is not None and row["state"] == "ringing"
+        await asyncio.to_thread(stack.stop_service, signal.SIGTERM)
+        # a second INVITE: the dialplan rings the agent; it answers and the two talk
+        await until(lambda: asyncio.to_thread(lambda: len(agent.invites()) >= 2), 30,
+                    "the dialplan ringing agent1")
+        assert await wait(caller, 90) == 0, caller.output()
+    finally:
+        agent.stop()
+        await asyncio.to_thread(stack.start_service)
+    done = await call_row(stack, "0405000003")
+    assert done is not None
+    assert (done["state"], done["end_reason"]) == ("done", "interrupted")
+    assert done["recording_name"] is None
+    console = (stack.asterisk.log_dir / "messages.log").read_text(errors="replace")
+    assert "callrec stopped before the call to 0103808000 was connected" in console
+    log = stack.service_log.read_text(errors="replace")
+    assert "call handed back to the dialplan" in log
+    assert "CleanupError" not in log, "the graceful stop ran every cleanup to its end"
+
+
+async def test_sigkill_while_ringing_then_restart_hands_the_caller_on(stack: Stack) -> None:
+    """After a crash, a caller of the earlier run still waiting is handed to the dialplan by
+    the next start, and the ringing of the crashed run is stopped."""
+    agent = Agent(
+        name="agent1", port=stack.agent_ports["agent1"], tone_hz=1000, answer_after=60.0
+    ).start()
+    try:
+        caller = Caller(
+            sip_port=stack.sip_port,
+            service_number=SERVICE,
+            caller_number="0405000004",
+            tone_hz=CALLER_HZ,
+            talk_seconds=notice_seconds(stack) + 60,
+        ).start()
+        await until(lambda: asyncio.to_thread(lambda: len(agent.invites()) >= 1), 60,
+                    "agent1 ringing")
+        await asyncio.to_thread(stack.stop_service, signal.SIGKILL)
+        await asyncio.to_thread(stack.start_service)
+        await until(lambda: asyncio.to_thread(lambda: "CANCEL sip:" in agent.messages()), 30,
+                    "the crashed run's ringing stopped")
+        await until(lambda: asyncio.to_thread(lambda: len(agent.invites()) >= 2), 30,
+                    "the dialplan ringing agent1")
+        row = await call_row(stack, "0405000004")
+        assert row is not None and (row["state"], row["end_reason"]) == ("done", "interrupted")
+    finally:
+        caller.stop()
+        agent.stop()

@@ -75,9 +75,9 @@ def test_happy_path_in_order() -> None:
     assert m.StopRing(CALLER_CHANNEL) in out
     assert m.CancelTimer(m.MAX_WAIT) in out
     assert m.CancelTimer("ring-1") in out
-    # bridge, caller in, a snoop on the caller; the agent only after its recording has started
+    # a snoop on the caller, bridge, caller in; the agent only after its recording has started
     kinds = [type(c) for c in out if isinstance(c, m.CreateBridge | m.AddToBridge | m.SnoopChannel)]
-    assert kinds == [m.CreateBridge, m.AddToBridge, m.SnoopChannel]
+    assert kinds == [m.SnoopChannel, m.CreateBridge, m.AddToBridge]
     assert m.AddToBridge(BRIDGE, CALLER_CHANNEL) in out
     assert m.SnoopChannel(CALLER_CHANNEL, SNOOP) in out
     assert m.AddToBridge(BRIDGE, leg_id(1)) not in out
@@ -666,3 +666,20 @@ def test_a_call_without_a_plan_is_recorded_as_failed_and_hung_up() -> None:
     row = sim.persisted()
     assert (row["end_reason"], row["service_number"]) == ("failed", "100")
     assert not sim.all(m.Answer)
+
+
+def test_first_and_last_row_writes_are_durable_and_the_last_carries_the_whole_row() -> None:
+    sim = Sim()
+    sim.to_conversation()
+    sim.feed(m.CallerGone(sim.at(), 16))
+    writes = sim.all(m.Persist)
+    assert writes[0].durable and "started_at" in writes[0].fields
+    ending = [w for w in writes if "ended_at" in w.fields]
+    assert len(ending) == 1 and ending[0].durable
+    between = writes[1 : writes.index(ending[0])]
+    assert between and not any(w.durable for w in between)
+    # the last write alone would rebuild the row if the lazy ones in between were lost
+    assert ending[0].fields == sim.persisted()
+    for column in ("caller_number", "service_number", "agent_name", "recording_name",
+                   "notice_prompt", "answered_at"):
+        assert column in ending[0].fields
