@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import collections
 import socket
 
 from devstack.errors import StackError
+
+# Blocks handed out lately by this process: a program started on a block binds it only a
+# moment later, and twenty callers started in a row must not be given the same block.
+_recent: collections.deque[tuple[int, int]] = collections.deque(maxlen=1024)
 
 
 def is_free(port: int, kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> bool:
@@ -38,8 +43,14 @@ def free_block(count: int, start: int = 20000, end: int = 60000, step: int = 10)
 
     bases = list(range(start, end - count, step))
     random.shuffle(bases)
-    for base in bases:
+
+    def recent(base: int) -> bool:
+        return any(lo < base + count and base < hi for lo, hi in _recent)
+
+    # blocks not handed out lately first; a small range may have to reuse one
+    for base in [b for b in bases if not recent(b)] + [b for b in bases if recent(b)]:
         ports = range(base, base + count)
         if all(is_free(p) and is_free(p, socket.SOCK_DGRAM) for p in ports):
+            _recent.append((base, base + count))
             return base
     raise StackError(f"no block of {count} free ports between {start} and {end}")

@@ -3,6 +3,7 @@ configuration rendering."""
 
 from __future__ import annotations
 
+import itertools
 import socket
 from pathlib import Path
 
@@ -122,3 +123,10 @@ def test_caller_number_is_escaped_for_the_sip_uri(number: str, expected: str) ->
 def test_display_name_quotes_are_escaped() -> None:
     assert sip_display('say "hi" \\') == '"say \\"hi\\" \\\\" '
     assert sip_display("") == ""
+
+
+def test_free_block_does_not_hand_out_a_block_twice_before_it_is_bound() -> None:
+    # nothing binds the blocks here, as when twenty SIPp processes start in a row
+    bases = [free_block(4, start=41000, end=41100, step=4) for _ in range(20)]
+    starts = sorted(bases)
+    assert all(b - a >= 4 for a, b in itertools.pairwise(starts))
