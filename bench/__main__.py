@@ -28,8 +28,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="synthetic calls in the archive benchmark (default 5,000,000)")
     p.add_argument("--purge", type=int, default=20_000,
                    help="calls past retention, with real files, purged (default 20,000)")
-    p.add_argument("--rates", default="4,8,12,16",
-                   help="call rates (calls/s) of the capacity steps (default 4,8,12,16)")
+    p.add_argument("--rates", default="4,8,12,16,20,24",
+                   help="call rates (calls/s) of the capacity steps (default 4,8,12,16,20,24)")
     p.add_argument("--window", type=float, default=25.0,
                    help="seconds new calls arrive in each capacity step (default 25)")
     p.add_argument("--conversation", type=float, default=20.0,
