@@ -74,19 +74,31 @@ def wait(peer: Caller | Agent, within: float) -> Awaitable[int]:
     return asyncio.to_thread(peer.wait, within)
 
 
-async def test_service_answers_announces_and_records(stack: Stack) -> None:
-    agent = Agent(
-        name="agent1", port=stack.agent_ports["agent1"], tone_hz=1000, answer_after=1.0
+def agent1(stack: Stack, answer_after: float) -> Agent:
+    return Agent(
+        name="agent1", port=stack.agent_ports["agent1"], tone_hz=1000, answer_after=answer_after
     ).start()
+
+
+def call_in(stack: Stack, number: str, talk_seconds: float) -> Caller:
+    return Caller(
+        sip_port=stack.sip_port,
+        service_number=SERVICE,
+        caller_number=number,
+        tone_hz=CALLER_HZ,
+        talk_seconds=talk_seconds,
+    ).start()
+
+
+async def invited(agent: Agent, times: int, what: str, within: float = 60) -> None:
+    await until(lambda: asyncio.to_thread(lambda: len(agent.invites()) >= times), within, what)
+
+
+async def test_service_answers_announces_and_records(stack: Stack) -> None:
+    agent = agent1(stack, 1.0)
     try:
         notice = notice_seconds(stack)
-        caller = Caller(
-            sip_port=stack.sip_port,
-            service_number=SERVICE,
-            caller_number="0405000001",
-            tone_hz=CALLER_HZ,
-            talk_seconds=notice + 1.5 + 6,
-        ).start()
+        caller = call_in(stack, "0405000001", notice + 1.5 + 6)
         assert await wait(caller, 120) == 0, caller.output()
         row = await until(lambda: finished_row(stack, "0405000001"), 60, "the archived call")
     finally:
@@ -106,18 +118,10 @@ async def test_service_answers_announces_and_records(stack: Stack) -> None:
 
 
 async def test_sigkill_mid_conversation_then_restart_archives_the_call(stack: Stack) -> None:
-    agent = Agent(
-        name="agent1", port=stack.agent_ports["agent1"], tone_hz=1000, answer_after=0.5
-    ).start()
+    agent = agent1(stack, 0.5)
     try:
         notice = notice_seconds(stack)
-        caller = Caller(
-            sip_port=stack.sip_port,
-            service_number=SERVICE,
-            caller_number="0405000002",
-            tone_hz=CALLER_HZ,
-            talk_seconds=notice + 1 + 15,
-        ).start()
+        caller = call_in(stack, "0405000002", notice + 1 + 15)
 
         async def in_conversation() -> asyncpg.Record | None:
             row = await call_row(stack, "0405000002")
@@ -147,26 +151,16 @@ async def test_sigkill_mid_conversation_then_restart_archives_the_call(stack: St
 async def test_sigterm_while_ringing_hands_the_caller_to_the_dialplan(stack: Stack) -> None:
     """A graceful stop must not drop a caller who is still waiting: the call goes on in the
     dialplan (the same agents rung directly, unrecorded) and its row is closed."""
-    agent = Agent(
-        name="agent1", port=stack.agent_ports["agent1"], tone_hz=1000, answer_after=5.0
-    ).start()
+    agent = agent1(stack, 5.0)
     try:
         notice = notice_seconds(stack)
-        caller = Caller(
-            sip_port=stack.sip_port,
-            service_number=SERVICE,
-            caller_number="0405000003",
-            tone_hz=CALLER_HZ,
-            talk_seconds=notice + 25,
-        ).start()
-        await until(lambda: asyncio.to_thread(lambda: len(agent.invites()) >= 1), 60,
-                    "agent1 ringing")
+        caller = call_in(stack, "0405000003", notice + 25)
+        await invited(agent, 1, "agent1 ringing")
         row = await call_row(stack, "0405000003")
         assert row is not None and row["state"] == "ringing"
         await asyncio.to_thread(stack.stop_service, signal.SIGTERM)
         # a second INVITE: the dialplan rings the agent; it answers and the two talk
-        await until(lambda: asyncio.to_thread(lambda: len(agent.invites()) >= 2), 30,
-                    "the dialplan ringing agent1")
+        await invited(agent, 2, "the dialplan ringing agent1", within=30)
         assert await wait(caller, 90) == 0, caller.output()
     finally:
         agent.stop()
@@ -185,25 +179,15 @@ async def test_sigterm_while_ringing_hands_the_caller_to_the_dialplan(stack: Sta
 async def test_sigkill_while_ringing_then_restart_hands_the_caller_on(stack: Stack) -> None:
     """After a crash, a caller of the earlier run still waiting is handed to the dialplan by
     the next start, and the ringing of the crashed run is stopped."""
-    agent = Agent(
-        name="agent1", port=stack.agent_ports["agent1"], tone_hz=1000, answer_after=60.0
-    ).start()
+    agent = agent1(stack, 60.0)
     try:
-        caller = Caller(
-            sip_port=stack.sip_port,
-            service_number=SERVICE,
-            caller_number="0405000004",
-            tone_hz=CALLER_HZ,
-            talk_seconds=notice_seconds(stack) + 60,
-        ).start()
-        await until(lambda: asyncio.to_thread(lambda: len(agent.invites()) >= 1), 60,
-                    "agent1 ringing")
+        caller = call_in(stack, "0405000004", notice_seconds(stack) + 60)
+        await invited(agent, 1, "agent1 ringing")
         await asyncio.to_thread(stack.stop_service, signal.SIGKILL)
         await asyncio.to_thread(stack.start_service)
         await until(lambda: asyncio.to_thread(lambda: "CANCEL sip:" in agent.messages()), 30,
                     "the crashed run's ringing stopped")
-        await until(lambda: asyncio.to_thread(lambda: len(agent.invites()) >= 2), 30,
-                    "the dialplan ringing agent1")
+        await invited(agent, 2, "the dialplan ringing agent1", within=30)
         row = await call_row(stack, "0405000004")
         assert row is not None and (row["state"], row["end_reason"]) == ("done", "interrupted")
     finally:
