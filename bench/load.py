@@ -46,7 +46,7 @@ class LoadCaller(_Quiet, Caller):
     first_number: int = 0
 
     def start(self) -> LoadCaller:
-        base = _ports(4)
+        base = _ports()
         numbers = self.workdir / "callers.csv"
         numbers.write_text("SEQUENTIAL\n" + "".join(
             f"0409{self.first_number + i:06d};\n" for i in range(self.calls)))
@@ -85,7 +85,7 @@ class LoadAgent(_Quiet, Agent):
     """One agent phone answering every call it is offered."""
 
     def start(self) -> LoadAgent:
-        media = _ports(4)
+        media = _ports()
         scenario = self._render(
             "agent.xml",
             {"AGENT": self.name,

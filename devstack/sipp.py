@@ -52,8 +52,14 @@ def sip_display(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '" '
 
 
-def _ports(count: int) -> int:
-    return free_block(count, start=30000, end=39000, step=4)
+# A SIPp process binds its SIP port and, from its `-mp` media port M, M (audio) and M + 2
+# (video). With the SIP port at a block's base and M = base + 2, a block of 4 let the video
+# port land on the next block's SIP port (SIPp then exits 254); a block of 8 holds them all.
+SIPP_BLOCK = 8
+
+
+def _ports(count: int = SIPP_BLOCK) -> int:
+    return free_block(count, start=30000, end=39000, step=count)
 
 
 @dataclass
@@ -137,7 +143,7 @@ class Caller(_Sipp):
     limit: int = 1
 
     def start(self) -> Caller:
-        base = _ports(4)
+        base = _ports()
         user = sip_uri_user(self.caller_number)
         scenario = self._render(
             "caller.xml",
@@ -174,7 +180,7 @@ class Agent(_Sipp):
     reject: int | None = None
 
     def start(self) -> Agent:
-        media = _ports(4)
+        media = _ports()
         if self.reject is not None:
             reasons = {486: "Busy Here", 480: "Temporarily Unavailable", 603: "Decline",
                        404: "Not Found", 503: "Service Unavailable"}

@@ -130,3 +130,12 @@ def test_free_block_does_not_hand_out_a_block_twice_before_it_is_bound() -> None
     bases = [free_block(4, start=41000, end=41100, step=4) for _ in range(20)]
     starts = sorted(bases)
     assert all(b - a >= 4 for a, b in itertools.pairwise(starts))
+
+
+def test_sipp_port_blocks_hold_the_sip_audio_and_video_ports() -> None:
+    from devstack import sipp
+
+    # SIP at the base, audio at base + 2, video at base + 4 (seen with `ss` on SIPp 3.6.1)
+    assert sipp.SIPP_BLOCK > 4
+    bases = sorted(sipp._ports() for _ in range(20))
+    assert all(b - a >= sipp.SIPP_BLOCK for a, b in itertools.pairwise(bases))
