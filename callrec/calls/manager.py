@@ -588,11 +588,9 @@ class CallManager:
             legs = [leg.channel_id for leg in state.legs if leg.live]
             if not (state.caller_gone or state.caller_hung_up):
                 await self._hand_back(state.caller_channel, legs)
-            await self._write_row(
-                state.call_id,
-                durable=True,
-                fields={"ended_at": self._clock(), "end_reason": "interrupted", "state": "done"},
-            )
+            # the last write carries the whole row, as the machine's own end does
+            end = {"ended_at": self._clock(), "end_reason": "interrupted", "state": "done"}
+            await self._write_row(state.call_id, durable=True, fields={**state.row, **end})
 
     async def _hand_back(self, caller: str, agent_legs: Iterable[str]) -> None:
         """Stop ringing our agent legs and send the caller on in the dialplan (the agents rung
