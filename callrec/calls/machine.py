@@ -10,6 +10,11 @@ ringing (or music on hold), and on an answer: bridge, caller in, a snoop channel
 recording has started add the agent, so that the first word is captured. Nobody answers within
 `max_wait`: "please call later", `no_agent`, never recorded.
 
+The snoop is asked for as the notice starts and waits, unrecorded, until an agent answers: its
+arrival in our application was the slowest step between an agent's answer and the recording
+(p90 1 s with the machine saturated), and the agent waits in silence for that step. Nothing
+is written before the answer: the recording itself is asked for only then.
+
 Why a snoop and not the bridge's own recorder: a bridge recorder is a third party in the bridge,
 which makes Asterisk mix the bridge in software for the whole call; a snoop is an audio hook on
 the caller's channel, as MixMonitor is, and the two-party bridge stays a plain one (the benchmark
@@ -179,7 +184,8 @@ class CallState:
     legs: tuple[Leg, ...] = ()
     winner: str | None = None  # channel id of the agent in the call
     bridge_id: str | None = None
-    snoop_channel: str | None = None  # the recorded snoop on the caller, once requested
+    snoop_channel: str | None = None  # the snoop on the caller, once requested
+    snoop_ready: bool = False  # the snoop is in our application (it can be recorded)
     recording: RecState = RecState.NONE
     recording_name: str | None = None
     timers: frozenset[str] = frozenset()
@@ -322,6 +328,13 @@ class CallerGone(FlowEvent):
 @dataclass(frozen=True)
 class SnoopReady(FlowEvent):
     """The snoop channel on the caller entered our application: it can be recorded now."""
+
+    channel_id: str
+
+
+@dataclass(frozen=True)
+class SnoopGone(FlowEvent):
+    """The snoop channel left our application (with the caller, or before it was recorded)."""
 
     channel_id: str
 
@@ -665,6 +678,7 @@ def _on_answered(step: _Step, ev: Answered) -> None:
         return
     pid = playback_id_for(step.s.call_id, "notice")
     step.emit(Play(step.s.caller_channel, plan.notice.media, pid))
+    _request_snoop(step)
     step.persist(
         notice_started_at=ev.at,
         notice_prompt=plan.notice.label,
@@ -699,6 +713,7 @@ def _notice_over(step: _Step, *, completed: bool) -> None:
     if not completed:
         step.log("warning", "the recording notice did not play: the call will not be recorded")
         step.set(recording=RecState.DISABLED)
+        _drop_snoop(step)
     _start_waiting(step)
 
 
@@ -797,6 +812,7 @@ def _go_closing(step: _Step, reason: str) -> None:
         if name.startswith("ring-") or name in (ROUND_PAUSE, MAX_WAIT):
             step.cancel_timer(name)
     step.stop_hold()
+    _drop_snoop(step)
     step.set(end_reason=reason)
     step.persist(end_reason=reason)
     _play_closing(step)
@@ -870,18 +886,18 @@ def _connect(step: _Step, leg: Leg) -> None:
     )
     recorded = s.recording is not RecState.DISABLED
     if recorded:
-        # The snoop first: its arrival in our application travels back while the bridge is
-        # being made, which shortens the agent's wait to be connected under load.
         name = recording_name_for(s.call_id)
-        snoop = snoop_id_for(s.call_id)
-        step.set(
-            recording=RecState.SNOOPING,
-            recording_name=name,
-            snoop_channel=snoop,
-            phase=Phase.CONNECTING,
-        )
+        step.set(recording_name=name, phase=Phase.CONNECTING)
         step.persist(recording_name=name)
-        step.emit(SnoopChannel(s.caller_channel, snoop))
+        if s.snoop_ready and s.snoop_channel is not None:
+            # the usual case: the snoop came during the notice; recording it comes first
+            step.set(recording=RecState.REQUESTED)
+            step.emit(RecordChannel(s.snoop_channel, name))
+        else:
+            # still on its way (recorded when it arrives), or lost: asked for again first,
+            # so that its arrival travels back while the bridge is being made
+            _request_snoop(step)
+            step.set(recording=RecState.SNOOPING)
     for other in step.s.legs:
         if other.channel_id != leg.channel_id:
             step.hangup_leg(other, "answered_elsewhere")
@@ -954,14 +970,33 @@ def _on_caller_gone(step: _Step, ev: CallerGone) -> None:
 # -- recording ------------------------------------------------------------------------------
 
 
+# Phases in which a snoop asked for at the notice waits, unrecorded, for an agent's answer.
+_SNOOP_WAITING_PHASES = frozenset({Phase.ANSWERING, Phase.NOTICE, Phase.RINGING})
+
+
+def _request_snoop(step: _Step) -> None:
+    """Ask for the snoop on the caller unless it is asked for already."""
+    s = step.s
+    if s.snoop_channel is not None:
+        return
+    snoop = snoop_id_for(s.call_id)
+    step.set(snoop_channel=snoop, snoop_ready=False)
+    step.emit(SnoopChannel(s.caller_channel, snoop))
+
+
 def _on_snoop_ready(step: _Step, ev: SnoopReady) -> None:
     s = step.s
     if ev.channel_id != s.snoop_channel:
         step.log("debug", "snoop channel not wanted (any more)", channel_id=ev.channel_id)
         return
-    if s.recording in (RecState.REQUESTED, RecState.STARTED, RecState.ARCHIVING):
+    if s.snoop_ready or s.recording in (
+        RecState.REQUESTED, RecState.STARTED, RecState.ARCHIVING
+    ):
         step.log("debug", "snoop reported twice", channel_id=ev.channel_id)
         return
+    step.set(snoop_ready=True)
+    if s.recording is RecState.NONE and s.phase in _SNOOP_WAITING_PHASES:
+        return  # kept for the answer
     if s.recording is RecState.SNOOPING and s.recording_name is not None:
         if s.phase in (Phase.CONNECTING, Phase.CONVERSATION):
             step.set(recording=RecState.REQUESTED)
@@ -971,10 +1006,18 @@ def _on_snoop_ready(step: _Step, ev: SnoopReady) -> None:
     _drop_snoop(step)  # nothing to record any more
 
 
+def _on_snoop_gone(step: _Step, ev: SnoopGone) -> None:
+    s = step.s
+    if ev.channel_id != s.snoop_channel or s.recording is not RecState.NONE:
+        return  # the end of a recorded snoop is reported by its recording
+    step.log("info", "the snoop left before an agent answered", channel_id=ev.channel_id)
+    step.set(snoop_channel=None, snoop_ready=False)  # asked for again on an answer
+
+
 def _drop_snoop(step: _Step) -> None:
     if step.s.snoop_channel is not None:
         step.emit(HangupChannel(step.s.snoop_channel))
-        step.set(snoop_channel=None)
+        step.set(snoop_channel=None, snoop_ready=False)
 
 
 def _nothing_recorded(step: _Step) -> None:
@@ -1121,6 +1164,10 @@ def _on_command_failed(step: _Step, ev: CommandFailed) -> None:
             playback_id_for(s.call_id, "closed"),
         ):
             _on_prompt_finished(step, PromptFinished(ev.at, cmd.playback_id, failed=True))
+    elif isinstance(cmd, SnoopChannel) and s.recording is RecState.NONE:
+        if cmd.snoop_id == s.snoop_channel:
+            # asked for again when an agent answers
+            step.set(snoop_channel=None, snoop_ready=False)
     elif isinstance(cmd, SnoopChannel | RecordChannel):
         if isinstance(cmd, RecordChannel) and cmd.channel_id == s.snoop_channel:
             _drop_snoop(step)  # of no use any more
@@ -1179,6 +1226,9 @@ def _end(step: _Step, reason: str, *, abandoned_phase: str | None = None) -> Non
     for leg in s.legs:
         step.hangup_leg(leg, "normal")
     step.hangup_caller()
+    if s.recording in (RecState.NONE, RecState.DISABLED):
+        # an unrecorded snoop of the notice: it ends with the caller, who is leaving
+        step.set(snoop_channel=None, snoop_ready=False)
     for name in sorted(s.timers):
         step.cancel_timer(name)
     step.set(hold_on=False, ended_at=step.at, end_reason=reason, abandoned_phase=abandoned_phase)
@@ -1215,6 +1265,7 @@ _HANDLERS: Mapping[type[FlowEvent], Any] = {
     AgentGone: _on_agent_gone,
     CallerGone: _on_caller_gone,
     SnoopReady: _on_snoop_ready,
+    SnoopGone: _on_snoop_gone,
     RecordingStarted: _on_recording_started,
     RecordingFinished: _on_recording_finished,
     RecordingFailed: _on_recording_failed,

@@ -72,6 +72,7 @@ class _Call:
 
     def __init__(self, state: m.CallState, service_number: str) -> None:
         self.id = state.call_id
+        self.snoop_id = m.snoop_id_for(state.call_id)  # looked up on every channel event
         self.state = state
         self.service_number = service_number
         self.queue: asyncio.Queue[m.FlowEvent] = asyncio.Queue()
@@ -285,8 +286,11 @@ class CallManager:
         call = self._by_channel.get(channel_id)
         if call is None:
             return
-        if channel_id == m.snoop_id_for(call.id):
-            return  # it ends with the caller; its recording reports the end
+        if channel_id == call.snoop_id:
+            # it ends with the caller (its recording reports that end); gone earlier, the
+            # call asks for another when an agent answers
+            call.queue.put_nowait(m.SnoopGone(now, channel_id))
+            return
         if channel_id == call.state.caller_channel:
             call.queue.put_nowait(m.CallerGone(now, cause))
         else:
@@ -586,16 +590,18 @@ class CallManager:
     async def _hand_back_waiting(self, state: m.CallState) -> None:
         with structlog.contextvars.bound_contextvars(call_id=str(state.call_id)):
             legs = [leg.channel_id for leg in state.legs if leg.live]
+            if state.snoop_channel is not None:
+                legs.append(state.snoop_channel)  # the unrecorded snoop waiting for an answer
             if not (state.caller_gone or state.caller_hung_up):
                 await self._hand_back(state.caller_channel, legs)
             # the last write carries the whole row, as the machine's own end does
             end = {"ended_at": self._clock(), "end_reason": "interrupted", "state": "done"}
             await self._write_row(state.call_id, durable=True, fields={**state.row, **end})
 
-    async def _hand_back(self, caller: str, agent_legs: Iterable[str]) -> None:
-        """Stop ringing our agent legs and send the caller on in the dialplan (the agents rung
-        directly, unrecorded); a caller the dialplan cannot take is hung up."""
-        for channel_id in agent_legs:
+    async def _hand_back(self, caller: str, channels: Iterable[str]) -> None:
+        """Hang up our agent legs (and snoop) and send the caller on in the dialplan (the agents
+        rung directly, unrecorded); a caller the dialplan cannot take is hung up."""
+        for channel_id in channels:
             await self._hangup_quietly(channel_id, "normal")
         try:
             await self._ari.continue_in_dialplan(caller, label=HANDBACK_LABEL)

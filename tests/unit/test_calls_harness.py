@@ -85,9 +85,16 @@ class Sim:
     def notice_done(self, failed: bool = False) -> list[m.Command]:
         return self.feed(m.PromptFinished(self.at(), NOTICE_PB, failed))
 
-    def to_ringing(self, p: m.ServicePlan) -> list[m.Command]:
+    def snoop_ready(self) -> list[m.Command]:
+        return self.feed(m.SnoopReady(self.at(), SNOOP))
+
+    def to_ringing(self, p: m.ServicePlan, *, snoop_ready: bool = True) -> list[m.Command]:
+        """To ringing; the snoop asked for at the notice is in our application unless
+        `snoop_ready` is false (still on its way)."""
         self.enter(p)
         self.answered()
+        if snoop_ready:
+            self.snoop_ready()
         return self.notice_done()
 
     def timer(self, name: str) -> list[m.Command]:
@@ -99,7 +106,6 @@ class Sim:
     def to_conversation(self, p: m.ServicePlan | None = None) -> None:
         self.to_ringing(p or plan())
         self.agent_answers(1)
-        self.feed(m.SnoopReady(self.at(), SNOOP))
         self.feed(m.RecordingStarted(self.at(), REC))
 
     # -- looking at commands ----------------------------------------------------------------------

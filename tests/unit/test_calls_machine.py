@@ -50,12 +50,18 @@ def test_happy_path_in_order() -> None:
 
     out = sim.answered()
     assert m.Play(CALLER_CHANNEL, NOTICE.media, NOTICE_PB) in out
+    # the snoop to record is asked for with the notice (after it: the notice comes first)
+    # and waits, unrecorded, for an answer
+    assert out.index(m.SnoopChannel(CALLER_CHANNEL, SNOOP)) > out.index(
+        m.Play(CALLER_CHANNEL, NOTICE.media, NOTICE_PB))
     assert sim.state.phase is m.Phase.NOTICE
     row = sim.persisted()
     assert row["notice_prompt"] == "notice/fi/abc"
     assert row["notice_language"] == "fi"
     assert row["notice_started_at"] > row["started_at"]
     assert not sim.all(m.CreateAgentChannel), "no agent is reached before the notice ends"
+    assert sim.snoop_ready() == []
+    assert not sim.all(m.RecordChannel), "nothing is recorded before an agent answers"
 
     out = sim.notice_done()
     assert sim.persisted()["notice_completed"] is True
@@ -67,6 +73,7 @@ def test_happy_path_in_order() -> None:
     assert m.Dial(leg_id(1), CALLER_CHANNEL, 20) in out
     assert m.StartTimer("ring-1", 15.0) in out
     assert sim.state.phase is m.Phase.RINGING
+    assert not sim.all(m.RecordChannel)
 
     sim.feed(m.AgentDialStatus(sim.at(), leg_id(1), "RINGING"))
     assert sim.state.phase is m.Phase.RINGING
@@ -75,11 +82,14 @@ def test_happy_path_in_order() -> None:
     assert m.StopRing(CALLER_CHANNEL) in out
     assert m.CancelTimer(m.MAX_WAIT) in out
     assert m.CancelTimer("ring-1") in out
-    # a snoop on the caller, bridge, caller in; the agent only after its recording has started
-    kinds = [type(c) for c in out if isinstance(c, m.CreateBridge | m.AddToBridge | m.SnoopChannel)]
-    assert kinds == [m.SnoopChannel, m.CreateBridge, m.AddToBridge]
+    # the waiting snoop recorded first, then bridge, caller in; the agent only after the
+    # recording has started
+    kinds = [type(c) for c in out
+             if isinstance(c, m.CreateBridge | m.AddToBridge | m.RecordChannel)]
+    assert kinds == [m.RecordChannel, m.CreateBridge, m.AddToBridge]
+    assert m.RecordChannel(SNOOP, REC) in out
     assert m.AddToBridge(BRIDGE, CALLER_CHANNEL) in out
-    assert m.SnoopChannel(CALLER_CHANNEL, SNOOP) in out
+    assert not sim.all(m.SnoopChannel, out), "the snoop of the notice is used"
     assert m.AddToBridge(BRIDGE, leg_id(1)) not in out
     row = sim.persisted()
     assert row["agent_name"] == "Aino Agentti"
@@ -88,10 +98,8 @@ def test_happy_path_in_order() -> None:
     assert row["recording_name"] == REC
     assert row["bridge_id"] == BRIDGE
     assert row["answered_at"] > row["notice_started_at"]
-
-    out = sim.feed(m.SnoopReady(sim.at(), SNOOP))
-    assert out == [m.RecordChannel(SNOOP, REC)]
     assert sim.state.phase is m.Phase.CONNECTING
+
     out = sim.feed(m.RecordingStarted(sim.at(), REC))
     assert out.count(m.AddToBridge(BRIDGE, leg_id(1))) == 1
     assert sim.state.phase is m.Phase.CONVERSATION
@@ -172,7 +180,8 @@ def test_max_wait_plays_please_call_later_and_never_records() -> None:
     sim = Sim()
     sim.to_ringing(plan(strategy=Strategy.RING_ALL))
     out = sim.timer(m.MAX_WAIT)
-    assert sim.hangups() == {leg_id(1): ["normal"], leg_id(2): ["normal"]}
+    # the snoop that waited for an answer goes too: nothing listens to the closed prompt
+    assert sim.hangups() == {leg_id(1): ["normal"], leg_id(2): ["normal"], SNOOP: ["normal"]}
     assert m.StopRing(CALLER_CHANNEL) in out
     assert m.Play(CALLER_CHANNEL, CLOSED.media, CLOSED_PB) in out
     assert m.CancelTimer("ring-round-1") in out
@@ -183,7 +192,7 @@ def test_max_wait_plays_please_call_later_and_never_records() -> None:
     row = sim.persisted()
     assert row["end_reason"] == "no_agent"
     assert "recording_name" not in row
-    assert not sim.all(m.SnoopChannel) and not sim.all(m.RecordChannel)
+    assert not sim.all(m.RecordChannel)
     assert not sim.all(m.CreateBridge)
     # an agent answering now is hung up, not connected
     sim.feed(m.CallerGone(sim.at()))
@@ -323,7 +332,7 @@ def test_recording_failure_keeps_the_call_going_unrecorded() -> None:
 
 def test_snoop_command_failure_counts_as_recording_failure() -> None:
     sim = Sim()
-    sim.to_ringing(plan())
+    sim.to_ringing(plan(), snoop_ready=False)
     sim.agent_answers(1)
     cmd = m.SnoopChannel(CALLER_CHANNEL, SNOOP)
     out = sim.feed(m.CommandFailed(sim.at(), cmd, "500 no snoop"))
@@ -349,6 +358,67 @@ def test_record_command_failure_hangs_up_the_snoop_and_goes_on_unrecorded() -> N
     assert sim.hangups()[SNOOP] == ["normal"]
 
 
+def test_snoop_still_on_its_way_at_the_answer_is_recorded_when_it_comes() -> None:
+    sim = Sim()
+    sim.to_ringing(plan(), snoop_ready=False)
+    out = sim.agent_answers(1)
+    assert not sim.all(m.SnoopChannel, out), "asked for once, at the notice"
+    assert not sim.all(m.RecordChannel, out)
+    assert m.AddToBridge(BRIDGE, CALLER_CHANNEL) in out
+    out = sim.feed(m.SnoopReady(sim.at(), SNOOP))
+    assert out == [m.RecordChannel(SNOOP, REC)]
+    out = sim.feed(m.RecordingStarted(sim.at(), REC))
+    assert m.AddToBridge(BRIDGE, leg_id(1)) in out
+    assert sim.state.phase is m.Phase.CONVERSATION
+
+
+def test_snoop_failed_during_the_notice_is_asked_for_again_at_the_answer() -> None:
+    sim = Sim()
+    sim.enter(plan())
+    sim.answered()
+    out = sim.feed(m.CommandFailed(sim.at(), m.SnoopChannel(CALLER_CHANNEL, SNOOP), "500"))
+    assert all(isinstance(c, m.Log) for c in out), "the call goes on"
+    assert sim.state.phase is m.Phase.NOTICE
+    sim.notice_done()
+    out = sim.agent_answers(1)
+    assert m.SnoopChannel(CALLER_CHANNEL, SNOOP) in out
+    assert out.index(m.SnoopChannel(CALLER_CHANNEL, SNOOP)) < out.index(
+        m.CreateBridge(BRIDGE)), "asked for before the bridge is made"
+    assert sim.state.recording is m.RecState.SNOOPING
+    assert sim.feed(m.SnoopReady(sim.at(), SNOOP)) == [m.RecordChannel(SNOOP, REC)]
+    sim.feed(m.RecordingStarted(sim.at(), REC))
+    assert sim.state.phase is m.Phase.CONVERSATION
+
+
+def test_snoop_gone_while_ringing_is_asked_for_again_at_the_answer() -> None:
+    sim = Sim()
+    sim.to_ringing(plan())
+    sim.feed(m.SnoopGone(sim.at(), SNOOP))
+    assert sim.state.snoop_channel is None and not sim.state.snoop_ready
+    out = sim.agent_answers(1)
+    assert m.SnoopChannel(CALLER_CHANNEL, SNOOP) in out
+    assert not sim.all(m.RecordChannel, out), "not before the new snoop is there"
+    assert sim.feed(m.SnoopReady(sim.at(), SNOOP)) == [m.RecordChannel(SNOOP, REC)]
+
+
+def test_snoop_gone_with_the_recorded_caller_changes_nothing() -> None:
+    sim = Sim()
+    sim.to_conversation()
+    out = sim.feed(m.SnoopGone(sim.at(), SNOOP))
+    assert out == []
+    assert sim.state.snoop_channel == SNOOP and sim.state.recording is m.RecState.STARTED
+
+
+def test_caller_leaving_while_ringing_takes_the_unrecorded_snoop_along() -> None:
+    sim = Sim()
+    sim.to_ringing(plan())
+    sim.feed(m.CallerGone(sim.at(), 16))
+    assert SNOOP not in sim.hangups(), "it ends with the caller: no request for it"
+    assert sim.state.snoop_channel is None
+    assert not sim.all(m.RecordChannel)
+    assert sim.state.done
+
+
 def test_snoop_reported_twice_records_once() -> None:
     sim = Sim()
     sim.to_ringing(plan())
@@ -363,7 +433,7 @@ def test_snoop_reported_twice_records_once() -> None:
 
 def test_snoop_ready_after_the_caller_left_records_nothing() -> None:
     sim = Sim()
-    sim.to_ringing(plan())
+    sim.to_ringing(plan(), snoop_ready=False)
     sim.agent_answers(1)
     sim.feed(m.CallerGone(sim.at(), 16))
     assert sim.state.phase is m.Phase.FINISHING
@@ -377,7 +447,7 @@ def test_snoop_ready_after_the_caller_left_records_nothing() -> None:
 
 def test_snoop_that_never_comes_ends_the_call_unrecorded_after_the_guard() -> None:
     sim = Sim()
-    sim.to_ringing(plan())
+    sim.to_ringing(plan(), snoop_ready=False)
     sim.agent_answers(1)
     sim.feed(m.CallerGone(sim.at(), 16))
     out = sim.timer(m.FINISH_GUARD_TIMER)
@@ -389,7 +459,7 @@ def test_snoop_that_never_comes_ends_the_call_unrecorded_after_the_guard() -> No
 
 def test_snoop_late_after_the_record_guard_is_still_recorded() -> None:
     sim = Sim()
-    sim.to_ringing(plan())
+    sim.to_ringing(plan(), snoop_ready=False)
     sim.agent_answers(1)
     sim.timer(m.RECORD_GUARD)
     assert sim.state.phase is m.Phase.CONVERSATION
@@ -452,11 +522,13 @@ def test_failed_notice_means_no_recording() -> None:
     sim = Sim()
     sim.enter(plan())
     sim.answered()
-    sim.notice_done(failed=True)
+    out = sim.notice_done(failed=True)
+    assert m.HangupChannel(SNOOP) in out, "the snoop asked for with the notice goes"
     assert sim.persisted()["notice_completed"] is False
     out = sim.agent_answers(1)
     assert m.AddToBridge(BRIDGE, leg_id(1)) in out
-    assert not sim.all(m.SnoopChannel) and not sim.all(m.RecordChannel)
+    assert sim.all(m.SnoopChannel) == [m.SnoopChannel(CALLER_CHANNEL, SNOOP)]
+    assert not sim.all(m.RecordChannel)
     assert sim.state.phase is m.Phase.CONVERSATION
     sim.feed(m.CallerGone(sim.at()))
     assert sim.state.done
