@@ -21,6 +21,7 @@ from aiohttp import web
 
 from callrec import health
 from callrec.archive.files import RecordingArchiver
+from callrec.archive.spool import SpoolRecordings
 from callrec.archive.store import CallStore
 from callrec.ari.client import AriClient
 from callrec.ari.events import Connected, Event
@@ -58,7 +59,9 @@ SERVICE = web.AppKey("service", Service)
 
 def build_service(settings: Settings) -> Service:
     store = CallStore(settings.database_url, settings.journal_dir)
-    archiver = RecordingArchiver(settings.archive_dir, store)
+    spool = (SpoolRecordings(settings.asterisk_recordings_dir)
+             if settings.asterisk_recordings_dir is not None else None)
+    archiver = RecordingArchiver(settings.archive_dir, store, spool=spool)
     routing = RoutingProvider(settings.config_path, prompts_dir=settings.prompts_dir)
     prompts = PromptCatalog(settings.prompts_dir, settings.prompt_cache_dir, settings.public_url)
     ari = AriClient(settings.ari_url, settings.ari_user, settings.ari_password,
@@ -84,6 +87,8 @@ def create_service(settings: Settings) -> web.Application:
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     svc = app[SERVICE]
     svc.settings.archive_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+    if isinstance(svc.archiver.spool, SpoolRecordings):
+        svc.archiver.spool.check()
     await svc.store.start()
     retries = asyncio.create_task(svc.archiver.run_retries(), name="archive-retries")
     try:

@@ -27,6 +27,8 @@ class Settings:
     prompt_cache_dir: Path
     log_format: str  # "console" or "json"
     retention_months: int = 12  # privacy statement §9
+    # Asterisk's recording spool as this process sees it; unset: recordings come over ARI.
+    asterisk_recordings_dir: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -51,7 +53,11 @@ class Settings:
         months = env.get("CALLREC_RETENTION_MONTHS", "12")
         if not months.isdigit() or not 1 <= int(months) <= 120:
             raise ConfigError("CALLREC_RETENTION_MONTHS must be a whole number from 1 to 120")
+        spool = env.get("CALLREC_ASTERISK_RECORDINGS_DIR", "").strip()
+        if spool and not Path(spool).is_absolute():
+            raise ConfigError("CALLREC_ASTERISK_RECORDINGS_DIR must be an absolute path")
         return cls(
+            asterisk_recordings_dir=Path(spool) if spool else None,
             retention_months=int(months),
             database_url=need("CALLREC_DATABASE_URL"),
             ari_url=need("CALLREC_ARI_URL").rstrip("/"),

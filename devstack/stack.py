@@ -204,6 +204,8 @@ class Stack:
             "CALLREC_SIP_PORT": str(self.sip_port),
             "CALLREC_WEB_URL": self.web_url,
             "CALLREC_ARCHIVE_DIR": str(self.archive_dir),
+            # Asterisk runs on this host: recordings are read from its spool, not over ARI
+            "CALLREC_ASTERISK_RECORDINGS_DIR": str(self.asterisk.recordings),
             "CALLREC_STATE_DIR": str(self.state_dir),
             "CALLREC_CONFIG": str(self.config_path),
             "CALLREC_PROMPTS_DIR": str(self.prompts_dir),

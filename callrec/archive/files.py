@@ -93,9 +93,14 @@ def inspect_wav(path: Path) -> tuple[str, int, int]:
 
 
 class RecordingArchiver:
-    def __init__(self, root: Path, store: CallStore) -> None:
+    def __init__(
+        self, root: Path, store: CallStore, *, spool: RecordingSource | None = None
+    ) -> None:
         self.root = root
         self.store = store
+        # Where set, recordings are read from Asterisk's spool, not from the ARI client the
+        # call passes in (callrec.archive.spool).
+        self.spool = spool
         self.disk_full = False  # raised alarm, cleared by the next successful write
         self.bytes_archived = 0
         # Recordings Asterisk still holds because archiving them failed for a reason that
@@ -137,8 +142,9 @@ class RecordingArchiver:
         Safe to repeat: a recording already archived is registered again (idempotent) and
         only then is Asterisk's copy deleted. None if neither side has it. A failure that
         passes (disk full, Asterisk unreachable) is raised and the recording kept for retry."""
+        source = self.spool or ari
         try:
-            result = await self._archive(ari, call_id, recording_name, started_at)
+            result = await self._archive(source, call_id, recording_name, started_at)
         except (ArchiveDiskFull, AriUnavailable):
             self._pending[recording_name] = (ari, call_id, started_at)
             raise

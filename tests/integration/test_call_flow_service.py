@@ -115,6 +115,11 @@ async def test_service_answers_announces_and_records(stack: Stack) -> None:
         # the spoken notice would show up as energy outside the two tones
         assert s[CALLER_HZ] > PRESENT and s[AGENT_HZ["agent1"]] > PRESENT, s
         assert s[CALLER_HZ] + s[AGENT_HZ["agent1"]] > 0.9, s
+    # the stack's service reads recordings from Asterisk's spool (no ARI download) and
+    # deletes them there once archived
+    assert stack.env["CALLREC_ASTERISK_RECORDINGS_DIR"] == str(stack.asterisk.recordings)
+    assert not (stack.asterisk.recordings / f"{row['recording_name']}.wav").exists()
+    assert (stack.archive_dir / rec["path"]).stat().st_size == rec["bytes"]
 
 
 async def test_sigkill_mid_conversation_then_restart_archives_the_call(stack: Stack) -> None:

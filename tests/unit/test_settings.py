@@ -25,6 +25,16 @@ def test_complete_environment() -> None:
     assert s.public_url == "http://127.0.0.1:8080"
     assert s.retention_months == 12
     assert str(s.journal_dir) == "/srv/callrec/state/journal"
+    assert s.asterisk_recordings_dir is None  # recordings come over ARI
+
+
+def test_asterisk_spool_must_be_an_absolute_path() -> None:
+    spool = "/srv/asterisk/spool/recording"
+    env = {**BASE, "CALLREC_ASTERISK_RECORDINGS_DIR": spool}
+    assert str(Settings.from_env(env).asterisk_recordings_dir) == spool
+    env["CALLREC_ASTERISK_RECORDINGS_DIR"] = "spool/recording"
+    with pytest.raises(ConfigError, match="CALLREC_ASTERISK_RECORDINGS_DIR"):
+        Settings.from_env(env)
 
 
 @pytest.mark.parametrize("missing", ["CALLREC_DATABASE_URL", "CALLREC_ARI_PASSWORD",

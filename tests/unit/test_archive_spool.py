@@ -1,0 +1,56 @@
+"""Recordings read from Asterisk's spool directory: what the archiver needs of ARI, as files."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from callrec.archive.spool import SpoolRecordings
+from callrec.ari.errors import AriNotFound
+from callrec.errors import ConfigError
+
+pytestmark = pytest.mark.timeout(10)
+NAME = "callrec-8d6f4a52-5b0e-4f53-9a3c-2f1e0c9b7a11"
+
+
+def test_a_stored_recording_is_copied_then_deleted(tmp_path: Path) -> None:
+    spool = SpoolRecordings(tmp_path / "recording")
+    spool.directory.mkdir()
+    data = bytes(range(256)) * 1500  # 384 kB: more than one copy buffer's worth is fine too
+    (spool.directory / f"{NAME}.wav").write_bytes(data)
+    dest = tmp_path / "out.partial"
+    assert asyncio.run(spool.download_recording(NAME, dest)) == len(data)
+    assert dest.read_bytes() == data
+    assert (spool.directory / f"{NAME}.wav").exists(), "kept until the archive has it"
+    asyncio.run(spool.delete_stored_recording(NAME))
+    assert not (spool.directory / f"{NAME}.wav").exists()
+
+
+def test_a_missing_recording_is_not_found_and_writes_nothing(tmp_path: Path) -> None:
+    spool = SpoolRecordings(tmp_path)
+    dest = tmp_path / "out.partial"
+    with pytest.raises(AriNotFound):
+        asyncio.run(spool.download_recording(NAME, dest))
+    assert not dest.exists()
+    with pytest.raises(AriNotFound):
+        asyncio.run(spool.delete_stored_recording(NAME))
+
+
+@pytest.mark.parametrize("name", ["", "../etc/passwd", "a/b", ".hidden", "x" * 200, "a b",
+                                  "callrec-1\x00", "/abs"])
+def test_names_callrec_never_gives_are_refused_before_any_path(tmp_path: Path, name: str) -> None:
+    spool = SpoolRecordings(tmp_path / "recording")
+    with pytest.raises(ValueError, match="not a recording name"):
+        spool.path(name)
+    with pytest.raises(ValueError):
+        asyncio.run(spool.download_recording(name, tmp_path / "out"))
+    with pytest.raises(ValueError):
+        asyncio.run(spool.delete_stored_recording(name))
+
+
+def test_a_spool_that_is_not_there_stops_the_start(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not a directory"):
+        SpoolRecordings(tmp_path / "nowhere").check()
+    SpoolRecordings(tmp_path).check()
