@@ -5,15 +5,17 @@ channels, bridge, playbacks, recording) is derived from the call id and an attem
 transition is a plain function of its inputs and a restarted service can recompute the ids.
 
 Flow (issue 3): answer, play the recording notice, ring agents per strategy while the caller hears
-ringing (or music on hold), and on an answer: bridge, caller in, a snoop channel on the caller
-(what the caller says and hears: the conversation's mix), record the snoop, and only when the
+ringing (or music on hold), and on an answer: record a snoop channel on the caller (what the
+caller says and hears: the conversation's mix), caller into the bridge, and only when the
 recording has started add the agent, so that the first word is captured. Nobody answers within
 `max_wait`: "please call later", `no_agent`, never recorded.
 
 The snoop is asked for as the notice starts and waits, unrecorded, until an agent answers: its
 arrival in our application was the slowest step between an agent's answer and the recording
 (p90 1 s with the machine saturated), and the agent waits in silence for that step. Nothing
-is written before the answer: the recording itself is asked for only then.
+is written before the answer: the recording itself is asked for only then. The bridge, too, is
+made when the ringing starts. Under load each request to Asterisk can take a few hundred ms, so
+the fewer of them lie between an answer and the agent joining, the shorter the agent's silence.
 
 Why a snoop and not the bridge's own recorder: a bridge recorder is a third party in the bridge,
 which makes Asterisk mix the bridge in software for the whole call; a snoop is an audio hook on
@@ -734,7 +736,18 @@ def _start_waiting(step: _Step) -> None:
         step.emit(StartMoh(step.s.caller_channel))
     else:
         step.emit(Ring(step.s.caller_channel))
+    # The (empty) bridge is made now, not when an agent answers: one request less while the
+    # agent waits to be connected. Before the agents are dialled, so that a failure to make
+    # it is heard before any answer.
+    _create_bridge(step)
     _start_round(step)
+
+
+def _create_bridge(step: _Step) -> None:
+    bridge = bridge_id_for(step.s.call_id)
+    step.set(bridge_id=bridge)
+    step.persist(bridge_id=bridge)
+    step.emit(CreateBridge(bridge))
 
 
 def _start_round(step: _Step) -> None:
@@ -874,15 +887,13 @@ def _connect(step: _Step, leg: Leg) -> None:
         if name.startswith("ring-") or name in (ROUND_PAUSE, MAX_WAIT):
             step.cancel_timer(name)
     step.update_leg(leg.channel_id, LegStatus.ANSWERED)
-    bridge = bridge_id_for(s.call_id)
-    step.set(winner=leg.channel_id, answered_at=step.at, bridge_id=bridge)
+    step.set(winner=leg.channel_id, answered_at=step.at)
     step.persist(
         answered_at=step.at,
         agent_id=leg.agent.id,
         agent_name=leg.agent.name,
         agent_endpoint=leg.agent.endpoint,
         agent_channel_id=leg.channel_id,
-        bridge_id=bridge,
     )
     recorded = s.recording is not RecState.DISABLED
     if recorded:
@@ -898,15 +909,15 @@ def _connect(step: _Step, leg: Leg) -> None:
             # so that its arrival travels back while the bridge is being made
             _request_snoop(step)
             step.set(recording=RecState.SNOOPING)
+    step.stop_hold()
+    if step.s.bridge_id is None:  # the one made while ringing could not be made
+        _create_bridge(step)
+    bridge = step.s.bridge_id
+    assert bridge is not None
+    step.emit(AddToBridge(bridge, s.caller_channel), MarkAgent(leg.agent.id, True, step.at))
     for other in step.s.legs:
         if other.channel_id != leg.channel_id:
             step.hangup_leg(other, "answered_elsewhere")
-    step.stop_hold()
-    step.emit(
-        MarkAgent(leg.agent.id, True, step.at),
-        CreateBridge(bridge),
-        AddToBridge(bridge, s.caller_channel),
-    )
     if recorded:
         step.start_timer(RECORD_GUARD, RECORD_START_GUARD)
     else:
@@ -1169,11 +1180,11 @@ def _on_command_failed(step: _Step, ev: CommandFailed) -> None:
             # asked for again when an agent answers
             step.set(snoop_channel=None, snoop_ready=False)
     elif isinstance(cmd, SnoopChannel | RecordChannel):
-        if isinstance(cmd, RecordChannel) and cmd.channel_id == s.snoop_channel:
-            _drop_snoop(step)  # of no use any more
         expected = RecState.SNOOPING if isinstance(cmd, SnoopChannel) else RecState.REQUESTED
         if s.recording is not expected:
             return
+        if isinstance(cmd, RecordChannel) and cmd.channel_id == s.snoop_channel:
+            _drop_snoop(step)  # of no use any more
         if s.phase in (Phase.FINISHING, Phase.DONE):
             _nothing_recorded(step)
         else:
@@ -1181,6 +1192,8 @@ def _on_command_failed(step: _Step, ev: CommandFailed) -> None:
     elif isinstance(cmd, CreateBridge):
         if s.phase in (Phase.CONNECTING, Phase.CONVERSATION):
             _fail_call(step)
+        elif s.phase is Phase.RINGING and s.bridge_id == cmd.bridge_id:
+            step.set(bridge_id=None)  # made again when an agent answers
     elif isinstance(cmd, AddToBridge):
         if s.phase not in (Phase.CONNECTING, Phase.CONVERSATION):
             return

@@ -79,9 +79,13 @@ class _Call:
         self.timers: dict[str, asyncio.Task[None]] = {}
         self.task: asyncio.Task[None] | None = None
         self.owned: set[str] = set()  # channel, playback and recording ids, for unrouting
-        # The latest lazy row write; each waits for the one before it, so a call's writes
-        # reach PostgreSQL in order while the call flow goes on without waiting for them.
+        # The latest row write after the first; each waits for the one before it, so a
+        # call's writes reach PostgreSQL in order while the call flow goes on without them.
         self.writes: asyncio.Task[None] | None = None
+        self.row_started = False  # the first write, waited for, is done
+        # Hang-ups under way: nothing in the flow waits for them (their failures change
+        # nothing), so an agent waiting to be connected never waits behind one.
+        self.hangups: set[asyncio.Task[None]] = set()
 
 
 class CallManager:
@@ -361,6 +365,8 @@ class CallManager:
     async def _retire(self, call: _Call) -> None:
         if call.writes is not None:
             await asyncio.wait([call.writes])
+        if call.hangups:
+            await asyncio.wait(call.hangups)
         timers = list(call.timers.values())
         for timer in timers:
             timer.cancel()
@@ -465,7 +471,9 @@ class CallManager:
                 await self._until_in_stasis(channel_id)
                 await ari.dial(channel_id, caller=caller, timeout=timeout)
             case m.HangupChannel(channel_id=channel_id, reason=reason):
-                await ari.hangup(channel_id, reason)
+                task = asyncio.create_task(self._hangup_command(call, channel_id, reason))
+                call.hangups.add(task)
+                task.add_done_callback(call.hangups.discard)
             case m.CreateBridge(bridge_id=bridge_id):
                 await ari.create_bridge(bridge_id, bridge_type="mixing")
             case m.AddToBridge(bridge_id=bridge_id, channel_id=channel_id):
@@ -515,24 +523,35 @@ class CallManager:
             self._in_stasis.pop(channel_id, None)
 
     async def _persist(self, call: _Call, *, durable: bool = True, **fields: Any) -> None:
-        """Write columns of the call's row: a durable write waits for every earlier write of
-        the call and for its own; a lazy one is chained behind them and not waited for."""
-        before = call.writes
-        if not durable:
-            call.writes = asyncio.create_task(self._write_after(before, call.id, fields))
-            self._writes.add(call.writes)
-            call.writes.add_done_callback(self._writes.discard)
+        """Write columns of the call's row. The call's first write is waited for: its row
+        exists before anything else happens. Every later one is chained behind the call's
+        earlier writes (they reach PostgreSQL in order) and not waited for: under load a
+        commit can take seconds, and the flow (hanging up the other party, say) must not wait
+        on it. `durable=False` also commits without waiting for the WAL flush."""
+        if not call.row_started and durable:
+            call.row_started = True
+            await self._write_row(call.id, durable=True, fields=fields)
             return
-        if before is not None:
-            await asyncio.wait([before])
-        await self._write_row(call.id, durable=True, fields=fields)
+        call.writes = asyncio.create_task(
+            self._write_after(call.writes, call.id, fields, durable=durable))
+        self._writes.add(call.writes)
+        call.writes.add_done_callback(self._writes.discard)
 
     async def _write_after(
-        self, before: asyncio.Task[None] | None, call_id: uuid.UUID, fields: dict[str, Any]
+        self, before: asyncio.Task[None] | None, call_id: uuid.UUID, fields: dict[str, Any],
+        *, durable: bool,
     ) -> None:
         if before is not None:
             await asyncio.wait([before])
-        await self._write_row(call_id, durable=False, fields=fields)  # call_id is bound here too
+        await self._write_row(call_id, durable=durable, fields=fields)  # call_id is bound here
+
+    async def _hangup_command(self, call: _Call, channel_id: str, reason: str) -> None:
+        try:
+            await self._ari.hangup(channel_id, reason)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._command_failed(call, m.HangupChannel(channel_id, reason), exc)
 
     async def _write_row(
         self, call_id: uuid.UUID, *, durable: bool, fields: dict[str, Any]
@@ -577,6 +596,14 @@ class CallManager:
         except AriError as exc:
             log.warning("hangup failed", channel_id=channel_id, error=str(exc))
 
+    async def _destroy_bridge_quietly(self, bridge_id: str) -> None:
+        try:
+            await self._ari.destroy_bridge(bridge_id)
+        except AriNotFound:
+            pass
+        except AriError as exc:
+            log.warning("bridge not destroyed", bridge_id=bridge_id, error=str(exc))
+
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         if self._closed:
             coro.close()
@@ -594,6 +621,8 @@ class CallManager:
                 legs.append(state.snoop_channel)  # the unrecorded snoop waiting for an answer
             if not (state.caller_gone or state.caller_hung_up):
                 await self._hand_back(state.caller_channel, legs)
+            if state.bridge_id is not None:  # made while ringing, empty
+                await self._destroy_bridge_quietly(state.bridge_id)
             # the last write carries the whole row, as the machine's own end does
             end = {"ended_at": self._clock(), "end_reason": "interrupted", "state": "done"}
             await self._write_row(state.call_id, durable=True, fields={**state.row, **end})
@@ -676,6 +705,9 @@ class CallManager:
                 legs = []
             for channel_id in legs:
                 await self._hangup_quietly(channel_id, "normal")
+            bridge = row.get("bridge_id")
+            if bridge and bridge in bridges:  # made while ringing; nobody will use it now
+                await self._destroy_bridge_quietly(str(bridge))
             reason = row.get("end_reason") or "interrupted"
             await self._store.record_call(call_id, ended_at=now, end_reason=reason, state="done")
             log.info("call of an earlier run closed", previous_state=phase, end_reason=reason)

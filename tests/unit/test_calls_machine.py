@@ -74,6 +74,10 @@ def test_happy_path_in_order() -> None:
     assert m.StartTimer("ring-1", 15.0) in out
     assert sim.state.phase is m.Phase.RINGING
     assert not sim.all(m.RecordChannel)
+    # the bridge is made while ringing, before the agents are dialled
+    assert out.index(m.CreateBridge(BRIDGE)) < out.index(
+        m.CreateAgentChannel(leg_id(1), "PJSIP/agent1", "a1"))
+    assert sim.persisted()["bridge_id"] == BRIDGE
 
     sim.feed(m.AgentDialStatus(sim.at(), leg_id(1), "RINGING"))
     assert sim.state.phase is m.Phase.RINGING
@@ -82,11 +86,11 @@ def test_happy_path_in_order() -> None:
     assert m.StopRing(CALLER_CHANNEL) in out
     assert m.CancelTimer(m.MAX_WAIT) in out
     assert m.CancelTimer("ring-1") in out
-    # the waiting snoop recorded first, then bridge, caller in; the agent only after the
-    # recording has started
+    # the waiting snoop recorded first, then the caller into the bridge made while ringing;
+    # the agent only after the recording has started
     kinds = [type(c) for c in out
              if isinstance(c, m.CreateBridge | m.AddToBridge | m.RecordChannel)]
-    assert kinds == [m.RecordChannel, m.CreateBridge, m.AddToBridge]
+    assert kinds == [m.RecordChannel, m.AddToBridge]
     assert m.RecordChannel(SNOOP, REC) in out
     assert m.AddToBridge(BRIDGE, CALLER_CHANNEL) in out
     assert not sim.all(m.SnoopChannel, out), "the snoop of the notice is used"
@@ -193,7 +197,8 @@ def test_max_wait_plays_please_call_later_and_never_records() -> None:
     assert row["end_reason"] == "no_agent"
     assert "recording_name" not in row
     assert not sim.all(m.RecordChannel)
-    assert not sim.all(m.CreateBridge)
+    assert not sim.all(m.AddToBridge)
+    assert m.DestroyBridge(BRIDGE) in sim.history, "the bridge of the ringing goes"
     # an agent answering now is hung up, not connected
     sim.feed(m.CallerGone(sim.at()))
     assert sim.state.done
@@ -291,7 +296,7 @@ def test_agent_answering_after_the_caller_hung_up_gets_no_bridge() -> None:
     sim.to_ringing(plan())
     sim.feed(m.CallerGone(sim.at(), 16))
     out = sim.agent_answers(1)
-    assert not sim.all(m.CreateBridge)
+    assert not sim.all(m.AddToBridge)
     assert not sim.all(m.HangupChannel, out), "hung up once already"
     assert sim.hangups() == {leg_id(1): ["normal"]}
 
@@ -383,7 +388,7 @@ def test_snoop_failed_during_the_notice_is_asked_for_again_at_the_answer() -> No
     out = sim.agent_answers(1)
     assert m.SnoopChannel(CALLER_CHANNEL, SNOOP) in out
     assert out.index(m.SnoopChannel(CALLER_CHANNEL, SNOOP)) < out.index(
-        m.CreateBridge(BRIDGE)), "asked for before the bridge is made"
+        m.AddToBridge(BRIDGE, CALLER_CHANNEL)), "asked for before the caller is bridged"
     assert sim.state.recording is m.RecState.SNOOPING
     assert sim.feed(m.SnoopReady(sim.at(), SNOOP)) == [m.RecordChannel(SNOOP, REC)]
     sim.feed(m.RecordingStarted(sim.at(), REC))
@@ -417,6 +422,23 @@ def test_caller_leaving_while_ringing_takes_the_unrecorded_snoop_along() -> None
     assert sim.state.snoop_channel is None
     assert not sim.all(m.RecordChannel)
     assert sim.state.done
+
+
+def test_bridge_that_could_not_be_made_while_ringing_is_made_at_the_answer() -> None:
+    sim = Sim()
+    sim.to_ringing(plan())
+    out = sim.feed(m.CommandFailed(sim.at(), m.CreateBridge(BRIDGE), "500"))
+    assert sim.state.phase is m.Phase.RINGING, "the caller keeps waiting"
+    assert sim.state.bridge_id is None
+    out = sim.agent_answers(1)
+    assert out.index(m.CreateBridge(BRIDGE)) < out.index(m.AddToBridge(BRIDGE, CALLER_CHANNEL))
+    sim.feed(m.RecordingStarted(sim.at(), REC))
+    assert sim.state.phase is m.Phase.CONVERSATION
+    sim.feed(m.CallerGone(sim.at(), 16))
+    sim.feed(m.RecordingFinished(sim.at(), REC))
+    sim.feed(m.RecordingArchived(sim.at(), REC, True))
+    assert sim.state.done
+    assert sim.all(m.DestroyBridge) == [m.DestroyBridge(BRIDGE)]
 
 
 def test_snoop_reported_twice_records_once() -> None:

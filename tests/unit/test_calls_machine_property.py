@@ -170,6 +170,7 @@ def test_any_event_sequence_ends_with_every_leg_closed(
     timers: set[str] = set()
     answered: set[str] = set()
     winners: set[str] = set()
+    bridges: set[str] = set()
     notice_completed = False
     recorded = False
     phases: set[m.Phase] = set()
@@ -181,6 +182,8 @@ def test_any_event_sequence_ends_with_every_leg_closed(
             closed.add(event.channel_id)
         if isinstance(event, m.AgentAnswered):
             answered.add(event.channel_id)
+        if isinstance(event, m.CommandFailed) and isinstance(event.command, m.CreateBridge):
+            bridges.discard(event.command.bridge_id)  # may be made again
         for cmd in out:
             if isinstance(cmd, m.CreateAgentChannel):
                 assert cmd.channel_id not in created, "channel ids are never reused"
@@ -199,8 +202,11 @@ def test_any_event_sequence_ends_with_every_leg_closed(
                 assert state.notice_completed, "recording without the notice heard"
                 recorded = True
             elif isinstance(cmd, m.CreateBridge):
-                assert state.winner is not None
-                winners.add(state.winner)
+                assert cmd.bridge_id not in bridges, "one bridge per call, made once"
+                bridges.add(cmd.bridge_id)
+            elif isinstance(cmd, m.AddToBridge) and cmd.channel_id != CALLER_CHANNEL:
+                assert cmd.channel_id == state.winner, "only the winning agent is bridged"
+                winners.add(cmd.channel_id)
         if isinstance(event, m.TimerFired):
             timers.discard(event.name)
         assert state.timers == frozenset(timers)
