@@ -177,7 +177,8 @@ def test_any_event_sequence_ends_with_every_leg_closed(
 
     def feed(event: m.FlowEvent) -> None:
         nonlocal state, notice_completed, recorded
-        state, out = m.transition(state, event)
+        state, raw = m.transition(state, event)
+        out = m.flatten(raw)
         if isinstance(event, m.AgentGone):
             closed.add(event.channel_id)
         if isinstance(event, m.AgentAnswered):
