@@ -46,6 +46,11 @@ log = structlog.get_logger(__name__)
 EventHandler = Callable[[Event], Awaitable[None]]
 
 HEARTBEAT = 10.0  # seconds between pings; a peer silent for 1.5x this is dropped
+# Requests in flight at once (aiohttp's default, made explicit): Asterisk's `sessionlimit`
+# (asterisk-conf/http.conf) must leave room for these and the events websocket. At 20 calls/s
+# the pool fills now and then; 400 was tried and changed nothing: Asterisk itself answered
+# slowly then.
+REST_CONNECTIONS = 100
 _CHUNK = 1024 * 1024
 _Params = list[tuple[str, str]]
 _T = TypeVar("_T")
@@ -139,7 +144,8 @@ class AriClient:
             return
         headers = {"Authorization": self._authorization}
         self._session = aiohttp.ClientSession(
-            headers=headers, timeout=aiohttp.ClientTimeout(total=self.request_timeout)
+            headers=headers, timeout=aiohttp.ClientTimeout(total=self.request_timeout),
+            connector=aiohttp.TCPConnector(limit=REST_CONNECTIONS),
         )
         # the websocket lives for hours: only connecting is bounded, reading is not
         self._ws_session = aiohttp.ClientSession(

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from callrec.ari.client import REST_CONNECTIONS
 from callrec.settings import Settings
 from devstack.asterisk import load_defaults, render_conf
 from devstack.paths import ASTERISK_CONF, REPO
@@ -113,3 +114,12 @@ def test_docker_rendering_equals_the_local_stack_rendering(tmp_path: Path) -> No
         assert (docker_out / name).read_text() == (local_out / name).read_text(), name
     assert "bind = 127.0.0.1:5999" in (local_out / "pjsip.conf").read_text()
     assert "password = s3cret&|/x" in (local_out / "ari.conf").read_text()
+
+
+def test_asterisk_takes_every_connection_callrec_may_open() -> None:
+    """Up to REST_CONNECTIONS requests at once plus the events websocket: Asterisk must not
+    turn one of them away under load."""
+    text = (ASTERISK_CONF / "http.conf").read_text()
+    limit = re.search(r"^sessionlimit\s*=\s*(\d+)", text, re.MULTILINE)
+    assert limit is not None, "http.conf sets no sessionlimit (Asterisk's default is 100)"
+    assert int(limit.group(1)) > REST_CONNECTIONS + 1
