@@ -392,25 +392,6 @@ class Command:
 
 
 @dataclass(frozen=True)
-class Together(Command):
-    """Requests that do not depend on each other: sent at once, and the flow goes on when all
-    of them are done (a failure is reported for the command that failed)."""
-
-    commands: tuple[Command, ...]
-
-
-def flatten(commands: Iterable[Command]) -> list[Command]:
-    """The commands with every `Together` opened up, in order."""
-    out: list[Command] = []
-    for command in commands:
-        if isinstance(command, Together):
-            out.extend(flatten(command.commands))
-        else:
-            out.append(command)
-    return out
-
-
-@dataclass(frozen=True)
 class Answer(Command):
     channel_id: str
 
@@ -615,11 +596,6 @@ class _Step:
                 for leg in self.s.legs
             )
         )
-
-    def together_since(self, mark: int) -> None:
-        """Make the commands emitted since `mark` one `Together`."""
-        if len(self.out) - mark > 1:
-            self.out[mark:] = [Together(tuple(self.out[mark:]))]
 
     def hangup_leg(self, leg: Leg, reason: str) -> None:
         if leg.live:
@@ -919,29 +895,26 @@ def _connect(step: _Step, leg: Leg) -> None:
         agent_endpoint=leg.agent.endpoint,
         agent_channel_id=leg.channel_id,
     )
-    if step.s.bridge_id is None:  # the one made while ringing could not be made
-        _create_bridge(step)
-    bridge = step.s.bridge_id
-    assert bridge is not None
-    # The agent waits in silence until these are done: sent together, not one after another.
-    group = len(step.out)
     recorded = s.recording is not RecState.DISABLED
     if recorded:
         name = recording_name_for(s.call_id)
         step.set(recording_name=name, phase=Phase.CONNECTING)
         step.persist(recording_name=name)
         if s.snoop_ready and s.snoop_channel is not None:
-            # the usual case: the snoop came during the notice
+            # the usual case: the snoop came during the notice; recording it comes first
             step.set(recording=RecState.REQUESTED)
             step.emit(RecordChannel(s.snoop_channel, name))
         else:
-            # still on its way (recorded when it arrives), or lost: asked for again
+            # still on its way (recorded when it arrives), or lost: asked for again first,
+            # so that its arrival travels back while the bridge is being made
             _request_snoop(step)
             step.set(recording=RecState.SNOOPING)
     step.stop_hold()
-    step.emit(AddToBridge(bridge, s.caller_channel))
-    step.together_since(group)
-    step.emit(MarkAgent(leg.agent.id, True, step.at))
+    if step.s.bridge_id is None:  # the one made while ringing could not be made
+        _create_bridge(step)
+    bridge = step.s.bridge_id
+    assert bridge is not None
+    step.emit(AddToBridge(bridge, s.caller_channel), MarkAgent(leg.agent.id, True, step.at))
     for other in step.s.legs:
         if other.channel_id != leg.channel_id:
             step.hangup_leg(other, "answered_elsewhere")

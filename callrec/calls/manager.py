@@ -352,7 +352,7 @@ class CallManager:
         fields: dict[str, Any] = {
             "flow_event": type(event).__name__,
             "phase": after.phase.value,
-            "commands": [type(c).__name__ for c in m.flatten(commands) if not isinstance(c, m.Log)],
+            "commands": [type(c).__name__ for c in commands if not isinstance(c, m.Log)],
         }
         if before.phase is not after.phase:
             log.info("call transition", previous=before.phase.value, **fields)
@@ -441,8 +441,6 @@ class CallManager:
     async def _do(self, call: _Call, cmd: m.Command) -> None:
         ari = self._ari
         match cmd:
-            case m.Together(commands=commands):
-                await asyncio.gather(*(self._execute(call, c) for c in commands))
             case m.Persist(fields=fields, durable=durable):
                 await self._persist(call, durable=durable, **fields)
             case m.Answer(channel_id=channel_id):

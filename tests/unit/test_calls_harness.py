@@ -65,16 +65,13 @@ class Sim:
         self.step = timedelta(milliseconds=step_ms)
         self.history: list[m.Command] = []
         self.last: list[m.Command] = []
-        self.raw: list[m.Command] = []
 
     def at(self) -> datetime:
         self.now += self.step
         return self.now
 
     def feed(self, event: m.FlowEvent) -> list[m.Command]:
-        """The transition's commands, with `Together` groups opened up (`raw`: as given)."""
-        self.state, self.raw = m.transition(self.state, event)
-        self.last = m.flatten(self.raw)
+        self.state, self.last = m.transition(self.state, event)
         self.history.extend(self.last)
         return self.last
 

@@ -177,8 +177,7 @@ def test_any_event_sequence_ends_with_every_leg_closed(
 
     def feed(event: m.FlowEvent) -> None:
         nonlocal state, notice_completed, recorded
-        state, raw = m.transition(state, event)
-        out = m.flatten(raw)
+        state, out = m.transition(state, event)
         if isinstance(event, m.AgentGone):
             closed.add(event.channel_id)
         if isinstance(event, m.AgentAnswered):
