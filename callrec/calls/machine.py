@@ -906,7 +906,7 @@ def _connect(step: _Step, leg: Leg) -> None:
             step.emit(RecordChannel(s.snoop_channel, name))
         else:
             # still on its way (recorded when it arrives), or lost: asked for again first,
-            # so that its arrival travels back while the bridge is being made
+            # so that its arrival travels back while the caller is being bridged
             _request_snoop(step)
             step.set(recording=RecState.SNOOPING)
     step.stop_hold()
