@@ -1022,13 +1022,17 @@ def _on_snoop_gone(step: _Step, ev: SnoopGone) -> None:
     if ev.channel_id != s.snoop_channel or s.recording is not RecState.NONE:
         return  # the end of a recorded snoop is reported by its recording
     step.log("info", "the snoop left before an agent answered", channel_id=ev.channel_id)
-    step.set(snoop_channel=None, snoop_ready=False)  # asked for again on an answer
+    _forget_snoop(step)  # asked for again on an answer
 
 
 def _drop_snoop(step: _Step) -> None:
     if step.s.snoop_channel is not None:
         step.emit(HangupChannel(step.s.snoop_channel))
-        step.set(snoop_channel=None, snoop_ready=False)
+        _forget_snoop(step)
+
+
+def _forget_snoop(step: _Step) -> None:
+    step.set(snoop_channel=None, snoop_ready=False)
 
 
 def _nothing_recorded(step: _Step) -> None:
@@ -1177,8 +1181,7 @@ def _on_command_failed(step: _Step, ev: CommandFailed) -> None:
             _on_prompt_finished(step, PromptFinished(ev.at, cmd.playback_id, failed=True))
     elif isinstance(cmd, SnoopChannel) and s.recording is RecState.NONE:
         if cmd.snoop_id == s.snoop_channel:
-            # asked for again when an agent answers
-            step.set(snoop_channel=None, snoop_ready=False)
+            _forget_snoop(step)  # asked for again when an agent answers
     elif isinstance(cmd, SnoopChannel | RecordChannel):
         expected = RecState.SNOOPING if isinstance(cmd, SnoopChannel) else RecState.REQUESTED
         if s.recording is not expected:
@@ -1241,7 +1244,7 @@ def _end(step: _Step, reason: str, *, abandoned_phase: str | None = None) -> Non
     step.hangup_caller()
     if s.recording in (RecState.NONE, RecState.DISABLED):
         # an unrecorded snoop of the notice: it ends with the caller, who is leaving
-        step.set(snoop_channel=None, snoop_ready=False)
+        _forget_snoop(step)
     for name in sorted(s.timers):
         step.cancel_timer(name)
     step.set(hold_on=False, ended_at=step.at, end_reason=reason, abandoned_phase=abandoned_phase)
