@@ -1200,10 +1200,17 @@ def _on_command_failed(step: _Step, ev: CommandFailed) -> None:
     elif isinstance(cmd, AddToBridge):
         if s.phase not in (Phase.CONNECTING, Phase.CONVERSATION):
             return
+        # "not found" may be the bridge's (404) while the channel lives on: hang it up anyway
         if cmd.channel_id == s.winner and ev.not_found:
+            leg = s.leg(cmd.channel_id)
+            if leg is not None:
+                step.hangup_leg(leg, "normal")
             _on_agent_gone(step, AgentGone(ev.at, cmd.channel_id))
         elif cmd.channel_id == s.caller_channel and ev.not_found:
             _on_caller_gone(step, CallerGone(ev.at))
+            if not step.s.caller_hung_up:
+                step.set(caller_hung_up=True)
+                step.emit(HangupChannel(s.caller_channel, "normal"))
         else:
             _fail_call(step)
     elif (

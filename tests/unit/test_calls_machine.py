@@ -692,6 +692,29 @@ def test_bridge_failure_ends_the_call_as_failed() -> None:
     assert set(sim.hangups()) == {CALLER_CHANNEL, leg_id(1)}
 
 
+def test_agent_not_bridged_for_not_found_is_hung_up_all_the_same() -> None:
+    # 404 on addChannel names the bridge, not the channel: the agent may still be connected
+    sim = Sim()
+    sim.to_ringing(plan())
+    sim.agent_answers(1)
+    sim.feed(m.RecordingStarted(sim.at(), REC))
+    add = m.AddToBridge(BRIDGE, leg_id(1))
+    sim.feed(m.CommandFailed(sim.at(), add, "404 Bridge not found", not_found=True))
+    assert sim.state.phase is m.Phase.FINISHING
+    assert set(sim.hangups()) == {CALLER_CHANNEL, leg_id(1)}
+
+
+def test_caller_not_bridged_for_not_found_is_hung_up_all_the_same() -> None:
+    sim = Sim()
+    sim.to_ringing(plan())
+    sim.agent_answers(1)
+    add = m.AddToBridge(BRIDGE, CALLER_CHANNEL)
+    sim.feed(m.CommandFailed(sim.at(), add, "404 Bridge not found", not_found=True))
+    assert sim.state.phase in (m.Phase.FINISHING, m.Phase.DONE)
+    assert sim.hangups()[CALLER_CHANNEL] == ["normal"]
+    assert leg_id(1) in sim.hangups()
+
+
 def test_ids_are_deterministic_and_free_of_caller_text() -> None:
     a, b = Sim(), Sim()
     for sim in (a, b):
