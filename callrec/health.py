@@ -73,6 +73,9 @@ def add_routes(app: web.Application, probes: Probes) -> None:
                [("", probes.archiver.bytes_archived)])
         metric("callrec_ari_connected", "gauge", "1 while the ARI events websocket is up.",
                [("", 1 if probes.ari.connected else 0)])
+        metric("callrec_ari_rest_on_websocket", "gauge",
+               "1 while REST requests travel on the ARI events websocket (else HTTP).",
+               [("", 1 if probes.ari.rest_on_websocket else 0)])
         metric("callrec_ari_reconnects_total", "counter", "ARI websocket reconnections.",
                [("", probes.ari.reconnects)])
         metric("callrec_ari_rejected_events_total", "counter",

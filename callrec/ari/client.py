@@ -3,12 +3,17 @@
 Transport only: no call logic. REST errors become the typed exceptions of
 `callrec.ari.errors`; the websocket reconnects by itself and reports its state to the handler
 as `Connected` / `Disconnected` events.
+
+REST requests travel on the events websocket while it is up and Asterisk answers them there
+(`RESTRequest` / `RESTResponse`, Asterisk 22.5 and later), otherwise over HTTP. A request on
+the websocket costs a fraction of an HTTP exchange in this process, and a call makes a dozen.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -16,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import aiohttp
 import structlog
@@ -51,6 +56,9 @@ HEARTBEAT = 10.0  # seconds between pings; a peer silent for 1.5x this is droppe
 # the pool fills now and then; 400 was tried and changed nothing: Asterisk itself answered
 # slowly then.
 REST_CONNECTIONS = 100
+# How long a new events websocket gets to answer a REST request before requests stay on HTTP
+# (an Asterisk older than 22.5 ignores them).
+REST_PROBE_TIMEOUT = 3.0
 _CHUNK = 1024 * 1024
 _Params = list[tuple[str, str]]
 _T = TypeVar("_T")
@@ -80,19 +88,48 @@ def _list_of(data: Any, decode: Callable[[Any], _T], what: str) -> list[_T]:
     return [decode(item) for item in data]
 
 
-async def _error_text(resp: aiohttp.ClientResponse) -> str:
-    """Asterisk's explanation of an error response: its JSON `message`, or the body text."""
-    try:
-        body = await resp.text()
-    except (aiohttp.ClientError, UnicodeDecodeError):
-        return resp.reason or ""
+def _plain(segment: str) -> bool:
+    """True if the segment needs no quoting: Asterisk does not unquote a websocket request's
+    path, so only such paths go that way (recording names hold '/')."""
+    return quote(segment, safe="") == segment
+
+
+def _explanation(body: str, fallback: str) -> str:
+    """Asterisk's explanation of an error: the body's JSON `message`, or the body text."""
     try:
         data = json.loads(body)
     except ValueError:
         data = None
     if isinstance(data, dict) and isinstance(data.get("message"), str):
         return str(data["message"])
-    return body.strip()[:200] or (resp.reason or "")
+    return body.strip()[:200] or fallback
+
+
+async def _error_text(resp: aiohttp.ClientResponse) -> str:
+    """Asterisk's explanation of an HTTP error response."""
+    try:
+        body = await resp.text()
+    except (aiohttp.ClientError, UnicodeDecodeError):
+        return resp.reason or ""
+    return _explanation(body, resp.reason or "")
+
+
+def _rest_answer(answer: Mapping[str, Any], what: str) -> Any:
+    """The decoded body of a `RESTResponse`, or the typed error for its status."""
+    status = answer.get("status_code")
+    body = answer.get("message_body")
+    if not isinstance(status, int) or not (body is None or isinstance(body, str)):
+        raise AriDecodeError(f"{what}: malformed RESTResponse")
+    if status >= 400:
+        reason = answer.get("reason_phrase")
+        message = _explanation(body or "", reason if isinstance(reason, str) else "")
+        raise error_for_status(status, f"{what}: {status} {message}")
+    if body is None or not body.strip():
+        return None
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise AriDecodeError(f"{what}: answer is not JSON") from exc
 
 
 class AriClient:
@@ -114,6 +151,7 @@ class AriClient:
         heartbeat: float = HEARTBEAT,
         backoff_factory: Callable[[], Backoff] = Backoff,
         event_types: Iterable[str] | None = None,
+        rest_over_websocket: bool = True,
     ) -> None:
         base = base_url.rstrip("/")
         if base.endswith("/ari"):
@@ -131,6 +169,13 @@ class AriClient:
         self._ws_session: aiohttp.ClientSession | None = None
         self._connected = False
         self._events_running = False
+        self._rest_over_websocket = rest_over_websocket
+        # the events websocket while REST requests may travel on it
+        self._rest_ws: aiohttp.ClientWebSocketResponse | None = None
+        self._replies: dict[str, asyncio.Future[Mapping[str, Any]]] = {}
+        self._request_ids = itertools.count(1)
+        #: REST requests answered on the events websocket (the others went over HTTP)
+        self.websocket_requests = 0
         #: successful reconnections of the events websocket (the first connect not counted)
         self.reconnects = 0
         #: websocket messages dropped because they were not well-formed ARI events
@@ -179,6 +224,11 @@ class AriClient:
         """True while the events websocket is up."""
         return self._connected
 
+    @property
+    def rest_on_websocket(self) -> bool:
+        """True while REST requests travel on the events websocket."""
+        return self._rest_ws is not None
+
     # -- REST plumbing --------------------------------------------------------------------
 
     def _url(self, *segments: str) -> URL:
@@ -200,6 +250,9 @@ class AriClient:
         """Send one request; the decoded JSON body, or None for an empty answer."""
         session = self._require_session()
         what = f"{method} /ari/{'/'.join(segments)}"
+        ws = self._rest_ws
+        if ws is not None and all(_plain(s) for s in segments):
+            return _rest_answer(await self._send_on(ws, method, segments, params, body, what), what)
         try:
             async with session.request(
                 method, self._url(*segments), params=params, json=body
@@ -220,6 +273,76 @@ class AriClient:
             return json.loads(payload)
         except ValueError as exc:
             raise AriDecodeError(f"{what}: answer is not JSON") from exc
+
+    async def _send_on(
+        self,
+        ws: aiohttp.ClientWebSocketResponse,
+        method: str,
+        segments: Sequence[str],
+        params: _Params | None,
+        body: Mapping[str, Any] | None,
+        what: str,
+        limit: float | None = None,
+    ) -> Mapping[str, Any]:
+        """Send one `RESTRequest` on the websocket; its `RESTResponse`, as sent."""
+        request_id = str(next(self._request_ids))
+        uri = "/".join(segments)
+        if params:
+            uri = f"{uri}?{urlencode(params, quote_via=quote)}"
+        message: dict[str, str] = {
+            "type": "RESTRequest", "request_id": request_id, "method": method, "uri": uri,
+        }
+        if body is not None:
+            message["content_type"] = "application/json"
+            message["message_body"] = json.dumps(body)
+        limit = self.request_timeout if limit is None else limit
+        reply: asyncio.Future[Mapping[str, Any]] = asyncio.get_running_loop().create_future()
+        self._replies[request_id] = reply
+        try:
+            async with asyncio.timeout(limit):
+                await ws.send_str(json.dumps(message))
+                answer = await reply
+        except TimeoutError as exc:
+            raise AriUnavailable(f"{what}: no answer within {limit:g} s") from exc
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            raise AriUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
+        finally:
+            del self._replies[request_id]
+        self.websocket_requests += 1
+        return answer
+
+    def _answered(self, answer: Mapping[str, Any]) -> None:
+        request_id = answer.get("request_id")
+        reply = self._replies.get(request_id) if isinstance(request_id, str) else None
+        if reply is None or reply.done():
+            # its request gave up waiting (timed out or cancelled)
+            log.info("ari.rest.late_answer", app=self.app, uri=str(answer.get("uri"))[:100])
+            return
+        reply.set_result(answer)
+
+    def _fail_replies(self, reason: str) -> None:
+        for reply in self._replies.values():
+            if not reply.done():
+                reply.set_exception(AriUnavailable(reason))
+
+    async def _offer_rest(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """Carry REST requests on this websocket from now on if Asterisk answers one there."""
+        if not self._rest_over_websocket:
+            return
+        try:
+            answer = await self._send_on(
+                ws, "GET", ("asterisk", "ping"), None, None, "GET /ari/asterisk/ping (websocket)",
+                limit=REST_PROBE_TIMEOUT,
+            )
+            _rest_answer(answer, "GET /ari/asterisk/ping (websocket)")
+        except AriError as exc:
+            log.warning(
+                "ari.rest.websocket_unavailable", app=self.app, error=str(exc),
+                hint="REST requests go over HTTP; Asterisk 22.5 and later take them on the "
+                "events websocket",
+            )
+            return
+        self._rest_ws = ws
 
     # -- REST: Asterisk and application ---------------------------------------------------
 
@@ -433,17 +556,28 @@ class AriClient:
                     await asyncio.sleep(backoff.next_delay())
                     continue
                 started = time.monotonic()
+                inbox: asyncio.Queue[Event | str] = asyncio.Queue()
+                reader = asyncio.create_task(self._read(ws, inbox))
                 try:
                     self._connected = True
                     await self._filter_events()
+                    await self._offer_rest(ws)
                     if not first:
                         self.reconnects += 1
-                    log.info("ari.events.connected", app=self.app, reconnect=not first)
+                    log.info(
+                        "ari.events.connected", app=self.app, reconnect=not first,
+                        rest_on_websocket=self.rest_on_websocket,
+                    )
                     await self._deliver(handler, Connected(reconnect=not first, timestamp=_now()))
                     first = False
-                    reason = await self._pump(ws, handler)
+                    reason = await self._pump(inbox, handler)
                 finally:
                     self._connected = False
+                    self._rest_ws = None
+                    reader.cancel()
+                    # wait() never raises the reader's own cancellation into this task
+                    await asyncio.wait([reader])
+                    self._fail_replies("the events websocket closed before the answer")
                     await ws.close()
                 lived = time.monotonic() - started
                 log.warning("ari.events.disconnected", app=self.app, reason=reason, lived_s=lived)
@@ -457,7 +591,10 @@ class AriClient:
         """Ask Asterisk to send only the event types we handle (if we were given a list)."""
         if self._event_types is None:
             return
-        body = {"allowed": [{"type": t} for t in self._event_types], "disallowed": []}
+        # RESTResponse is filtered like an event: without it, requests on the websocket go
+        # unanswered
+        allowed = (*self._event_types, "RESTResponse")
+        body = {"allowed": [{"type": t} for t in allowed], "disallowed": []}
         try:
             await self._request("PUT", "applications", self.app, "eventFilter", body=body)
         except AriError as exc:
@@ -487,23 +624,54 @@ class AriClient:
             log.warning("ari.events.connect_failed", app=self.app, error=str(exc))
         return None
 
-    async def _pump(self, ws: aiohttp.ClientWebSocketResponse, handler: EventHandler) -> str:
-        """Deliver messages until the socket closes; returns why it closed."""
+    async def _pump(self, inbox: asyncio.Queue[Event | str], handler: EventHandler) -> str:
+        """Deliver the reader's events in order until it reports why the socket closed."""
+        while True:
+            item = await inbox.get()
+            if isinstance(item, str):
+                return item
+            await self._deliver(handler, item)
+            if isinstance(item, ApplicationReplaced):
+                # Asterisk sends us nothing more for this app; connecting again takes it back
+                log.error(
+                    "ari.events.application_replaced",
+                    app=self.app,
+                    hint="another client connected with the same ARI application name",
+                )
+                return "application replaced by another websocket"
+
+    async def _read(
+        self, ws: aiohttp.ClientWebSocketResponse, inbox: asyncio.Queue[Event | str]
+    ) -> None:
+        """Read the socket: answers go to their requests at once, events to `inbox`.
+
+        Apart from the pump, so a handler that awaits a REST request cannot hold up its own
+        answer. Ends by putting why the socket closed into `inbox`.
+        """
+        reason = "events reader stopped"
+        try:
+            reason = await self._receive(ws, inbox)
+        except Exception:
+            log.exception("ari.events.reader_failed", app=self.app)
+            reason = "events reader failed"
+        finally:
+            inbox.put_nowait(reason)
+
+    async def _receive(
+        self, ws: aiohttp.ClientWebSocketResponse, inbox: asyncio.Queue[Event | str]
+    ) -> str:
         while True:
             msg = await ws.receive()
             if msg.type is aiohttp.WSMsgType.TEXT:
-                event = self._decode(msg.data)
-                if event is None:
+                data = self._parse(msg.data)
+                if data is None:
                     continue
-                await self._deliver(handler, event)
-                if isinstance(event, ApplicationReplaced):
-                    # Asterisk sends us nothing more for this app; connecting again takes it back
-                    log.error(
-                        "ari.events.application_replaced",
-                        app=self.app,
-                        hint="another client connected with the same ARI application name",
-                    )
-                    return "application replaced by another websocket"
+                if data.get("type") == "RESTResponse":
+                    self._answered(data)
+                    continue
+                event = self._event(data)
+                if event is not None:
+                    inbox.put_nowait(event)
             elif msg.type is aiohttp.WSMsgType.BINARY:
                 self._reject("binary message")
             elif msg.type is aiohttp.WSMsgType.ERROR:
@@ -518,7 +686,7 @@ class AriClient:
                     return f"websocket closed: {error}"
                 return f"closed by Asterisk (code {ws.close_code})"
 
-    def _decode(self, text: str) -> Event | None:
+    def _parse(self, text: str) -> dict[str, Any] | None:
         try:
             data = json.loads(text)
         except ValueError:
@@ -527,6 +695,9 @@ class AriClient:
         if not isinstance(data, dict):
             self._reject("not a JSON object")
             return None
+        return data
+
+    def _event(self, data: dict[str, Any]) -> Event | None:
         try:
             return decode_event(data)
         except EventDecodeError as exc:

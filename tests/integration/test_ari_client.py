@@ -116,11 +116,15 @@ async def start_events(ari: AriClient) -> Running:
     return Running(ari, log, task)
 
 
-@pytest.fixture
-async def app(bare_stack: Stack) -> AsyncIterator[Running]:
-    """A client on a fresh application name, events running."""
-    async with client(bare_stack, f"ari-test-{uuid.uuid4().hex[:8]}") as ari:
+@pytest.fixture(params=["websocket", "http"])
+async def app(bare_stack: Stack, request: pytest.FixtureRequest) -> AsyncIterator[Running]:
+    """A client on a fresh application name, events running; REST on the events websocket
+    (Asterisk 22.5+) or over HTTP."""
+    on_websocket = request.param == "websocket"
+    name = f"ari-test-{uuid.uuid4().hex[:8]}"
+    async with client(bare_stack, name, rest_over_websocket=on_websocket) as ari:
         running = await start_events(ari)
+        assert ari.rest_on_websocket is on_websocket
         try:
             yield running
         finally:
@@ -151,6 +155,7 @@ async def test_ping_and_application(bare_stack: Stack) -> None:
 
 async def test_missing_objects_raise_not_found(app: Running, tmp_path: Path) -> None:
     ari = app.ari
+    before = ari.websocket_requests
     with pytest.raises(errors.AriNotFound, match="Channel not found") as info:
         await ari.get_channel("no-such-channel")
     assert info.value.ari_status == 404
@@ -169,6 +174,8 @@ async def test_missing_objects_raise_not_found(app: Running, tmp_path: Path) -> 
     assert not dest.exists()
     with pytest.raises(errors.AriNotFound):
         await ari.endpoint_state("PJSIP", "nobody")
+    # recording names hold '/', which a websocket request's path cannot carry: HTTP for those
+    assert ari.websocket_requests - before == (4 if ari.rest_on_websocket else 0)
 
 
 async def test_endpoint_state_of_an_agent(app: Running) -> None:
@@ -555,6 +562,8 @@ async def test_event_filter_sends_only_the_types_asked_for(bare_stack: Stack) ->
         try:
             start = await running.log.wait(StasisStart, lambda e: e.args == (SERVICE_NUMBER,))
             await ari.answer(start.channel.id)  # a ChannelStateChange nobody asked for
+            # the filter lets the answers to requests on the websocket through
+            assert ari.rest_on_websocket and ari.websocket_requests >= 2
             await running.log.wait(StasisEnd, lambda e: e.channel.id == start.channel.id)
             assert await asyncio.to_thread(caller.wait, 30) == 0, caller.output()
             kinds = {type(e).__name__ for e in running.log.events}

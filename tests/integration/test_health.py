@@ -18,6 +18,11 @@ async def _get(url: str) -> tuple[int, str, str]:
         return resp.status, resp.headers.get("Content-Type", ""), await resp.text()
 
 
+async def _rest_on_websocket(web_url: str) -> bool | None:
+    _, _, body = await _get(web_url + "/metrics")
+    return True if "\ncallrec_ari_rest_on_websocket 1\n" in body else None
+
+
 async def test_healthz_reports_each_dependency(stack: Stack) -> None:
     status, ctype, body = await _get(stack.web_url + "/healthz")
     assert status == 200, body
@@ -47,6 +52,8 @@ async def test_metrics_are_prometheus_text_with_the_promised_series(stack: Stack
         assert series in samples, series
     assert any(name.startswith("callrec_calls_total{end_reason=") for name in samples)
     assert samples["callrec_ari_connected"] == 1
+    # Asterisk 22.10 answers REST requests on the events websocket (asked right after connect)
+    await eventually(lambda: _rest_on_websocket(stack.web_url), timeout=10)
     assert samples["callrec_database_up"] == 1
     assert "# TYPE callrec_calls_total counter" in body
 

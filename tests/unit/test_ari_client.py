@@ -13,7 +13,7 @@ from aiohttp import WSMessage, WSMsgType
 
 from callrec.ari import errors
 from callrec.ari.backoff import Backoff
-from callrec.ari.client import AriClient, _basic_auth, _list_of, _segment
+from callrec.ari.client import AriClient, _basic_auth, _list_of, _plain, _segment
 from callrec.ari.events import (
     ApplicationReplaced,
     Connected,
@@ -177,13 +177,14 @@ class ScriptedSocket:
 class Harness:
     """Runs `run_events` against a queue of scripted connection attempts."""
 
-    def __init__(self, attempts: list[ScriptedSocket | None]) -> None:
+    def __init__(self, attempts: list[ScriptedSocket | None], *, rest: bool = False) -> None:
         self.ari = AriClient(
             "http://127.0.0.1:1",
             "u",
             "p",
             "callrec",
             backoff_factory=lambda: Backoff(uniform=lambda: 0.0),
+            rest_over_websocket=rest,
         )
         self.attempts = list(attempts)
         self.sockets = [a for a in attempts if a is not None]
@@ -351,3 +352,202 @@ async def test_run_events_cannot_run_twice() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+# -- REST requests on the events websocket -----------------------------------------------
+
+
+class AnsweringSocket(ScriptedSocket):
+    """A live socket that answers each RESTRequest through `respond` (None: no answer)."""
+
+    def __init__(
+        self,
+        respond: Any,
+        messages: list[WSMessage] | None = None,
+    ) -> None:
+        super().__init__(messages or [], hang=True)
+        self.respond = respond
+        self.requests: list[dict[str, Any]] = []
+        self._more = asyncio.Event()
+        self._asked = asyncio.Event()
+
+    async def send_str(self, data: str) -> None:
+        request = json.loads(data)
+        self.requests.append(request)
+        self._asked.set()
+        answer = self.respond(request)
+        if answer is not None:
+            self.push(answer)
+
+    def push(self, obj: Any) -> None:
+        self._messages.append(text(obj))
+        self._more.set()
+
+    async def wait_requests(self, count: int) -> None:
+        async with asyncio.timeout(5):
+            while len(self.requests) < count:
+                self._asked.clear()
+                await self._asked.wait()
+
+    def drop(self) -> None:
+        self._hang = False
+        self._more.set()
+
+    async def receive(self) -> WSMessage:
+        while not self._messages and self._hang:
+            self._more.clear()
+            await self._more.wait()
+        return await super().receive()
+
+
+def reply(request: dict[str, Any], status: int = 200, body: Any = None) -> dict[str, Any]:
+    return {
+        "type": "RESTResponse",
+        "request_id": request["request_id"],
+        "status_code": status,
+        "reason_phrase": "OK" if status < 400 else "Not Found",
+        "uri": request["uri"],
+        "message_body": None if body is None else json.dumps(body),
+    }
+
+
+def pong(request: dict[str, Any]) -> dict[str, Any] | None:
+    if request["uri"] == "asterisk/ping":
+        return reply(request, body={"ping": "pong"})
+    if request["uri"] == "bridges/b1":
+        return reply(request, body={"id": "b1", "bridge_type": "mixing", "channels": []})
+    if request["uri"].startswith("channels/gone"):
+        return reply(request, 404, {"message": "Channel not found"})
+    return None
+
+
+async def running(h: Harness) -> asyncio.Task[None]:
+    await h.ari.start()
+    task = asyncio.create_task(h.ari.run_events(h.handler))
+    await h.wait_events(1)
+    return task
+
+
+async def stop(h: Harness, task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await h.ari.close()
+
+
+def test_only_plain_segments_go_on_the_websocket() -> None:
+    assert _plain("1764357885.17") and _plain("call-6f1c") and _plain("answer")
+    assert not _plain("2026/11/29/x") and not _plain("a b") and not _plain("ä")
+
+
+async def test_requests_go_on_the_websocket_once_asterisk_answers_there() -> None:
+    sock = AnsweringSocket(pong)
+    h = Harness([sock], rest=True)
+    task = await running(h)
+    assert h.ari.rest_on_websocket
+    assert sock.requests[0]["uri"] == "asterisk/ping"  # the probe, before Connected
+    assert await h.ari.get_bridge("b1") == Bridge("b1", "mixing", ())
+    with pytest.raises(errors.AriNotFound, match="Channel not found"):
+        await h.ari.answer("gone1")
+    assert [r["uri"] for r in sock.requests[1:]] == ["bridges/b1", "channels/gone1/answer"]
+    assert [r["method"] for r in sock.requests[1:]] == ["GET", "POST"]
+    assert h.ari.websocket_requests == 3
+    await stop(h, task)
+    assert not h.ari.rest_on_websocket
+
+
+async def test_query_and_body_travel_in_the_request() -> None:
+    sock = AnsweringSocket(lambda r: reply(r) if r["uri"] != "asterisk/ping" else pong(r))
+    h = Harness([sock], rest=True)
+    task = await running(h)
+    await h.ari.hangup("c1", reason="answered_elsewhere")
+    await h.ari._request("PUT", "x", params=[("a", "b c&d")], body={"k": ["v"]})
+    hangup, put = sock.requests[1:]
+    assert hangup["uri"] == "channels/c1?reason=answered_elsewhere" and hangup["method"] == "DELETE"
+    assert "message_body" not in hangup
+    assert put["uri"] == "x?a=b%20c%26d"
+    assert put["content_type"] == "application/json"
+    assert json.loads(put["message_body"]) == {"k": ["v"]}
+    await stop(h, task)
+
+
+async def test_answers_find_their_requests_in_any_order() -> None:
+    held: list[dict[str, Any]] = []
+
+    def later(request: dict[str, Any]) -> dict[str, Any] | None:
+        if request["uri"] == "asterisk/ping":
+            return pong(request)
+        held.append(request)
+        return None
+
+    sock = AnsweringSocket(later)
+    h = Harness([sock], rest=True)
+    task = await running(h)
+    first = asyncio.create_task(h.ari._request("GET", "one"))
+    second = asyncio.create_task(h.ari._request("GET", "two"))
+    await sock.wait_requests(3)
+    sock.push(reply(held[1], body={"n": 2}))
+    sock.push({"type": "RESTResponse", "request_id": "nobody", "status_code": 200})
+    sock.push({"type": "RESTResponse", "request_id": ["x"], "status_code": 200})
+    sock.push(reply(held[0], body={"n": 1}))
+    assert await first == {"n": 1} and await second == {"n": 2}
+    await stop(h, task)
+
+
+async def test_a_malformed_answer_is_a_decode_error() -> None:
+    def odd(request: dict[str, Any]) -> dict[str, Any] | None:
+        if request["uri"] == "asterisk/ping":
+            return pong(request)
+        answer = reply(request)
+        answer["status_code"] = "200"
+        return answer
+
+    h = Harness([AnsweringSocket(odd)], rest=True)
+    task = await running(h)
+    with pytest.raises(errors.AriDecodeError, match="malformed"):
+        await h.ari._request("GET", "x")
+    await stop(h, task)
+
+
+async def test_a_request_waiting_when_the_socket_drops_fails_unavailable() -> None:
+    sock = AnsweringSocket(pong)
+    h = Harness([sock, ScriptedSocket([], hang=True)], rest=True)
+    task = await running(h)
+    waiting = asyncio.create_task(h.ari._request("GET", "never"))
+    await sock.wait_requests(2)
+    sock.drop()
+    with pytest.raises(errors.AriUnavailable, match="closed before the answer"):
+        await waiting
+    await stop(h, task)
+
+
+async def test_an_asterisk_that_ignores_websocket_requests_keeps_http(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("callrec.ari.client.REST_PROBE_TIMEOUT", 0.05)
+    sock = AnsweringSocket(lambda r: None)
+    h = Harness([sock], rest=True)
+    task = await running(h)
+    assert [r["uri"] for r in sock.requests] == ["asterisk/ping"]
+    assert not h.ari.rest_on_websocket
+    assert h.ari.connected
+    await stop(h, task)
+
+
+async def test_a_handler_may_await_a_request_on_the_same_socket() -> None:
+    # the reader answers requests while the handler still holds the previous event
+    sock = AnsweringSocket(pong, [text(sample("StasisStart")), text(sample("StasisEnd"))])
+    h = Harness([sock], rest=True)
+    answers: list[Any] = []
+
+    async def handler(event: Event) -> None:
+        if isinstance(event, StasisStart):
+            answers.append(await h.ari._request("GET", "asterisk", "ping"))
+        await Harness.handler(h, event)
+
+    h.handler = handler  # type: ignore[method-assign]
+    task = await running(h)
+    await h.wait_events(3)
+    assert answers == [{"ping": "pong"}]
+    assert kinds(h.events) == ["Connected", "StasisStart", "StasisEnd"]
+    await stop(h, task)
