@@ -8,7 +8,9 @@ import sys
 import structlog
 
 
-def configure_logging(fmt: str = "json", level: int = logging.INFO) -> None:
+def configure_logging(fmt: str = "json", level: int = logging.INFO, *, cache: bool = False) -> None:
+    """`cache`: each logger keeps the first configuration it is used with, which saves the
+    service a lookup per log line; left off where tests configure logging again."""
     renderer: structlog.typing.Processor
     if fmt == "console":
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
@@ -25,5 +27,5 @@ def configure_logging(fmt: str = "json", level: int = logging.INFO) -> None:
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=False,
+        cache_logger_on_first_use=cache,
     )

@@ -172,7 +172,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
-    configure_logging(settings.log_format, logging.INFO)
+    configure_logging(settings.log_format, logging.INFO, cache=True)
     app = create_service(settings)
     log.info("callrec_starting", web=f"{settings.web_host}:{settings.web_port}",
              ari=settings.ari_url, app=settings.app_name)
