@@ -76,6 +76,9 @@ def add_routes(app: web.Application, probes: Probes) -> None:
         metric("callrec_ari_rest_on_websocket", "gauge",
                "1 while REST requests travel on the ARI events websocket (else HTTP).",
                [("", 1 if probes.ari.rest_on_websocket else 0)])
+        metric("callrec_ari_requests_total", "counter", "ARI REST requests by transport.",
+               [('{transport="websocket"}', probes.ari.websocket_requests),
+                ('{transport="http"}', probes.ari.http_requests)])
         metric("callrec_ari_reconnects_total", "counter", "ARI websocket reconnections.",
                [("", probes.ari.reconnects)])
         metric("callrec_ari_rejected_events_total", "counter",

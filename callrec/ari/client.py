@@ -59,6 +59,10 @@ REST_CONNECTIONS = 100
 # How long a new events websocket gets to answer a REST request before requests stay on HTTP
 # (an Asterisk older than 22.5 ignores them).
 REST_PROBE_TIMEOUT = 3.0
+# Asterisk answers one websocket's requests one after another, and many wait for a channel's
+# thread; with this many unanswered there, further requests go over HTTP, where each
+# connection has a thread of its own (under load one slow channel must not hold up the rest).
+WEBSOCKET_REQUESTS_IN_FLIGHT = 8
 _CHUNK = 1024 * 1024
 _Params = list[tuple[str, str]]
 _T = TypeVar("_T")
@@ -174,8 +178,9 @@ class AriClient:
         self._rest_ws: aiohttp.ClientWebSocketResponse | None = None
         self._replies: dict[str, asyncio.Future[Mapping[str, Any]]] = {}
         self._request_ids = itertools.count(1)
-        #: REST requests answered on the events websocket (the others went over HTTP)
+        #: REST requests answered on the events websocket and over HTTP
         self.websocket_requests = 0
+        self.http_requests = 0
         #: successful reconnections of the events websocket (the first connect not counted)
         self.reconnects = 0
         #: websocket messages dropped because they were not well-formed ARI events
@@ -251,8 +256,13 @@ class AriClient:
         session = self._require_session()
         what = f"{method} /ari/{'/'.join(segments)}"
         ws = self._rest_ws
-        if ws is not None and all(_plain(s) for s in segments):
+        if (
+            ws is not None
+            and len(self._replies) < WEBSOCKET_REQUESTS_IN_FLIGHT
+            and all(_plain(s) for s in segments)
+        ):
             return _rest_answer(await self._send_on(ws, method, segments, params, body, what), what)
+        self.http_requests += 1
         try:
             async with session.request(
                 method, self._url(*segments), params=params, json=body

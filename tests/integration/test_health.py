@@ -54,6 +54,10 @@ async def test_metrics_are_prometheus_text_with_the_promised_series(stack: Stack
     assert samples["callrec_ari_connected"] == 1
     # Asterisk 22.10 answers REST requests on the events websocket (asked right after connect)
     await eventually(lambda: _rest_on_websocket(stack.web_url), timeout=10)
+    _, _, body = await _get(stack.web_url + "/metrics")
+    assert '\ncallrec_ari_requests_total{transport="websocket"} ' in body
+    assert '\ncallrec_ari_requests_total{transport="http"} ' in body
+    assert '\ncallrec_ari_requests_total{transport="websocket"} 0\n' not in body  # the probe
     assert samples["callrec_database_up"] == 1
     assert "# TYPE callrec_calls_total counter" in body
 

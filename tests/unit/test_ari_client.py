@@ -13,7 +13,14 @@ from aiohttp import WSMessage, WSMsgType
 
 from callrec.ari import errors
 from callrec.ari.backoff import Backoff
-from callrec.ari.client import AriClient, _basic_auth, _list_of, _plain, _segment
+from callrec.ari.client import (
+    WEBSOCKET_REQUESTS_IN_FLIGHT,
+    AriClient,
+    _basic_auth,
+    _list_of,
+    _plain,
+    _segment,
+)
 from callrec.ari.events import (
     ApplicationReplaced,
     Connected,
@@ -550,4 +557,24 @@ async def test_a_handler_may_await_a_request_on_the_same_socket() -> None:
     await h.wait_events(3)
     assert answers == [{"ping": "pong"}]
     assert kinds(h.events) == ["Connected", "StasisStart", "StasisEnd"]
+    await stop(h, task)
+
+
+async def test_requests_beyond_the_websocket_limit_go_over_http() -> None:
+    # Asterisk answers one socket's requests in turn: a backlog there overflows to HTTP
+    sock = AnsweringSocket(lambda r: pong(r) if r["uri"] == "asterisk/ping" else None)
+    h = Harness([sock], rest=True)
+    task = await running(h)
+    held = [asyncio.create_task(h.ari._request("GET", "slow", str(i)))
+            for i in range(WEBSOCKET_REQUESTS_IN_FLIGHT)]
+    await sock.wait_requests(1 + WEBSOCKET_REQUESTS_IN_FLIGHT)
+    with pytest.raises(errors.AriUnavailable):  # nothing listens at the HTTP address
+        await h.ari._request("GET", "overflow")
+    assert (h.ari.http_requests, len(sock.requests)) == (1, 1 + WEBSOCKET_REQUESTS_IN_FLIGHT)
+    for request in sock.requests[1:]:
+        sock.push(reply(request, body={"uri": request["uri"]}))
+    assert [await t for t in held] == [
+        {"uri": f"slow/{i}"} for i in range(WEBSOCKET_REQUESTS_IN_FLIGHT)
+    ]
+    assert h.ari.websocket_requests == 1 + WEBSOCKET_REQUESTS_IN_FLIGHT
     await stop(h, task)
