@@ -20,6 +20,13 @@ class ArchiveDiskFull(ArchiveError):
     default_message = "the archive filesystem is full"
 
 
+class RecordingNotStored(ArchiveError):
+    """The recording source (Asterisk's spool) holds no recording of that name."""
+
+    http_status = 404
+    default_message = "no such stored recording"
+
+
 class CorruptRecording(ArchiveError):
     http_status = 422
     default_message = "the recording is not a readable WAV file"

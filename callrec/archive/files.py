@@ -17,18 +17,20 @@ from typing import Protocol
 
 import structlog
 
-from callrec.archive.errors import ArchiveDiskFull, CorruptRecording
+from callrec.archive.errors import ArchiveDiskFull, CorruptRecording, RecordingNotStored
 from callrec.archive.store import CallStore
 from callrec.ari.errors import AriNotFound, AriUnavailable
 
 log = structlog.get_logger(__name__)
 
+_NOT_STORED = (AriNotFound, RecordingNotStored)
 FILE_MODE = 0o640
 DIR_MODE = 0o750
 
 
 class RecordingSource(Protocol):
-    """What the archiver needs of the ARI client."""
+    """What the archiver needs of the ARI client (or of Asterisk's spool): a missing
+    recording raises `AriNotFound` or `RecordingNotStored`."""
 
     async def download_recording(self, name: str, dest: Path) -> int: ...
     async def delete_stored_recording(self, name: str) -> None: ...
@@ -166,7 +168,7 @@ class RecordingArchiver:
             if repaired:
                 log.warning("recording_header_repaired", call_id=str(call_id),
                             recording=recording_name, reason="sizes not written (cut short)")
-        except AriNotFound:
+        except _NOT_STORED:
             partial.unlink(missing_ok=True)
             if not dest.exists():
                 log.warning("recording_missing", call_id=str(call_id), recording=recording_name)
@@ -189,7 +191,7 @@ class RecordingArchiver:
             call_id, path=result.path, sha256=sha256, bytes=size, duration_ms=duration_ms,
             format="wav",
         )
-        with contextlib.suppress(AriNotFound):
+        with contextlib.suppress(*_NOT_STORED):
             await ari.delete_stored_recording(recording_name)
         if self.disk_full:
             log.info("archive_disk_space_recovered", root=str(self.root))

@@ -14,7 +14,7 @@ import re
 import shutil
 from pathlib import Path
 
-from callrec.ari.errors import AriNotFound
+from callrec.archive.errors import RecordingNotStored
 from callrec.errors import ConfigError
 
 # The names of recordings callrec asks for (`callrec-<call id>`): anything else is refused
@@ -44,22 +44,22 @@ class SpoolRecordings:
         return self.directory / f"{name}.{self.extension}"
 
     async def download_recording(self, name: str, dest: Path) -> int:
-        """Copy the stored recording into `dest`; `AriNotFound` (and no `dest`) if Asterisk
-        holds no such recording."""
+        """Copy the stored recording into `dest`; `RecordingNotStored` (and no `dest`) if
+        Asterisk holds no such recording."""
         return await asyncio.to_thread(_copy, self.path(name), dest)
 
     async def delete_stored_recording(self, name: str) -> None:
         try:
             await asyncio.to_thread(self.path(name).unlink)
         except FileNotFoundError as exc:
-            raise AriNotFound(f"no stored recording {name} in {self.directory}") from exc
+            raise RecordingNotStored(f"no stored recording {name} in {self.directory}") from exc
 
 
 def _copy(src: Path, dest: Path) -> int:
     try:
         source = src.open("rb")
     except FileNotFoundError as exc:
-        raise AriNotFound(f"no stored recording {src.name} in {src.parent}") from exc
+        raise RecordingNotStored(f"no stored recording {src.name} in {src.parent}") from exc
     with source, dest.open("wb") as out:
         shutil.copyfileobj(source, out, _COPY_BUFFER)
         return out.tell()

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from callrec.archive.errors import RecordingNotStored
 from callrec.archive.spool import SpoolRecordings
-from callrec.ari.errors import AriNotFound
 from callrec.errors import ConfigError
 
 pytestmark = pytest.mark.timeout(10)
@@ -31,10 +31,10 @@ def test_a_stored_recording_is_copied_then_deleted(tmp_path: Path) -> None:
 def test_a_missing_recording_is_not_found_and_writes_nothing(tmp_path: Path) -> None:
     spool = SpoolRecordings(tmp_path)
     dest = tmp_path / "out.partial"
-    with pytest.raises(AriNotFound):
+    with pytest.raises(RecordingNotStored):
         asyncio.run(spool.download_recording(NAME, dest))
     assert not dest.exists()
-    with pytest.raises(AriNotFound):
+    with pytest.raises(RecordingNotStored):
         asyncio.run(spool.delete_stored_recording(NAME))
 
 
