@@ -21,6 +21,7 @@ from tests.integration.test_call_flow import (
     CALLER_HZ,
     CONTROL_HZ,
     PRESENT,
+    assert_two_tones_only,
     tone_shares,
 )
 
@@ -111,10 +112,13 @@ async def test_service_answers_announces_and_records(stack: Stack) -> None:
     assert rec is not None
     shares = tone_shares(stack.archive_dir / rec["path"], CALLER_HZ, AGENT_HZ["agent1"], CONTROL_HZ)
     assert len(shares) >= 4
-    for s in shares:
-        # the spoken notice would show up as energy outside the two tones
-        assert s[CALLER_HZ] > PRESENT and s[AGENT_HZ["agent1"]] > PRESENT, s
-        assert s[CALLER_HZ] + s[AGENT_HZ["agent1"]] > 0.9, s
+    for second, s in enumerate(shares):
+        assert s[CALLER_HZ] > PRESENT and s[AGENT_HZ["agent1"]] > PRESENT, (second, s)
+        assert s[CONTROL_HZ] < 0.01, (second, s)
+    # The spoken notice (seconds of speech) would show up as energy outside the two tones in
+    # several seconds running; one second a little below 0.9 is a glitch of RTP timing on a
+    # loaded machine (seen once in CI: 0.47 + 0.42).
+    assert_two_tones_only(shares, CALLER_HZ, AGENT_HZ["agent1"])
     # the stack's service reads recordings from Asterisk's spool (no ARI download) and
     # deletes them there once archived
     assert stack.env["CALLREC_ASTERISK_RECORDINGS_DIR"] == str(stack.asterisk.recordings)
