@@ -76,7 +76,8 @@ class _Call:
         self.state = state
         self.service_number = service_number
         self.queue: asyncio.Queue[m.FlowEvent] = asyncio.Queue()
-        self.timers: dict[str, asyncio.Task[None]] = {}
+        # loop timers, not tasks: a call starts and cancels half a dozen, most never fire
+        self.timers: dict[str, asyncio.TimerHandle] = {}
         self.task: asyncio.Task[None] | None = None
         self.owned: set[str] = set()  # channel, playback and recording ids, for unrouting
         # The latest row write after the first; each waits for the one before it, so a
@@ -367,10 +368,8 @@ class CallManager:
             await asyncio.wait([call.writes])
         if call.hangups:
             await asyncio.wait(call.hangups)
-        timers = list(call.timers.values())
-        for timer in timers:
+        for timer in call.timers.values():
             timer.cancel()
-        await asyncio.gather(*timers, return_exceptions=True)
         call.timers.clear()
         for key in call.owned:
             self._in_stasis.pop(key, None)
@@ -581,10 +580,10 @@ class CallManager:
         old = call.timers.pop(name, None)
         if old is not None:
             old.cancel()
-        call.timers[name] = asyncio.create_task(self._timer(call, name, seconds))
+        call.timers[name] = asyncio.get_running_loop().call_later(
+            seconds, self._timer_fired, call, name)
 
-    async def _timer(self, call: _Call, name: str, seconds: float) -> None:
-        await asyncio.sleep(seconds)
+    def _timer_fired(self, call: _Call, name: str) -> None:
         call.timers.pop(name, None)
         call.queue.put_nowait(m.TimerFired(self._clock(), name))
 
