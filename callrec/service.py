@@ -177,7 +177,7 @@ def _serve(args: argparse.Namespace) -> int:
     log.info("callrec_starting", web=f"{settings.web_host}:{settings.web_port}",
              ari=settings.ari_url, app=settings.app_name)
     # uvloop: the same asyncio API with a cheaper event loop and socket transports, which is
-    # where most of the service's CPU per call went (see bench/README.md)
+    # where most of the service's CPU per call went (README.md, "Performance")
     web.run_app(app, host=settings.web_host, port=settings.web_port, print=None,
                 access_log=None, loop=uvloop.new_event_loop())
     return 0

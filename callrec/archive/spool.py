@@ -2,7 +2,7 @@
 
 Fetching a finished recording over ARI costs a REST request to download it, the transfer of
 the whole file through Asterisk's HTTP server, and a second request to delete it: per call,
-that was the largest piece of work left for both processes (`bench/README.md`). Where
+that was the largest piece of work left for both processes (README.md, "Performance"). Where
 callrec sees Asterisk's spool directory (the local stack; a volume shared with the Asterisk
 container), the archiver reads the file there and deletes it there instead.
 """
