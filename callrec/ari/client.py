@@ -178,7 +178,7 @@ class AriClient:
         self._rest_ws: aiohttp.ClientWebSocketResponse | None = None
         self._replies: dict[str, asyncio.Future[Mapping[str, Any]]] = {}
         self._request_ids = itertools.count(1)
-        #: REST requests answered on the events websocket and over HTTP
+        #: REST requests answered on the events websocket; requests sent over HTTP
         self.websocket_requests = 0
         self.http_requests = 0
         #: successful reconnections of the events websocket (the first connect not counted)
