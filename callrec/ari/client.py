@@ -128,7 +128,12 @@ def _rest_answer(answer: Mapping[str, Any], what: str) -> Any:
         reason = answer.get("reason_phrase")
         message = _explanation(body or "", reason if isinstance(reason, str) else "")
         raise error_for_status(status, f"{what}: {status} {message}")
-    if body is None or not body.strip():
+    return _json_body(body or "", what)
+
+
+def _json_body(body: str | bytes, what: str) -> Any:
+    """An answer's decoded JSON body, or None for an empty one."""
+    if not body.strip():
         return None
     try:
         return json.loads(body)
@@ -277,12 +282,7 @@ class AriClient:
             raise AriUnavailable(f"{what}: no answer within {self.request_timeout:g} s") from exc
         except aiohttp.ClientError as exc:
             raise AriUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
-        if not payload.strip():
-            return None
-        try:
-            return json.loads(payload)
-        except ValueError as exc:
-            raise AriDecodeError(f"{what}: answer is not JSON") from exc
+        return _json_body(payload, what)
 
     async def _send_on(
         self,

@@ -602,8 +602,10 @@ class _Step:
             self.update_leg(leg.channel_id, LegStatus.HUNG_UP)
             self.emit(HangupChannel(leg.channel_id, reason))
 
-    def hangup_caller(self, reason: str = "normal") -> None:
-        if not (self.s.caller_gone or self.s.caller_hung_up):
+    def hangup_caller(self, reason: str = "normal", *, even_if_gone: bool = False) -> None:
+        """`even_if_gone`: for a caller only believed gone (a "not found" that may be the
+        bridge's)."""
+        if not self.s.caller_hung_up and (even_if_gone or not self.s.caller_gone):
             self.set(caller_hung_up=True)
             self.emit(HangupChannel(self.s.caller_channel, reason))
 
@@ -1208,9 +1210,7 @@ def _on_command_failed(step: _Step, ev: CommandFailed) -> None:
             _on_agent_gone(step, AgentGone(ev.at, cmd.channel_id))
         elif cmd.channel_id == s.caller_channel and ev.not_found:
             _on_caller_gone(step, CallerGone(ev.at))
-            if not step.s.caller_hung_up:
-                step.set(caller_hung_up=True)
-                step.emit(HangupChannel(s.caller_channel, "normal"))
+            step.hangup_caller(even_if_gone=True)
         else:
             _fail_call(step)
     elif (
