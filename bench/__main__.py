@@ -30,6 +30,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="calls past retention, with real files, purged (default 20,000)")
     p.add_argument("--rates", default="4,8,12,16,20,24",
                    help="call rates (calls/s) of the capacity steps (default 4,8,12,16,20,24)")
+    p.add_argument("--max-rate", type=float, default=40.0,
+                   help="past --rates, a target that passes every step goes on up by the last "
+                        "increment to this rate (default 40; the stacks have RTP "
+                        "ports for about 1,000 calls)")
+    p.add_argument("--refine", type=int, default=2,
+                   help="steps after a target's first failure that halve the gap to its best "
+                        "pass (default 2)")
     p.add_argument("--window", type=float, default=25.0,
                    help="seconds new calls arrive in each capacity step (default 25)")
     p.add_argument("--conversation", type=float, default=20.0,
@@ -43,7 +50,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def run_calls(args: argparse.Namespace, results: dict[str, Any]) -> None:
-    rates = [float(r) for r in args.rates.split(",")]
+    plan = steps.Plan([float(r) for r in args.rates.split(",")], max_rate=args.max_rate,
+                      refine=args.refine)
     shape = cap.LoadShape(conversation=args.conversation, window=args.window)
     with running_stack() as stack:
         start = rtp_block()
@@ -79,7 +87,8 @@ def run_calls(args: argparse.Namespace, results: dict[str, Any]) -> None:
             results["notice_p99_ms"] = (high["notice_ms"] or {}).get("p99")
             results["join_p99_ms"] = (high["join_ms"] or {}).get("p99")
 
-            say(f"capacity: rates {rates} calls/s, {args.conversation:g} s conversations")
+            say(f"capacity: rates {list(plan.rates)} calls/s (then up to {plan.max_rate:g} and "
+                f"{plan.refine} refining steps), {args.conversation:g} s conversations")
             targets = [
                 cap.Target("baseline", int(base.values["SIP_PORT"]),
                            lambda: read_pid(base.pidfile), lambda: None,
@@ -87,12 +96,12 @@ def run_calls(args: argparse.Namespace, results: dict[str, Any]) -> None:
                 cap.Target("callrec", stack.sip_port, ast_pid, app_pid,
                            cap.callrec_archived(stack)),
             ]
-            found = cap.interleaved_search(targets, rates, shape, say)
+            found = cap.interleaved_search(targets, plan, shape, say)
             app, app_runs = found["callrec"]
             baseline, base_runs = found["baseline"]
             results["capacity"] = {
                 name: {"best_rate": s.best_rate, "best_concurrent": s.best_concurrent,
-                       "ceiling_above_tried": steps.hit_ceiling(s, rates),
+                       "ceiling_above_tried": steps.hit_ceiling(s),
                        "steps": [vars(x) | {"ok": x.ok} for x in s.steps]}
                 for name, s in (("callrec", app), ("baseline", baseline))}
             results["capacity_ratio"] = steps.ratio(app, baseline)

@@ -158,19 +158,19 @@ def run_step(target: Target, rate: float, shape: LoadShape) -> StepRun:
                    ast1 - ast0, app1 - app0, time.monotonic() - t0)
 
 
-def interleaved_search(targets: list[Target], rates: list[float], shape: LoadShape,
+def interleaved_search(targets: list[Target], plan: steps.Plan, shape: LoadShape,
                        say: Callable[[str], None]) -> dict[str, tuple[steps.Search,
                                                                       list[StepRun]]]:
-    """Step every target through the same rates, one rate at a time for all of them; a
-    target stops at its first failing step."""
+    """Step every target through the rates `plan` gives it, one step per target in turn so
+    that drift hits all alike, until each target's search is over."""
     out: dict[str, tuple[steps.Search, list[StepRun]]] = {
         t.name: (steps.Search(), []) for t in targets}
-    for rate in rates:
-        active = [t for t in targets
-                  if not out[t.name][0].steps or out[t.name][0].steps[-1].ok]
-        if not active:
-            break
-        for t in active:
+    while True:
+        todo = [(t, rate) for t in targets
+                if (rate := plan.next_rate(out[t.name][0])) is not None]
+        if not todo:
+            return out
+        for t, rate in todo:
             run = run_step(t, rate, shape)
             out[t.name][0].steps.append(run.result)
             out[t.name][1].append(run)
@@ -178,7 +178,6 @@ def interleaved_search(targets: list[Target], rates: list[float], shape: LoadSha
             say(f"  {t.name:8} {rate:5.1f} calls/s: offered {r.offered}, completed "
                 f"{r.completed}, archived {r.archived}, peak {r.peak_concurrent} concurrent "
                 f"({run.seconds:.0f} s) {'ok' if r.ok else 'FAILED ' + r.notes}")
-    return out
 
 
 def cpu_share(runs: list[StepRun]) -> cpu.CpuShare | None:

@@ -1,4 +1,5 @@
-"""The coarse capacity search: step the call rate up, stop at the first step that fails."""
+"""The capacity search: step the call rate up until a step fails, then narrow the gap
+between the last passing and the first failing rate."""
 
 from __future__ import annotations
 
@@ -26,14 +27,17 @@ class Search:
     steps: list[StepResult] = field(default_factory=list)
 
     @property
+    def first_failure(self) -> float | None:
+        """The lowest rate that failed."""
+        return min((s.rate for s in self.steps if not s.ok), default=None)
+
+    @property
     def best(self) -> StepResult | None:
-        """The highest passing step below the first failure."""
-        best = None
-        for step in self.steps:
-            if not step.ok:
-                break
-            best = step
-        return best
+        """The highest passing step below every failure (a pass above a failed rate is
+        luck, not capacity)."""
+        limit = self.first_failure
+        passed = [s for s in self.steps if s.ok and (limit is None or s.rate < limit)]
+        return max(passed, key=lambda s: s.rate, default=None)
 
     @property
     def best_rate(self) -> float:
@@ -44,16 +48,55 @@ class Search:
         return self.best.peak_concurrent if self.best else 0
 
 
-def search(rates: Sequence[float], run_step: Callable[[float], StepResult]) -> Search:
-    """Run `run_step` for each rate in increasing order; stop after the first failing step."""
-    if list(rates) != sorted(rates) or len(set(rates)) != len(rates):
-        raise ValueError("rates must be strictly increasing")
+@dataclass(frozen=True)
+class Plan:
+    """Which rates a search tries: `rates` in order; past the last one, on by the last
+    increment up to `max_rate` while every step passes; after the first failure, up to
+    `refine` steps halving the gap between the best pass and the lowest failure, while the
+    gap is wider than `resolution` calls/s."""
+
+    rates: Sequence[float]
+    max_rate: float
+    refine: int = 2
+    resolution: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.rates or list(self.rates) != sorted(self.rates) or len(
+                set(self.rates)) != len(self.rates):
+            raise ValueError("rates must be strictly increasing")
+        if self.max_rate < self.rates[-1]:
+            raise ValueError("max_rate is below the highest of the rates")
+
+    @property
+    def increment(self) -> float:
+        return self.rates[-1] - self.rates[-2] if len(self.rates) > 1 else self.rates[0]
+
+    def next_rate(self, search: Search) -> float | None:
+        """The next rate to try, or None when the search is over."""
+        failed = search.first_failure
+        if failed is None:
+            tried = max((s.rate for s in search.steps), default=None)
+            later = [r for r in self.rates if tried is None or r > tried]
+            if later:
+                return later[0]
+            assert tried is not None  # the rates are not empty
+            step = tried + self.increment
+            return step if step <= self.max_rate else None
+        after = search.steps.index(next(s for s in search.steps if not s.ok)) + 1
+        if len(search.steps) - after >= self.refine:
+            return None
+        low = search.best_rate
+        if failed - low <= self.resolution:
+            return None
+        mid = round((low + failed) / 2 * 2) / 2  # on the half call/s
+        return mid if low < mid < failed else None
+
+
+def search(plan: Plan, run_step: Callable[[float], StepResult]) -> Search:
+    """Run `run_step` at each rate `plan` asks for."""
     result = Search()
-    for rate in rates:
-        step = run_step(rate)
-        result.steps.append(step)
-        if not step.ok:
-            break
+    while (rate := plan.next_rate(result)) is not None:
+        result.steps.append(run_step(rate))
     return result
 
 
@@ -65,6 +108,6 @@ def ratio(app: Search, baseline: Search) -> float | None:
     return app.best_rate / baseline.best_rate
 
 
-def hit_ceiling(result: Search, rates: Sequence[float]) -> bool:
+def hit_ceiling(result: Search) -> bool:
     """True when every step passed: the real ceiling is above the highest rate tried."""
-    return bool(result.steps) and len(result.steps) == len(rates) and result.steps[-1].ok
+    return bool(result.steps) and result.first_failure is None

@@ -19,34 +19,67 @@ def test_a_step_passes_only_when_every_call_completed_and_was_archived() -> None
     assert not step(1, 0, 0, 0).ok  # nothing ran
 
 
-def test_search_stops_at_the_first_failure() -> None:
+def test_search_narrows_the_gap_after_the_first_failure() -> None:
     tried: list[float] = []
 
     def run(rate: float) -> steps.StepResult:
         tried.append(rate)
-        return step(rate, 10, 10 if rate < 6 else 8, 10 if rate < 6 else 8)
+        good = rate <= 7
+        return step(rate, 10, 10 if good else 8, 10 if good else 8)
 
-    result = steps.search([2, 4, 6, 8, 10], run)
-    assert tried == [2, 4, 6]
-    assert result.best_rate == 4
+    result = steps.search(steps.Plan([2, 4, 6, 8, 10], max_rate=10, refine=2), run)
+    assert tried == [2, 4, 6, 8, 7]  # 7 passes; the gap to 8 is then no wider than 1
+    assert result.best_rate == 7
     assert result.best_concurrent == 10
-    assert not steps.hit_ceiling(result, [2, 4, 6, 8, 10])
+    assert not steps.hit_ceiling(result)
+
+
+def test_refining_stops_after_its_steps() -> None:
+    tried: list[float] = []
+
+    def run(rate: float) -> steps.StepResult:
+        tried.append(rate)
+        return step(rate, 10, 10 if rate < 4.5 else 9, 10)
+
+    result = steps.search(steps.Plan([8, 16], max_rate=16, refine=1), run)
+    assert tried == [8, 4]  # 8 failed at once; the one refining step found 4
+    assert result.best_rate == 4
+    more = steps.search(steps.Plan([8, 16], max_rate=16, refine=3), lambda r: run(r))
+    assert more.best_rate == 4  # 6 fails, 5 fails: 4 stays the best
+    assert tried[2:] == [8, 4, 6, 5]
+
+
+def test_search_goes_past_the_rates_until_a_step_fails() -> None:
+    tried: list[float] = []
+
+    def run(rate: float) -> steps.StepResult:
+        tried.append(rate)
+        return step(rate, 5, 5 if rate < 12 else 4, 5)
+
+    result = steps.search(steps.Plan([2, 4], max_rate=20, refine=0), run)
+    assert tried == [2, 4, 6, 8, 10, 12]
+    assert result.best_rate == 10
 
 
 def test_search_that_never_fails_says_the_ceiling_is_higher() -> None:
-    result = steps.search([1, 2], lambda r: step(r, 5, 5, 5))
-    assert result.best_rate == 2
-    assert steps.hit_ceiling(result, [1, 2])
+    result = steps.search(steps.Plan([1, 2], max_rate=3), lambda r: step(r, 5, 5, 5))
+    assert result.best_rate == 3
+    assert steps.hit_ceiling(result)
 
 
-def test_search_wants_increasing_rates() -> None:
+def test_plan_wants_increasing_rates_and_room_above_them() -> None:
     with pytest.raises(ValueError, match="increasing"):
-        steps.search([2, 1], lambda r: step(r, 1, 1, 1))
+        steps.Plan([2, 1], max_rate=4)
+    with pytest.raises(ValueError, match="increasing"):
+        steps.Plan([], max_rate=4)
+    with pytest.raises(ValueError, match="max_rate"):
+        steps.Plan([2, 4], max_rate=3)
 
 
-def test_best_ignores_a_pass_after_a_failure() -> None:
-    s = steps.Search([step(1, 5, 5, 5), step(2, 5, 4, 4), step(3, 5, 5, 5)])
-    assert s.best_rate == 1
+def test_best_ignores_a_pass_above_a_failure() -> None:
+    s = steps.Search([step(1, 5, 5, 5), step(3, 5, 4, 4), step(2, 5, 5, 5), step(4, 5, 5, 5)])
+    assert s.best_rate == 2
+    assert s.first_failure == 3
 
 
 def test_ratio() -> None:
