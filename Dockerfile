@@ -2,7 +2,7 @@
 FROM python:3.11-slim-bookworm
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      espeak-ng libsndfile1 \
+      espeak-ng libsndfile1 tzdata \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --home /var/lib/callrec --create-home callrec
 WORKDIR /opt/callrec

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
+from callrec.clinic_time import DEFAULT_TIMEZONE, clinic_timezone, zone
 from callrec.errors import ConfigError
 
 
@@ -29,6 +31,8 @@ class Settings:
     retention_months: int = 12  # privacy statement §9
     # Asterisk's recording spool as this process sees it; unset: recordings come over ARI.
     asterisk_recordings_dir: Path | None = None
+    # the clinic's calendar for the dates people type and read (callrec.clinic_time)
+    timezone: ZoneInfo = field(default_factory=lambda: zone(DEFAULT_TIMEZONE))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -57,6 +61,7 @@ class Settings:
         if spool and not Path(spool).is_absolute():
             raise ConfigError("CALLREC_ASTERISK_RECORDINGS_DIR must be an absolute path")
         return cls(
+            timezone=clinic_timezone(env),
             asterisk_recordings_dir=Path(spool) if spool else None,
             retention_months=int(months),
             database_url=need("CALLREC_DATABASE_URL"),

@@ -6,7 +6,8 @@ with `callrec users add NAME` while no account exists; it is always an admin.
 
 Environment: CALLREC_DATABASE_URL (the service role's DSN), CALLREC_ARCHIVE_DIR,
 CALLREC_SECRET_KEY or CALLREC_SECRET_KEY_FILE (keyed hashes of phone numbers),
-CALLREC_RETENTION_MONTHS (default 12)."""
+CALLREC_RETENTION_MONTHS (default 12), CALLREC_TIMEZONE (the clinic's calendar for dates,
+default Europe/Helsinki)."""
 
 from __future__ import annotations
 
@@ -18,12 +19,13 @@ import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
+from callrec.clinic_time import clinic_timezone, local
 from callrec.errors import ConfigError
 from callrec.logs import configure_logging
 from callrec.privacy.audit import ACTIONS, AuditFilter
@@ -34,7 +36,7 @@ from callrec.privacy.keys import load_secret_key
 from callrec.privacy.numbers import canonical_number, number_target
 from callrec.privacy.progress import ProgressBar
 from callrec.privacy.roles import Actor
-from callrec.privacy.service import PrivacyService, expiry_from_date, report_dict
+from callrec.privacy.service import PrivacyService, report_dict
 
 Body = Callable[[PrivacyService, argparse.Namespace], Awaitable[int]]
 
@@ -176,13 +178,15 @@ async def _session(body: Body, args: argparse.Namespace) -> int:
     months_text = os.environ.get("CALLREC_RETENTION_MONTHS", "12").strip()
     if not months_text.isdigit():
         raise ConfigError("CALLREC_RETENTION_MONTHS must be a whole number of months")
+    timezone = clinic_timezone()
     try:
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=3)
     except (OSError, asyncpg.PostgresError) as exc:
         raise ConfigError(f"cannot connect to the database: {exc}") from exc
     try:
         service = PrivacyService(
-            pool, Path(archive) if archive else None, key, retention_months=int(months_text)
+            pool, Path(archive) if archive else None, key, retention_months=int(months_text),
+            timezone=timezone,
         )
         args.actor = await _login(service, args) if args.needs_actor else None
         return await body(service, args)
@@ -209,25 +213,27 @@ def _new_password(args: argparse.Namespace) -> str:
     return first
 
 
-def _when(text: str | None) -> datetime | None:
+def _when(service: PrivacyService, text: str | None) -> datetime | None:
+    """A date (its start) or a time; without a zone, on the clinic's clock."""
     if text is None:
         return None
     if len(text.strip()) == 10:
-        return datetime.combine(parse_date(text), time(0), tzinfo=UTC)
+        return service.day_start(parse_date(text))
     try:
         value = datetime.fromisoformat(text.strip())
     except ValueError:
         raise Invalid(f"not a date or time: {text[:40]!r}") from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return value if value.tzinfo else value.replace(tzinfo=service.timezone)
 
 
-def _expiry(text: str | None) -> datetime | None:
-    return expiry_from_date(parse_date(text)) if text else None
+def _expiry(service: PrivacyService, text: str | None) -> datetime | None:
+    return service.expiry(parse_date(text)) if text else None
 
 
-def _fmt(value: Any) -> str:
+def _fmt(service: PrivacyService, value: Any) -> str:
+    """A time on the clinic's clock, with its zone (as the console shows it)."""
     if isinstance(value, datetime):
-        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+        return local(value, service.timezone).strftime("%Y-%m-%d %H:%M:%S %Z")
     return "-" if value is None else str(value)
 
 
@@ -246,7 +252,7 @@ async def _users_add(service: PrivacyService, args: argparse.Namespace) -> int:
     password = _new_password(args)
     user = await service.add_user(
         actor, args.username, password, args.roles, full_name=args.full_name,
-        expires_at=_expiry(args.expires), can_listen=args.can_listen,
+        expires_at=_expiry(service, args.expires), can_listen=args.can_listen,
     )
     print(f"created {user.username} ({', '.join(user.roles)})")
     return 0
@@ -255,7 +261,8 @@ async def _users_add(service: PrivacyService, args: argparse.Namespace) -> int:
 async def _users_list(service: PrivacyService, args: argparse.Namespace) -> int:
     for u in await service.list_users(args.actor):
         state = "disabled" if u.disabled else "active"
-        print(f"{u.username:<20} {','.join(u.roles):<28} {state:<8} expires {_fmt(u.expires_at)}"
+        expires = _fmt(service, u.expires_at)
+        print(f"{u.username:<20} {','.join(u.roles):<28} {state:<8} expires {expires}"
               f"{'  can-listen' if u.can_listen else ''}  {u.full_name}")
     return 0
 
@@ -274,10 +281,10 @@ async def _users_passwd(service: PrivacyService, args: argparse.Namespace) -> in
 
 async def _users_roles(service: PrivacyService, args: argparse.Namespace) -> int:
     user = await service.set_roles(
-        args.actor, args.username, args.roles, expires_at=_expiry(args.expires),
+        args.actor, args.username, args.roles, expires_at=_expiry(service, args.expires),
         can_listen=args.can_listen,
     )
-    print(f"{user.username}: {', '.join(user.roles)}; expires {_fmt(user.expires_at)};"
+    print(f"{user.username}: {', '.join(user.roles)}; expires {_fmt(service, user.expires_at)};"
           f" can listen: {'yes' if user.can_listen else 'no'}")
     return 0
 
@@ -304,14 +311,15 @@ async def _audit_show(service: PrivacyService, args: argparse.Namespace) -> int:
     if args.number:
         target = number_target(service.hasher.digest(canonical_number(args.number)))
     flt = AuditFilter(actor=args.by_actor, action=args.action, target=target,
-                      since=_when(args.since), until=_when(args.until), limit=args.limit)
+                      since=_when(service, args.since), until=_when(service, args.until),
+                      limit=args.limit)
     for e in await service.audit_show(args.actor, flt):
         if args.json:
             print(json.dumps({"seq": e.seq, "at": e.at.isoformat(), "actor": e.actor,
                               "action": e.action, "target": e.target, "reason": e.reason,
                               "details": e.details}, ensure_ascii=False))
         else:
-            print(f"{e.seq:>6} {_fmt(e.at)} {e.actor:<18} {e.action:<13} {e.target}"
+            print(f"{e.seq:>6} {_fmt(service, e.at)} {e.actor:<18} {e.action:<13} {e.target}"
                   f"{'  — ' + e.reason if e.reason else ''}")
     return 0
 
@@ -328,9 +336,9 @@ async def _retention_run(service: PrivacyService, args: argparse.Namespace) -> i
         print(json.dumps(report_dict(report)))
         return 0
     verb = "would delete" if report.dry_run else "deleted"
-    print(f"retention {report.months} months, cutoff {_fmt(report.cutoff)} UTC: {verb} "
+    print(f"retention {report.months} months, cutoff {_fmt(service, report.cutoff)}: {verb} "
           f"{len(report.purged)} call(s); {report.held_skipped} held call(s) kept; "
-          f"oldest remaining ended {_fmt(report.oldest_remaining_ended_at)}")
+          f"oldest remaining ended {_fmt(service, report.oldest_remaining_ended_at)}")
     if report.resumed:
         print(f"finished {report.resumed} call(s) queued by an interrupted run")
     if report.audit_seq:
@@ -355,9 +363,10 @@ async def _hold_release(service: PrivacyService, args: argparse.Namespace) -> in
 async def _hold_list(service: PrivacyService, args: argparse.Namespace) -> int:
     for h in await service.list_holds(args.actor, include_released=args.all):
         what = "number (hashed)" if h.by_number else f"call {h.call_id}"
-        state = f"released {_fmt(h.released_at)} by {h.released_by}" if h.released_at else \
-            "active"
-        print(f"{h.id:>5} {what:<42} {state:<10} {_fmt(h.created_at)} {h.created_by}: {h.reason}")
+        state = (f"released {_fmt(service, h.released_at)} by {h.released_by}"
+                 if h.released_at else "active")
+        print(f"{h.id:>5} {what:<42} {state:<10} {_fmt(service, h.created_at)} "
+              f"{h.created_by}: {h.reason}")
     return 0
 
 

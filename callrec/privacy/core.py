@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import structlog
 
+from callrec.clinic_time import DEFAULT_TIMEZONE, day_start, end_of_day, zone
 from callrec.errors import ConfigError
 from callrec.privacy import audit
 from callrec.privacy.errors import (
@@ -56,9 +58,6 @@ def parse_call_id(value: str | UUID) -> UUID:
         raise Invalid(f"not a call id: {str(value)[:40]!r}") from None
 
 
-def expiry_from_date(day: date) -> datetime:
-    """An account 'valid through' a date expires at the end of that day (UTC)."""
-    return datetime.combine(day + timedelta(days=1), time(0), tzinfo=UTC)
 
 
 def iso(value: datetime | None) -> str | None:
@@ -85,6 +84,7 @@ class ServiceCore:
         retention_months: int = 12,
         lockout_failures: int = 5,
         lockout_window: timedelta = timedelta(minutes=15),
+        timezone: ZoneInfo | None = None,
     ) -> None:
         if not 1 <= retention_months <= 1200:
             raise ConfigError("retention months must be between 1 and 1200")
@@ -94,6 +94,8 @@ class ServiceCore:
         self.retention_months = retention_months
         self._lockout_failures = lockout_failures
         self._lockout_window = lockout_window
+        # the clinic's days: request dates, 'valid through' dates, day searches
+        self.timezone = timezone or zone(DEFAULT_TIMEZONE)
 
     @property
     def archive_root(self) -> Path:
@@ -158,8 +160,17 @@ class ServiceCore:
             raise Invalid(f"{name} is not an active account{need}")
         return name
 
+    def expiry(self, day: date) -> datetime:
+        """An account 'valid through' `day` expires when that day ends in the clinic."""
+        return end_of_day(day, self.timezone)
+
+    def day_start(self, day: date) -> datetime:
+        return day_start(day, self.timezone)
+
     async def _today(self, conn: asyncpg.Connection) -> date:
-        value: date = await conn.fetchval("SELECT current_date")
+        # the database's clock (one clock for every writer), the clinic's calendar
+        value: date = await conn.fetchval(
+            "SELECT (now() AT TIME ZONE $1)::date", self.timezone.key)
         return value
 
     async def _held(

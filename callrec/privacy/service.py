@@ -16,7 +16,7 @@ import structlog
 from callrec.privacy import audit, chain
 from callrec.privacy.accounts import AccountsMixin, UserInfo
 from callrec.privacy.cases import Case, CasesMixin, ExportResult
-from callrec.privacy.core import ServiceCore, expiry_from_date, iso
+from callrec.privacy.core import ServiceCore, iso
 from callrec.privacy.disclosures import Disclosure, DisclosuresMixin
 from callrec.privacy.errors import (
     Invalid,
@@ -28,7 +28,7 @@ from callrec.privacy.roles import Actor, Operation
 
 __all__ = [
     "Actor", "CallSummary", "Case", "Disclosure", "ExportResult", "Hold", "PrivacyService",
-    "RecordingFile", "RetentionReport", "UserInfo", "expiry_from_date", "report_dict",
+    "RecordingFile", "RetentionReport", "UserInfo", "report_dict",
     "run_retention",
 ]
 

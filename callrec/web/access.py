@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 import asyncpg
 
@@ -65,21 +66,15 @@ class Cursor:
             raise Invalid("not a page cursor") from None
 
 
-def day_start(day: date) -> datetime:
-    # the clinic's days; PostgreSQL compares timestamptz, so the zone must be explicit
-    from zoneinfo import ZoneInfo
-
-    return datetime.combine(day, time(0), tzinfo=ZoneInfo("Europe/Helsinki"))
-
-
 class ConsoleService(BundlesMixin, PrivacyService):
     """The privacy service plus the console's reads, under the same authorisation."""
 
     def __init__(
         self, pool: asyncpg.Pool, archive_root: Path | None, secret_key: bytes | None,
-        *, bundle_dir: Path, retention_months: int = 12,
+        *, bundle_dir: Path, retention_months: int = 12, timezone: ZoneInfo | None = None,
     ) -> None:
-        super().__init__(pool, archive_root, secret_key, retention_months=retention_months)
+        super().__init__(pool, archive_root, secret_key, retention_months=retention_months,
+                         timezone=timezone)
         self.bundle_dir = bundle_dir
 
     async def search_page(
@@ -104,9 +99,9 @@ class ConsoleService(BundlesMixin, PrivacyService):
         if flt.agent:
             where.append(f"c.agent_name ILIKE {arg(_like_prefix(flt.agent))} ESCAPE '\\'")
         if flt.since:
-            where.append(f"c.started_at >= {arg(day_start(flt.since))}")
+            where.append(f"c.started_at >= {arg(self.day_start(flt.since))}")
         if flt.until:
-            where.append(f"c.started_at < {arg(day_start(flt.until + timedelta(days=1)))}")
+            where.append(f"c.started_at < {arg(self.day_start(flt.until + timedelta(days=1)))}")
         if flt.end_reason:
             if flt.end_reason not in END_REASONS:
                 raise Invalid(f"unknown end reason {flt.end_reason[:40]!r}")

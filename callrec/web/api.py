@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -14,12 +14,12 @@ from aiohttp import web
 
 from callrec.privacy.audit import ACTIONS, AuditFilter
 from callrec.privacy.bundles import sha256_file
-from callrec.privacy.core import expiry_from_date, parse_call_id
+from callrec.privacy.core import parse_call_id
 from callrec.privacy.deadlines import parse_date
 from callrec.privacy.errors import AuthenticationFailed, Invalid
 from callrec.routing.errors import RoutingError
 from callrec.web import config
-from callrec.web.access import Cursor, day_start
+from callrec.web.access import Cursor
 from callrec.web.console import Req, client_address, handler, set_session_cookie
 from callrec.web.errors import FormInvalid, UploadRejected, WebError
 from callrec.web.openapi import document
@@ -296,8 +296,10 @@ async def audit(req: Req) -> web.StreamResponse:
     action = q.get("action") or None
     if action is not None and action not in ACTIONS:
         raise Invalid("unknown action")
-    since = day_start(parse_date(q["since"])) if q.get("since") else None
-    until = day_start(parse_date(q["until"])) if q.get("until") else None
+    since = req.svc.day_start(parse_date(q["since"])) if q.get("since") else None
+    # through the until day, as in the call search
+    until = (req.svc.day_start(parse_date(q["until"]) + timedelta(days=1)) if q.get("until")
+             else None)
     try:
         limit = int(q.get("limit", "100"))
     except ValueError:
@@ -321,9 +323,9 @@ async def users(req: Req) -> web.StreamResponse:
     return _json({"users": [asdict(u) for u in found]})
 
 
-def _expires(data: dict[str, Any]) -> datetime | None:
+def _expires(req: Req, data: dict[str, Any]) -> datetime | None:
     text = _text(data, "expires", required=False)
-    return expiry_from_date(parse_date(text)) if text else None
+    return req.svc.expiry(parse_date(text)) if text else None
 
 
 def _roles(data: dict[str, Any]) -> list[str]:
@@ -339,7 +341,7 @@ async def add_user(req: Req) -> web.StreamResponse:
     info = await req.svc.add_user(
         req.logged_in.actor, _text(data, "username") or "", _text(data, "password") or "",
         _roles(data), full_name=_text(data, "full_name", required=False) or "",
-        expires_at=_expires(data), can_listen=data.get("can_listen") is True,
+        expires_at=_expires(req, data), can_listen=data.get("can_listen") is True,
     )
     return _json(asdict(info), 201)
 
@@ -350,7 +352,7 @@ async def user_roles(req: Req) -> web.StreamResponse:
     listen = data.get("can_listen")
     info = await req.svc.set_roles(
         req.logged_in.actor, req.request.match_info["username"], _roles(data),
-        expires_at=_expires(data), can_listen=listen if isinstance(listen, bool) else None,
+        expires_at=_expires(req, data), can_listen=listen if isinstance(listen, bool) else None,
     )
     return _json(asdict(info))
 

@@ -14,7 +14,7 @@ import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
@@ -26,6 +26,7 @@ import structlog
 from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 
+from callrec.clinic_time import DEFAULT_TIMEZONE, last_day, local, zone
 from callrec.errors import CallrecError, ConfigError
 from callrec.privacy.errors import Forbidden
 from callrec.privacy.keys import load_secret_key
@@ -44,7 +45,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 HERE = Path(__file__).resolve().parent
-LOCAL_TZ = ZoneInfo("Europe/Helsinki")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 LOGIN_COOKIE = "callrec_login"  # double-submit token of the login form (login CSRF)
 HOUSEKEEPING_EVERY = 600.0
@@ -75,6 +75,7 @@ class Console:
     bundle_dir: Path
     secure_cookies: bool = False
     retention_months: int = 12
+    timezone: ZoneInfo = field(default_factory=lambda: zone(DEFAULT_TIMEZONE))
     templates: jinja2.Environment = field(init=False)
     pool: asyncpg.Pool | None = None
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
@@ -82,7 +83,7 @@ class Console:
     _sessions: SessionStore | None = None
 
     def __post_init__(self) -> None:
-        self.templates = template_environment()
+        self.templates = template_environment(self.timezone)
 
     @property
     def svc(self) -> ConsoleService:
@@ -106,7 +107,8 @@ class Console:
         # min_size 0: a database down at start-up must not stop the call flow from starting
         self.pool = await asyncpg.create_pool(self.database_url, min_size=0, max_size=6)
         self._svc = ConsoleService(self.pool, self.archive_dir, key, bundle_dir=self.bundle_dir,
-                                   retention_months=self.retention_months)
+                                   retention_months=self.retention_months,
+                                   timezone=self.timezone)
         self._sessions = SessionStore(self.pool)
 
     async def close(self) -> None:
@@ -128,17 +130,19 @@ class Console:
 CONSOLE = web.AppKey("console", Console)
 
 
-def template_environment() -> jinja2.Environment:
-    """The pages' templates: autoescaped, strict about undefined names."""
+def template_environment(tz: ZoneInfo | None = None) -> jinja2.Environment:
+    """The pages' templates: autoescaped, strict about undefined names; times and dates
+    shown on the clinic's clock (`tz`, default Europe/Helsinki)."""
+    tz = tz or zone(DEFAULT_TIMEZONE)
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
         autoescape=jinja2.select_autoescape(["html"]),
         undefined=jinja2.StrictUndefined,
     )
-    env.filters["when"] = _when
+    env.filters["when"] = lambda value: _when(value, tz)
     env.filters["dur"] = _duration
     env.filters["size"] = _size
-    env.filters["through"] = _valid_through
+    env.filters["through"] = lambda value: _valid_through(value, tz)
     return env
 
 
@@ -297,20 +301,18 @@ def login_token() -> str:
     return secrets.token_urlsafe(24)
 
 
-def _when(value: str | datetime | None) -> str:
+def _when(value: str | datetime | None, tz: ZoneInfo) -> str:
     if value is None or value == "":
         return "\u2013"
     at = datetime.fromisoformat(value) if isinstance(value, str) else value
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=UTC)
-    return at.astimezone(LOCAL_TZ).strftime("%Y-%m-%d %H:%M:%S")
+    return local(at, tz).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _valid_through(value: datetime | None) -> str:
-    """An account expiry (end of its last day, UTC) as the date it is valid through."""
+def _valid_through(value: datetime | None, tz: ZoneInfo) -> str:
+    """An account expiry (the end of its last day in the clinic) as that day."""
     if value is None:
         return "\u2013"
-    return (value.astimezone(UTC) - timedelta(microseconds=1)).date().isoformat()
+    return last_day(value, tz).isoformat()
 
 
 def _duration(ms: int | None) -> str:
@@ -340,6 +342,7 @@ def add_console(app: web.Application, service: Service) -> Console:
         bundle_dir=Path(os.environ.get("CALLREC_WEB_BUNDLE_DIR", str(state / "web-bundles"))),
         secure_cookies=web_url.startswith("https://"),
         retention_months=settings.retention_months,
+        timezone=settings.timezone,
     )
     mount(app, console)
     return console

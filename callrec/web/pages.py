@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 from uuid import UUID
 
 from aiohttp import BodyPartReader, web
 
 from callrec.privacy.audit import ACTIONS, AuditFilter
-from callrec.privacy.core import expiry_from_date, parse_call_id
+from callrec.privacy.core import parse_call_id
 from callrec.privacy.deadlines import parse_date
 from callrec.privacy.errors import AuthenticationFailed, Forbidden, Invalid, PrivacyError
 from callrec.privacy.roles import Operation, Role, permits
@@ -501,7 +501,7 @@ async def _audit_page(req: Req, verdict: Any = None) -> web.StreamResponse:
     q = req.request.query
     errors: dict[str, str] = {}
 
-    def when(name: str) -> Any:
+    def when(name: str, *, days_after: int = 0) -> Any:
         value = (q.get(name) or "").strip()
         if not value:
             return None
@@ -510,9 +510,7 @@ async def _audit_page(req: Req, verdict: Any = None) -> web.StreamResponse:
         except Invalid as exc:
             errors[name] = exc.message
             return None
-        from callrec.web.access import day_start
-
-        return day_start(day)
+        return req.svc.day_start(day + timedelta(days=days_after))
 
     action = (q.get("action") or "").strip() or None
     if action is not None and action not in ACTIONS:
@@ -520,7 +518,7 @@ async def _audit_page(req: Req, verdict: Any = None) -> web.StreamResponse:
         action = None
     flt = AuditFilter(actor=(q.get("actor") or "").strip().lower() or None, action=action,
                       target=(q.get("target") or "").strip() or None, since=when("since"),
-                      until=when("until"), limit=200)
+                      until=when("until", days_after=1), limit=200)  # through that day
     session = req.logged_in
     entries = await req.svc.audit_show(session.actor, flt)
     return req.render("audit.html", entries=entries, verdict=verdict, q=q, errors=errors,
@@ -577,7 +575,7 @@ def _expiry(req: Req, name: str = "expires") -> Any:
     value = req.field(name).strip()
     if not value:
         return None
-    return expiry_from_date(parse_date(value))
+    return req.svc.expiry(parse_date(value))
 
 
 @handler("page")

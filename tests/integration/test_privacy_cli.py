@@ -167,3 +167,22 @@ async def test_retention_killed_mid_run_then_rerun(db: ScratchDatabase, tmp_path
         batches = {i for r in await w.audit("purge")
                    for i in json.loads(r["details"])["call_ids"]["retention"]}
         assert batches == {str(c) for c in doomed} and purged_now <= batches
+
+
+@pytest.mark.parametrize(("zone", "shown"), [
+    (None, "expires 2027-01-01 00:00:00 EET"),  # Helsinki, the default
+    ("UTC", "expires 2027-01-01 00:00:00 UTC"),
+])
+async def test_cli_dates_are_the_clinics(
+    db: ScratchDatabase, tmp_path: Path, zone: str | None, shown: str
+) -> None:
+    async with world(db, tmp_path) as w:
+        root = _env(w, "root") | ({"CALLREC_TIMEZONE": zone} if zone else {})
+        rc, _, err = await _cli(root, "users", "add", "vendor", "--roles", "processor",
+                                "--expires", "2026-12-31", "--password-stdin",
+                                stdin=PASSWORD + "\n")
+        assert rc == 0, err
+        rc, out, _ = await _cli(root, "users", "list")
+        assert rc == 0 and shown in out, out
+        rc, _, err = await _cli(root | {"CALLREC_TIMEZONE": "Mars/Olympus"}, "users", "list")
+        assert rc != 0 and "CALLREC_TIMEZONE" in err

@@ -10,6 +10,8 @@ import json
 import zipfile
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
@@ -113,7 +115,7 @@ async def test_requests_list_overdue_first_and_bad_input(
 ) -> None:
     async with world(db, tmp_path) as w:
         dpo = await w.user("dpo", "privacy")
-        today = datetime.now(UTC).date()
+        today = datetime.now(w.service.timezone).date()  # the clinic's calendar
         fresh = await w.service.open_access_request(
             dpo, number="0501111111", verified_by="dpo", method="letter")
         late = await w.service.open_access_request(
@@ -128,6 +130,31 @@ async def test_requests_list_overdue_first_and_bad_input(
             args = {"number": "0501111111", "verified_by": "dpo", "method": "letter", **kw}
             with pytest.raises(Invalid):
                 await w.service.open_access_request(dpo, **args)
+
+
+async def test_request_dates_are_days_in_the_clinic(
+    db: ScratchDatabase, tmp_path: Path
+) -> None:
+    # 25 hours apart: these two zones never share a date
+    east, west = ZoneInfo("Pacific/Kiritimati"), ZoneInfo("Pacific/Pago_Pago")
+    async with world(db, tmp_path) as w:
+        dpo = await w.user("dpo", "privacy")
+
+        async def request(number: str, tz: ZoneInfo, **kw: str) -> Any:
+            w.service.timezone = tz
+            return await w.service.open_access_request(
+                dpo, number=number, verified_by="dpo", method="letter", **kw)
+
+        a = await request("0501111111", east)
+        b = await request("0502222222", west)
+        assert a.received_on == datetime.now(east).date()
+        assert b.received_on == datetime.now(west).date()
+        assert a.received_on > b.received_on and a.due_on == a.received_on + timedelta(days=7)
+        # the west's tomorrow is no later than the east's today: a future date only there
+        tomorrow_west = (datetime.now(west).date() + timedelta(days=1)).isoformat()
+        with pytest.raises(Invalid, match="future"):
+            await request("0503333333", west, received=tomorrow_west)
+        assert (await request("0503333333", east, received=tomorrow_west)).status == "open"
 
 
 async def test_erasure_without_hold_leaves_no_trace_of_the_number(

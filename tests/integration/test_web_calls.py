@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from tests.dbfixtures import ScratchDatabase
-from tests.integration.test_web_support import console
+from tests.integration.test_web_support import PASSWORD, console
 
 pytestmark = pytest.mark.db
 
@@ -67,6 +68,55 @@ async def test_search_filters_and_keyset_pages(
         # every search is audited, the number only as a keyed hash
         searches = [e for e in await c.audit("search") if e["actor"] == "rita"]
         assert searches and all("111" not in e["target"] for e in searches)
+
+
+@pytest.mark.parametrize(("zone", "day", "shown", "expires_at"), [
+    (None, "2026-03-03", "2026-03-03 00:30:00", "2026-12-31T22:00:00+00:00"),  # Helsinki
+    ("UTC", "2026-03-02", "2026-03-02 22:30:00", "2027-01-01T00:00:00+00:00"),
+])
+async def test_days_and_times_are_the_clinics(
+    db: ScratchDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, zone: str | None,
+    day: str, shown: str, expires_at: str,
+) -> None:
+    from tests.integration.test_web_api import _api_login
+
+    async with console(db, tmp_path, monkeypatch, timezone=zone) as c:
+        # 22:30 UTC: the next day in Helsinki
+        await c.call("0401112222", started=datetime(2026, 3, 2, 22, 30, tzinfo=UTC))
+        await c.user("rita", "reviewer")
+        b = await c.logged_in("rita")
+
+        async def found(since: str) -> int:
+            resp = await b.client.get(f"/api/calls?since={since}&until={since}")
+            assert resp.status == 200, await resp.text()
+            return len((await resp.json())["calls"])
+
+        other = {date(2026, 3, 2).isoformat(), date(2026, 3, 3).isoformat()} - {day}
+        assert await found(day) == 1
+        assert await found(other.pop()) == 0
+        page = await (await b.client.get(f"/calls?since={day}&until={day}&go=1")).text()
+        assert shown in page
+        # an account valid through a day expires as that day ends in the clinic
+        admin = await _api_login(c, "root")
+        added = await admin.api("POST", "/api/users", {
+            "username": "vendor", "password": PASSWORD, "roles": ["processor"],
+            "expires": "2026-12-31"})
+        assert added.status == 201, await added.text()
+        users = (await (await admin.client.get("/api/users")).json())["users"]
+        vendor = next(u for u in users if u["username"] == "vendor")
+        assert datetime.fromisoformat(vendor["expires_at"]) == datetime.fromisoformat(expires_at)
+        accounts = await (await admin.client.get("/admin/accounts")).text()
+        assert "2026-12-31" in accounts
+        # the audit's until day is included, as the call search's is
+        await c.user("dpo", "privacy")
+        dpo = await _api_login(c, "dpo")
+        today = datetime.now(ZoneInfo(zone or "Europe/Helsinki")).date().isoformat()
+        resp = await dpo.client.get(f"/api/audit?since={today}&until={today}&action=search")
+        assert resp.status == 200, await resp.text()
+        assert len((await resp.json())["entries"]) == 3  # rita's three searches
+        page = await (await dpo.client.get(
+            f"/privacy/audit?since={today}&until={today}&action=search")).text()
+        assert page.count("rita") >= 3
 
 
 async def test_listen_with_purpose_then_range_requests(

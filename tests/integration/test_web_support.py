@@ -132,8 +132,9 @@ class Console:
 
 
 @asynccontextmanager
-async def console(db: ScratchDatabase, tmp: Path, monkeypatch: pytest.MonkeyPatch
-                  ) -> AsyncIterator[Console]:
+async def console(db: ScratchDatabase, tmp: Path, monkeypatch: pytest.MonkeyPatch,
+                  *, timezone: str | None = None) -> AsyncIterator[Console]:
+    """`timezone`: CALLREC_TIMEZONE (unset: the default, Europe/Helsinki)."""
     root = tmp / "archive"
     root.mkdir()
     prompts_dir = tmp / "prompts"
@@ -151,6 +152,7 @@ async def console(db: ScratchDatabase, tmp: Path, monkeypatch: pytest.MonkeyPatc
         "CALLREC_ARCHIVE_DIR": str(root), "CALLREC_STATE_DIR": str(tmp / "state"),
         "CALLREC_CONFIG": str(routing_path), "CALLREC_PROMPTS_DIR": str(prompts_dir),
         "CALLREC_PROMPT_CACHE_DIR": str(tmp / "state" / "prompt-cache"),
+        **({"CALLREC_TIMEZONE": timezone} if timezone else {}),
     })
     svc = build_service(settings)
     svc.routing.current()

@@ -50,7 +50,15 @@ def test_missing_setting_is_named(missing: str) -> None:
     ("CALLREC_RETENTION_MONTHS", "0", "CALLREC_RETENTION_MONTHS"),
     ("CALLREC_RETENTION_MONTHS", "twelve", "CALLREC_RETENTION_MONTHS"),
     ("CALLREC_LOG_FORMAT", "xml", "CALLREC_LOG_FORMAT"),
+    ("CALLREC_TIMEZONE", "Mars/Olympus", "CALLREC_TIMEZONE"),
+    ("CALLREC_TIMEZONE", "../../etc/passwd", "CALLREC_TIMEZONE"),
 ])
 def test_bad_values_are_refused(key: str, value: str, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         Settings.from_env({**BASE, key: value})
+
+
+def test_the_clinic_timezone_defaults_to_helsinki() -> None:
+    assert Settings.from_env(BASE).timezone.key == "Europe/Helsinki"
+    assert Settings.from_env({**BASE, "CALLREC_TIMEZONE": "Europe/Stockholm"}).timezone.key \
+        == "Europe/Stockholm"
