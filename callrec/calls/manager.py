@@ -522,14 +522,15 @@ class CallManager:
             self._in_stasis.pop(channel_id, None)
 
     async def _persist(self, call: _Call, *, durable: bool = True, **fields: Any) -> None:
-        """Write columns of the call's row. The call's first write is waited for: its row
-        exists before anything else happens. Every later one is chained behind the call's
-        earlier writes (they reach PostgreSQL in order) and not waited for: under load a
-        commit can take seconds, and the flow (hanging up the other party, say) must not wait
-        on it. `durable=False` also commits without waiting for the WAL flush."""
-        if not call.row_started and durable:
+        """Write columns of the call's row. The call's first write is waited for (its
+        commit, not the disk flush unless `durable`): its row exists before anything else
+        happens. Every later one is chained behind the call's earlier writes (they reach
+        PostgreSQL in order) and not waited for: under load a commit can take seconds, and
+        the flow (hanging up the other party, say) must not wait on it. `durable=False`
+        commits without waiting for the WAL flush."""
+        if not call.row_started:
             call.row_started = True
-            await self._write_row(call.id, durable=True, fields=fields)
+            await self._write_row(call.id, durable=durable, fields=fields)
             return
         call.writes = asyncio.create_task(
             self._write_after(call.writes, call.id, fields, durable=durable))
