@@ -19,45 +19,42 @@ def test_a_step_passes_only_when_every_call_completed_and_was_archived() -> None
     assert not step(1, 0, 0, 0).ok  # nothing ran
 
 
+class Load:
+    """A machine that carries every rate up to `ceiling`; remembers the rates tried."""
+
+    def __init__(self, ceiling: float) -> None:
+        self.ceiling = ceiling
+        self.tried: list[float] = []
+
+    def __call__(self, rate: float) -> steps.StepResult:
+        self.tried.append(rate)
+        good = rate <= self.ceiling
+        return step(rate, 10, 10 if good else 8, 10 if good else 9)
+
+
 def test_search_narrows_the_gap_after_the_first_failure() -> None:
-    tried: list[float] = []
-
-    def run(rate: float) -> steps.StepResult:
-        tried.append(rate)
-        good = rate <= 7
-        return step(rate, 10, 10 if good else 8, 10 if good else 8)
-
-    result = steps.search(steps.Plan([2, 4, 6, 8, 10], max_rate=10, refine=2), run)
-    assert tried == [2, 4, 6, 8, 7]  # 7 passes; the gap to 8 is then no wider than 1
+    load = Load(7)
+    result = steps.search(steps.Plan([2, 4, 6, 8, 10], max_rate=10, refine=2), load)
+    assert load.tried == [2, 4, 6, 8, 7]  # 7 passes; the gap to 8 is then no wider than 1
     assert result.best_rate == 7
     assert result.best_concurrent == 10
     assert not steps.hit_ceiling(result)
 
 
 def test_refining_stops_after_its_steps() -> None:
-    tried: list[float] = []
-
-    def run(rate: float) -> steps.StepResult:
-        tried.append(rate)
-        return step(rate, 10, 10 if rate < 4.5 else 9, 10)
-
-    result = steps.search(steps.Plan([8, 16], max_rate=16, refine=1), run)
-    assert tried == [8, 4]  # 8 failed at once; the one refining step found 4
+    load = Load(4.5)
+    result = steps.search(steps.Plan([8, 16], max_rate=16, refine=1), load)
+    assert load.tried == [8, 4]  # 8 failed at once; the one refining step found 4
     assert result.best_rate == 4
-    more = steps.search(steps.Plan([8, 16], max_rate=16, refine=3), lambda r: run(r))
+    more = steps.search(steps.Plan([8, 16], max_rate=16, refine=3), load)
     assert more.best_rate == 4  # 6 fails, 5 fails: 4 stays the best
-    assert tried[2:] == [8, 4, 6, 5]
+    assert load.tried[2:] == [8, 4, 6, 5]
 
 
 def test_search_goes_past_the_rates_until_a_step_fails() -> None:
-    tried: list[float] = []
-
-    def run(rate: float) -> steps.StepResult:
-        tried.append(rate)
-        return step(rate, 5, 5 if rate < 12 else 4, 5)
-
-    result = steps.search(steps.Plan([2, 4], max_rate=20, refine=0), run)
-    assert tried == [2, 4, 6, 8, 10, 12]
+    load = Load(11)
+    result = steps.search(steps.Plan([2, 4], max_rate=20, refine=0), load)
+    assert load.tried == [2, 4, 6, 8, 10, 12]
     assert result.best_rate == 10
 
 
