@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from callrec.errors import ConfigError
 
 DEFAULT_TIMEZONE = "Europe/Helsinki"  # the clinic of the privacy statement
+DEFAULT_ZONE = ZoneInfo(DEFAULT_TIMEZONE)
 
 
 def clinic_timezone(env: Mapping[str, str] | None = None) -> ZoneInfo:
@@ -37,7 +38,8 @@ def day_start(day: date, tz: ZoneInfo) -> datetime:
 
 
 def end_of_day(day: date, tz: ZoneInfo) -> datetime:
-    """The instant `day` ends in the clinic: what 'valid through `day`' expires at."""
+    """The instant `day` ends in the clinic: what 'valid through `day`' expires at, and
+    where a search 'until `day`' (that day included) stops."""
     return day_start(day + timedelta(days=1), tz)
 
 

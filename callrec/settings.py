@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from callrec.clinic_time import DEFAULT_TIMEZONE, clinic_timezone, zone
+from callrec.clinic_time import DEFAULT_ZONE, clinic_timezone
 from callrec.errors import ConfigError
 
 
@@ -32,7 +32,7 @@ class Settings:
     # Asterisk's recording spool as this process sees it; unset: recordings come over ARI.
     asterisk_recordings_dir: Path | None = None
     # the clinic's calendar for the dates people type and read (callrec.clinic_time)
-    timezone: ZoneInfo = field(default_factory=lambda: zone(DEFAULT_TIMEZONE))
+    timezone: ZoneInfo = DEFAULT_ZONE
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -227,7 +227,7 @@ def _when(service: PrivacyService, text: str | None) -> datetime | None:
 
 
 def _expiry(service: PrivacyService, text: str | None) -> datetime | None:
-    return service.expiry(parse_date(text)) if text else None
+    return service.day_end(parse_date(text)) if text else None
 
 
 def _fmt(service: PrivacyService, value: Any) -> str:

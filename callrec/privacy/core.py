@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import structlog
 
-from callrec.clinic_time import DEFAULT_TIMEZONE, day_start, end_of_day, zone
+from callrec.clinic_time import DEFAULT_ZONE, day_start, end_of_day
 from callrec.errors import ConfigError
 from callrec.privacy import audit
 from callrec.privacy.errors import (
@@ -58,8 +58,6 @@ def parse_call_id(value: str | UUID) -> UUID:
         raise Invalid(f"not a call id: {str(value)[:40]!r}") from None
 
 
-
-
 def iso(value: datetime | None) -> str | None:
     """ISO 8601 in UTC, or None."""
     return value.astimezone(UTC).isoformat() if value is not None else None
@@ -95,7 +93,7 @@ class ServiceCore:
         self._lockout_failures = lockout_failures
         self._lockout_window = lockout_window
         # the clinic's days: request dates, 'valid through' dates, day searches
-        self.timezone = timezone or zone(DEFAULT_TIMEZONE)
+        self.timezone = timezone or DEFAULT_ZONE
 
     @property
     def archive_root(self) -> Path:
@@ -160,12 +158,13 @@ class ServiceCore:
             raise Invalid(f"{name} is not an active account{need}")
         return name
 
-    def expiry(self, day: date) -> datetime:
-        """An account 'valid through' `day` expires when that day ends in the clinic."""
-        return end_of_day(day, self.timezone)
-
     def day_start(self, day: date) -> datetime:
         return day_start(day, self.timezone)
+
+    def day_end(self, day: date) -> datetime:
+        """When `day` ends in the clinic: an account valid through it expires then, a search
+        through it stops there."""
+        return end_of_day(day, self.timezone)
 
     async def _today(self, conn: asyncpg.Connection) -> date:
         # the database's clock (one clock for every writer), the clinic's calendar

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -101,7 +101,7 @@ class ConsoleService(BundlesMixin, PrivacyService):
         if flt.since:
             where.append(f"c.started_at >= {arg(self.day_start(flt.since))}")
         if flt.until:
-            where.append(f"c.started_at < {arg(self.day_start(flt.until + timedelta(days=1)))}")
+            where.append(f"c.started_at < {arg(self.day_end(flt.until))}")
         if flt.end_reason:
             if flt.end_reason not in END_REASONS:
                 raise Invalid(f"unknown end reason {flt.end_reason[:40]!r}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
@@ -298,8 +298,7 @@ async def audit(req: Req) -> web.StreamResponse:
         raise Invalid("unknown action")
     since = req.svc.day_start(parse_date(q["since"])) if q.get("since") else None
     # through the until day, as in the call search
-    until = (req.svc.day_start(parse_date(q["until"]) + timedelta(days=1)) if q.get("until")
-             else None)
+    until = req.svc.day_end(parse_date(q["until"])) if q.get("until") else None
     try:
         limit = int(q.get("limit", "100"))
     except ValueError:
@@ -325,7 +324,7 @@ async def users(req: Req) -> web.StreamResponse:
 
 def _expires(req: Req, data: dict[str, Any]) -> datetime | None:
     text = _text(data, "expires", required=False)
-    return req.svc.expiry(parse_date(text)) if text else None
+    return req.svc.day_end(parse_date(text)) if text else None
 
 
 def _roles(data: dict[str, Any]) -> list[str]:

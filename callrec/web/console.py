@@ -26,7 +26,7 @@ import structlog
 from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 
-from callrec.clinic_time import DEFAULT_TIMEZONE, last_day, local, zone
+from callrec.clinic_time import DEFAULT_ZONE, last_day, local
 from callrec.errors import CallrecError, ConfigError
 from callrec.privacy.errors import Forbidden
 from callrec.privacy.keys import load_secret_key
@@ -75,7 +75,7 @@ class Console:
     bundle_dir: Path
     secure_cookies: bool = False
     retention_months: int = 12
-    timezone: ZoneInfo = field(default_factory=lambda: zone(DEFAULT_TIMEZONE))
+    timezone: ZoneInfo = DEFAULT_ZONE
     templates: jinja2.Environment = field(init=False)
     pool: asyncpg.Pool | None = None
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
@@ -133,7 +133,7 @@ CONSOLE = web.AppKey("console", Console)
 def template_environment(tz: ZoneInfo | None = None) -> jinja2.Environment:
     """The pages' templates: autoescaped, strict about undefined names; times and dates
     shown on the clinic's clock (`tz`, default Europe/Helsinki)."""
-    tz = tz or zone(DEFAULT_TIMEZONE)
+    tz = tz or DEFAULT_ZONE
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
         autoescape=jinja2.select_autoescape(["html"]),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 from uuid import UUID
 
@@ -501,7 +501,7 @@ async def _audit_page(req: Req, verdict: Any = None) -> web.StreamResponse:
     q = req.request.query
     errors: dict[str, str] = {}
 
-    def when(name: str, *, days_after: int = 0) -> Any:
+    def when(name: str, *, end: bool = False) -> Any:
         value = (q.get(name) or "").strip()
         if not value:
             return None
@@ -510,7 +510,7 @@ async def _audit_page(req: Req, verdict: Any = None) -> web.StreamResponse:
         except Invalid as exc:
             errors[name] = exc.message
             return None
-        return req.svc.day_start(day + timedelta(days=days_after))
+        return req.svc.day_end(day) if end else req.svc.day_start(day)
 
     action = (q.get("action") or "").strip() or None
     if action is not None and action not in ACTIONS:
@@ -518,7 +518,7 @@ async def _audit_page(req: Req, verdict: Any = None) -> web.StreamResponse:
         action = None
     flt = AuditFilter(actor=(q.get("actor") or "").strip().lower() or None, action=action,
                       target=(q.get("target") or "").strip() or None, since=when("since"),
-                      until=when("until", days_after=1), limit=200)  # through that day
+                      until=when("until", end=True), limit=200)  # through that day
     session = req.logged_in
     entries = await req.svc.audit_show(session.actor, flt)
     return req.render("audit.html", entries=entries, verdict=verdict, q=q, errors=errors,
@@ -575,7 +575,7 @@ def _expiry(req: Req, name: str = "expires") -> Any:
     value = req.field(name).strip()
     if not value:
         return None
-    return req.svc.expiry(parse_date(value))
+    return req.svc.day_end(parse_date(value))
 
 
 @handler("page")
