@@ -44,6 +44,16 @@ _UNREACHABLE: tuple[type[BaseException], ...] = (
 )
 
 
+# Connections per pool. Ten: with more commits in flight, PostgreSQL flushes more of them per
+# WAL write (at 20 calls/s, five connections queued the durable writes for seconds).
+POOL_SIZE = 10
+# Connections of each pool that only urgent writes (someone waits for them: a caller not yet
+# answered) may take when the others are busy. At 24 calls/s on a saturated machine the
+# writes nobody waits for held every connection and a call's first write waited up to 22 s
+# for one.
+URGENT_RESERVE = 3
+
+
 def _encode(value: Any) -> Any:
     if isinstance(value, dt.datetime):
         return value.isoformat()
@@ -61,6 +71,8 @@ class CallStore:
         self._pool: asyncpg.Pool | None = None
         self._lazy_pool: asyncpg.Pool | None = None
         self._connecting = asyncio.Lock()
+        # per pool (durable or not): how many connections writes nobody waits for may hold
+        self._unhurried = {d: asyncio.Semaphore(POOL_SIZE - URGENT_RESERVE) for d in (True, False)}
         self._drainer: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._retry = retry_seconds
@@ -110,9 +122,7 @@ class CallStore:
 
     async def _new_pool(self, **server_settings: str) -> asyncpg.Pool:
         return await asyncpg.create_pool(
-            # Ten: with more commits in flight, PostgreSQL flushes more of them per WAL write
-            # (at 20 calls/s, five connections queued the durable writes for seconds).
-            self._dsn, min_size=1, max_size=10, timeout=5, command_timeout=10,
+            self._dsn, min_size=1, max_size=POOL_SIZE, timeout=5, command_timeout=10,
             server_settings=server_settings or None, reset=_keep_session,
         )
 
@@ -127,17 +137,18 @@ class CallStore:
 
     # ---- writes
     async def record_call(
-        self, call_id: uuid.UUID, *, durable: bool = True, **fields: Any
+        self, call_id: uuid.UUID, *, durable: bool = True, urgent: bool = False, **fields: Any
     ) -> None:
         """Upsert these columns of the call's row. `durable=False`: returns before the commit
         is on disk (for the steps between a call's first and last writes, which would
-        otherwise hold up the call flow behind the disk under load)."""
+        otherwise hold up the call flow behind the disk under load). `urgent`: someone waits
+        for this write (a call's first); it may take the connections kept from the others."""
         unknown = set(fields) - CALL_COLUMNS
         if unknown:
             raise ArchiveError(f"not a call column: {', '.join(sorted(unknown))}")
         await self._write({"op": "call", "id": str(call_id),
                            "fields": {k: _encode(v) for k, v in fields.items()}},
-                          durable=durable)
+                          durable=durable, urgent=urgent)
 
     async def record_recording(
         self, call_id: uuid.UUID, *, path: str, sha256: str, bytes: int, duration_ms: int,
@@ -147,13 +158,17 @@ class CallStore:
             "path": path, "sha256": sha256, "bytes": bytes, "duration_ms": duration_ms,
             "format": format}})
 
-    async def _write(self, op: dict[str, Any], *, durable: bool = True) -> None:
+    async def _write(
+        self, op: dict[str, Any], *, durable: bool = True, urgent: bool = False
+    ) -> None:
         # While anything waits in the journal, new writes queue behind it: order per call
         # is what makes the upserts correct.
         if self.journal_backlog == 0:
             try:
                 pool = await self._connect(durable=durable)
-                async with pool.acquire() as conn:
+                gate: contextlib.AbstractAsyncContextManager[Any] = (
+                    contextlib.nullcontext() if urgent else self._unhurried[durable])
+                async with gate, pool.acquire() as conn:
                     await _apply(conn, op)
                 self._came_back()
                 return

@@ -80,9 +80,12 @@ class _Call:
         self.timers: dict[str, asyncio.TimerHandle] = {}
         self.task: asyncio.Task[None] | None = None
         self.owned: set[str] = set()  # channel, playback and recording ids, for unrouting
-        # The latest row write after the first; each waits for the one before it, so a
-        # call's writes reach PostgreSQL in order while the call flow goes on without them.
+        # The call's one writer of its row after the first write: it writes what is pending
+        # until nothing is, so the writes reach PostgreSQL in order while the call flow goes
+        # on without them, and writes that pile up behind a slow one go as one.
         self.writes: asyncio.Task[None] | None = None
+        self.pending: dict[str, Any] = {}
+        self.pending_durable = False
         self.row_started = False  # the first write, waited for, is done
         # Hang-ups under way: nothing in the flow waits for them (their failures change
         # nothing), so an agent waiting to be connected never waits behind one.
@@ -524,26 +527,28 @@ class CallManager:
     async def _persist(self, call: _Call, *, durable: bool = True, **fields: Any) -> None:
         """Write columns of the call's row. The call's first write is waited for (its
         commit, not the disk flush unless `durable`): its row exists before anything else
-        happens. Every later one is chained behind the call's earlier writes (they reach
-        PostgreSQL in order) and not waited for: under load a commit can take seconds, and
-        the flow (hanging up the other party, say) must not wait on it. `durable=False`
-        commits without waiting for the WAL flush."""
+        happens. Every later one goes to the call's writer and is not waited for: under load
+        a commit can take seconds, and the flow (hanging up the other party, say) must not
+        wait on it. Columns written while an earlier write is still under way are merged
+        and written once (durable if any of them asked to be): under load the database gets
+        fewer writes, not a growing queue of them. `durable=False` commits without waiting
+        for the WAL flush."""
         if not call.row_started:
             call.row_started = True
-            await self._write_row(call.id, durable=durable, fields=fields)
+            await self._write_row(call.id, durable=durable, urgent=True, fields=fields)
             return
-        call.writes = asyncio.create_task(
-            self._write_after(call.writes, call.id, fields, durable=durable))
-        self._writes.add(call.writes)
-        call.writes.add_done_callback(self._writes.discard)
+        call.pending.update(fields)
+        call.pending_durable = call.pending_durable or durable
+        if call.writes is None or call.writes.done():
+            call.writes = asyncio.create_task(self._write_pending(call))
+            self._writes.add(call.writes)
+            call.writes.add_done_callback(self._writes.discard)
 
-    async def _write_after(
-        self, before: asyncio.Task[None] | None, call_id: uuid.UUID, fields: dict[str, Any],
-        *, durable: bool,
-    ) -> None:
-        if before is not None:
-            await asyncio.wait([before])
-        await self._write_row(call_id, durable=durable, fields=fields)  # call_id is bound here
+    async def _write_pending(self, call: _Call) -> None:
+        while call.pending:
+            fields, durable = call.pending, call.pending_durable
+            call.pending, call.pending_durable = {}, False
+            await self._write_row(call.id, durable=durable, fields=fields)
 
     async def _hangup_command(self, call: _Call, channel_id: str, reason: str) -> None:
         try:
@@ -554,10 +559,10 @@ class CallManager:
             self._command_failed(call, m.HangupChannel(channel_id, reason), exc)
 
     async def _write_row(
-        self, call_id: uuid.UUID, *, durable: bool, fields: dict[str, Any]
+        self, call_id: uuid.UUID, *, durable: bool, fields: dict[str, Any], urgent: bool = False
     ) -> None:
         try:
-            await self._store.record_call(call_id, durable=durable, **fields)
+            await self._store.record_call(call_id, durable=durable, urgent=urgent, **fields)
         except asyncio.CancelledError:
             raise
         except Exception:

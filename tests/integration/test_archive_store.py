@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from callrec.archive.errors import ArchiveError
-from callrec.archive.store import CallStore
+from callrec.archive.store import POOL_SIZE, URGENT_RESERVE, CallStore
 from tests.dbfixtures import ScratchDatabase, start_cluster
 from tests.polling import eventually
 
@@ -69,6 +69,54 @@ async def test_lazy_writes_land_and_only_they_skip_waiting_for_the_disk(
             async with pool.acquire() as conn:
                 settings[durable] = await conn.fetchval("SHOW synchronous_commit")
         assert settings == {True: "on", False: "off"}
+
+
+async def test_urgent_writes_get_a_connection_while_the_others_wait(
+    db: ScratchDatabase, tmp_path: Path
+) -> None:
+    """More writes nobody waits for than the pool has connections, all stuck on row locks:
+    a call's first write (urgent) still goes through at once."""
+    stuck_ids = [uuid.uuid4() for _ in range(POOL_SIZE + 2)]
+    async with CallStore(db.app_dsn, tmp_path / "journal") as store:
+        for call_id in stuck_ids:
+            await store.record_call(call_id, urgent=True, durable=False,
+                                    service_number="0103808000", started_at=T0)
+        locker = await asyncpg.connect(db.app_dsn)
+        try:
+            locks = locker.transaction()
+            await locks.start()
+            await locker.execute("SELECT 1 FROM calls WHERE id = ANY($1) FOR UPDATE", stuck_ids)
+            stuck = [asyncio.create_task(store.record_call(c, durable=False, state="ringing"))
+                     for c in stuck_ids]
+            # as many as may hold a connection, each waiting for its row; seen from another
+            # session (one in a transaction keeps its first view of pg_stat_activity) of the
+            # same role (which sees its own sessions' waits)
+            watcher = await asyncpg.connect(db.app_dsn)
+            try:
+                await eventually(lambda: _waiting_on_locks(watcher, POOL_SIZE - URGENT_RESERVE),
+                                 timeout=10, what="writes waiting on the row locks")
+            finally:
+                await watcher.close()
+            newcomer = uuid.uuid4()
+            async with asyncio.timeout(5):
+                await store.record_call(newcomer, urgent=True, durable=False,
+                                        service_number="0103808000", started_at=T0)
+            assert not any(t.done() for t in stuck)
+            await locks.commit()
+            await asyncio.gather(*stuck)
+        finally:
+            await locker.close()
+        assert store.journal_backlog == 0
+    assert await _row(db.app_dsn, newcomer) is not None
+    for call_id in stuck_ids:
+        row = await _row(db.app_dsn, call_id)
+        assert row is not None and row["state"] == "ringing"
+
+
+async def _waiting_on_locks(conn: asyncpg.Connection, at_least: int) -> bool:
+    waiting = await conn.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+    return bool(waiting >= at_least)
 
 
 async def test_unknown_column_is_refused(db: ScratchDatabase, tmp_path: Path) -> None:
