@@ -36,7 +36,7 @@ import enum
 import math
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any
 
@@ -206,6 +206,24 @@ class CallState:
     @property
     def done(self) -> bool:
         return self.phase is Phase.DONE
+
+
+_STATE_FIELDS = frozenset(f.name for f in fields(CallState))
+
+
+def _changed(state: CallState, changes: Mapping[str, Any]) -> CallState:
+    """`dataclasses.replace` for the call state, which has no `__post_init__` and no
+    `init=False` fields: a copy of its attributes with `changes` applied. Transitions set
+    the state a few dozen times per call, and `replace` (which goes through every field and
+    `__init__`) was the largest single cost of a transition."""
+    unknown = changes.keys() - _STATE_FIELDS
+    if unknown:
+        raise TypeError(f"not a CallState field: {', '.join(sorted(unknown))}")
+    new = object.__new__(CallState)
+    # frozen only guards __setattr__; a new object's __dict__ is ours to fill
+    new.__dict__.update(state.__dict__)
+    new.__dict__.update(changes)
+    return new
 
 
 def initial_state(call_id: uuid.UUID, caller_channel: str) -> CallState:
@@ -572,7 +590,7 @@ class _Step:
 
     # -- bookkeeping ---------------------------------------------------------------------------
     def set(self, **changes: Any) -> None:
-        self.s = replace(self.s, **changes)
+        self.s = _changed(self.s, changes)
 
     def emit(self, *commands: Command) -> None:
         self.out.extend(commands)
@@ -630,7 +648,7 @@ class _Step:
                 0, Log("debug", "phase", {"from": self.before.value, "to": self.s.phase.value})
             )
         if self.row:
-            self.s = replace(self.s, row={**self.s.row, **self.row})
+            self.s = _changed(self.s, {"row": {**self.s.row, **self.row}})
             if "ended_at" in self.row:
                 self.out.insert(0, Persist(dict(self.s.row), durable=True))
             else:

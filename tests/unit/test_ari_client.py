@@ -6,10 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import aiohttp
 import pytest
 from aiohttp import WSMessage, WSMsgType
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from callrec.ari import errors
 from callrec.ari.backoff import Backoff
@@ -19,6 +22,8 @@ from callrec.ari.client import (
     _basic_auth,
     _list_of,
     _plain,
+    _query,
+    _quoted,
     _segment,
 )
 from callrec.ari.events import (
@@ -72,6 +77,15 @@ def test_segments_are_fully_quoted(value: str, quoted: str) -> None:
 def test_traversal_segments_are_refused(value: str) -> None:
     with pytest.raises(ValueError, match=r"segment|not allowed"):
         _segment(value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+def test_quoting_matches_the_standard_library(value: str) -> None:
+    # the fast path for plain values must not change what is sent
+    assert _quoted(value) == quote(value, safe="")
+    params = [(value, value), ("app", "callrec"), ("x", "")]
+    assert _query(params) == urlencode(params, quote_via=quote)
 
 
 def test_basic_auth_header() -> None:
@@ -445,6 +459,10 @@ async def stop(h: Harness, task: asyncio.Task[None]) -> None:
 def test_only_plain_segments_go_on_the_websocket() -> None:
     assert _plain("1764357885.17") and _plain("call-6f1c") and _plain("answer")
     assert not _plain("2026/11/29/x") and not _plain("a b") and not _plain("ä")
+    # what the HTTP path refuses, the websocket path refuses too
+    for bad in ("", ".", ".."):
+        with pytest.raises(ValueError, match="segment"):
+            _plain(bad)
 
 
 async def test_requests_go_on_the_websocket_once_asterisk_answers_there() -> None:

@@ -800,3 +800,25 @@ def test_only_the_last_row_write_is_durable_and_it_carries_the_whole_row() -> No
     for column in ("caller_number", "service_number", "agent_name", "recording_name",
                    "notice_prompt", "answered_at"):
         assert column in ending[0].fields
+
+
+def test_state_copies_match_dataclasses_replace() -> None:
+    """Transitions copy the state with `_changed` instead of `dataclasses.replace`; the two
+    must agree, which holds while the state has no `__post_init__` and no `init=False` field."""
+    import dataclasses
+
+    assert not hasattr(m.CallState, "__post_init__")
+    assert all(f.init for f in dataclasses.fields(m.CallState))
+    before = m.resumed_conversation(
+        call_id=CALL_ID, caller_channel=CALLER_CHANNEL, agent=AGENTS[0],
+        agent_channel=leg_id(1), bridge_id=BRIDGE, recording_name=REC,
+        started_at=T0, answered_at=T0,
+    )
+    changes = {"phase": m.Phase.DONE, "attempts": 3, "timers": frozenset({"x"}), "row": {"a": 1}}
+    after = m._changed(before, changes)
+    assert after == dataclasses.replace(before, **changes)
+    assert after is not before and before.phase is m.Phase.CONVERSATION
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        after.phase = m.Phase.NEW  # type: ignore[misc]  # frozen: what this checks
+    with pytest.raises(TypeError, match="not a CallState field: phasee"):
+        m._changed(before, {"phasee": m.Phase.DONE})
