@@ -12,6 +12,7 @@ from callrec.archive.files import RecordingArchiver
 from callrec.archive.store import CallStore
 from callrec.ari.client import AriClient
 from callrec.calls.manager import CallManager
+from callrec.histograms import Histogram
 
 MIN_FREE_BYTES = 64 * 1024 * 1024  # below this the archive is reported as (nearly) full
 
@@ -62,6 +63,14 @@ def add_routes(app: web.Application, probes: Probes) -> None:
             for labels, value in samples:
                 lines.append(f"{name}{labels} {value:g}")
 
+        def histogram(name: str, help_text: str, h: Histogram) -> None:
+            lines.append(f"# HELP {name} {help_text}")
+            lines.append(f"# TYPE {name} histogram")
+            for le, n in h.cumulative():
+                lines.append(f'{name}_bucket{{le="{le}"}} {n}')
+            lines.append(f"{name}_sum {h.sum:g}")
+            lines.append(f"{name}_count {h.count}")
+
         reasons = probes.manager.calls_by_end_reason
         metric("callrec_calls_total", "counter", "Finished calls by end reason.",
                [(f'{{end_reason="{r}"}}', n) for r, n in sorted(reasons.items())] or
@@ -99,6 +108,12 @@ def add_routes(app: web.Application, probes: Probes) -> None:
         metric("callrec_purged_calls_total", "counter",
                "Calls deleted by retention runs of this process.",
                [("", probes.purged_total())])
+        histogram("callrec_notice_wait_seconds",
+                  "Caller's wait from entering the application to the notice playing.",
+                  probes.manager.notice_wait)
+        histogram("callrec_agent_join_seconds",
+                  "Agent's wait from answering to being in the call's bridge.",
+                  probes.manager.agent_join)
         return web.Response(text="\n".join(lines) + "\n",
                             content_type="text/plain", charset="utf-8")
 

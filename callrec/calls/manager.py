@@ -29,6 +29,7 @@ from callrec.calls import machine as m
 from callrec.calls.agents import AgentTracker
 from callrec.calls.plan import build_plan
 from callrec.calls.ports import Archiver, Ari, CallRow, Prompts, RoutingSource, Store
+from callrec.histograms import Histogram
 
 log = structlog.get_logger(__name__)
 
@@ -50,6 +51,10 @@ HANDBACK_TIMEOUT = 10.0
 WRITES_DRAIN_TIMEOUT = 15.0
 # How long a new agent channel may take to enter our application before it is dialled.
 STASIS_START_WAIT = 5.0
+# Waits worth a warning line of their own: the caller hears nothing before the notice, the
+# agent nothing before being connected (the call flow's goals are tens of milliseconds).
+SLOW_NOTICE_S = 1.0
+SLOW_JOIN_S = 1.0
 # Commands whose failure changes the flow: the machine hears about it.
 _REPORTED_FAILURES = (
     m.Answer,
@@ -73,6 +78,7 @@ class _Call:
     def __init__(self, state: m.CallState, service_number: str) -> None:
         self.id = state.call_id
         self.snoop_id = m.snoop_id_for(state.call_id)  # looked up on every channel event
+        self.notice_playback = m.playback_id_for(state.call_id, "notice")
         self.state = state
         self.service_number = service_number
         self.queue: asyncio.Queue[m.FlowEvent] = asyncio.Queue()
@@ -149,6 +155,10 @@ class CallManager:
         self._born = clock()  # rows started before this belong to an earlier run
         self._closed = False
         self.calls_by_end_reason: Counter[str] = Counter()
+        #: StasisStart -> the notice playing, and agent answer -> agent in the bridge: the
+        #: two waits the call flow adds, where overload shows first.
+        self.notice_wait = Histogram()
+        self.agent_join = Histogram()
         self.reconciliations = 0
 
     # -- public ---------------------------------------------------------------------------
@@ -451,6 +461,9 @@ class CallManager:
             case m.Play(channel_id=channel_id, media=media, playback_id=playback_id):
                 self._own(call, self._by_playback, playback_id)
                 await ari.play(channel_id, media, playback_id=playback_id)
+                if playback_id == call.notice_playback:
+                    self._waited(self.notice_wait, call.state.started_at, SLOW_NOTICE_S,
+                                 "caller waited long for the notice")
             case m.Ring(channel_id=channel_id):
                 await ari.ring(channel_id)
             case m.StopRing(channel_id=channel_id):
@@ -480,6 +493,9 @@ class CallManager:
                 await ari.create_bridge(bridge_id, bridge_type="mixing")
             case m.AddToBridge(bridge_id=bridge_id, channel_id=channel_id):
                 await ari.add_channel(bridge_id, channel_id)
+                if channel_id == call.state.winner:
+                    self._waited(self.agent_join, call.state.answered_at, SLOW_JOIN_S,
+                                 "agent waited long to be connected")
             case m.DestroyBridge(bridge_id=bridge_id):
                 await ari.destroy_bridge(bridge_id)
             case m.SnoopChannel(channel_id=channel_id, snoop_id=snoop_id):
@@ -510,6 +526,16 @@ class CallManager:
                 pass  # logged with the transition
             case _:
                 log.error("unknown command", command=type(cmd).__name__)
+
+    def _waited(
+        self, histogram: Histogram, since: datetime | None, slow: float, message: str
+    ) -> None:
+        if since is None:
+            return
+        seconds = (self._clock() - since).total_seconds()
+        histogram.observe(seconds)
+        if seconds > slow:
+            log.warning(message, seconds=round(seconds, 3))
 
     async def _until_in_stasis(self, channel_id: str) -> None:
         ready = self._in_stasis.get(channel_id)

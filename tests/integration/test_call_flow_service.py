@@ -10,6 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest
 
@@ -95,15 +96,35 @@ async def invited(agent: Agent, times: int, what: str, within: float = 60) -> No
     await until(lambda: asyncio.to_thread(lambda: len(agent.invites()) >= times), within, what)
 
 
+async def waits(stack: Stack) -> dict[str, float]:
+    """The `_count` and `_sum` of the service's two wait histograms in /metrics."""
+    async with aiohttp.ClientSession() as http, http.get(stack.web_url + "/metrics") as resp:
+        body = await resp.text()
+    out = {}
+    for line in body.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name.startswith(("callrec_notice_wait_seconds_", "callrec_agent_join_seconds_")):
+            out[name] = float(value)
+    return out
+
+
 async def test_service_answers_announces_and_records(stack: Stack) -> None:
     agent = agent1(stack, 1.0)
     try:
+        before = await waits(stack)
         notice = notice_seconds(stack)
         caller = call_in(stack, "0405000001", notice + 1.5 + 6)
         assert await wait(caller, 120) == 0, caller.output()
         row = await until(lambda: finished_row(stack, "0405000001"), 60, "the archived call")
+        after = await waits(stack)
     finally:
         agent.stop()
+    # the call's two waits are in /metrics: one each, each well under a second on an idle
+    # stack (a few ms), and counted in the `+Inf` bucket as in `_count`
+    for name in ("callrec_notice_wait_seconds", "callrec_agent_join_seconds"):
+        assert after[f"{name}_count"] - before[f"{name}_count"] == 1, (name, before, after)
+        assert 0 < after[f"{name}_sum"] - before[f"{name}_sum"] < 1, (name, before, after)
+        assert after[f'{name}_bucket{{le="+Inf"}}'] == after[f"{name}_count"]
     assert (row["end_reason"], row["agent_name"]) == ("completed", "Aino Agentti")
     assert row["notice_completed"] is True
     assert row["notice_prompt"].startswith("notice-fi-")

@@ -60,6 +60,11 @@ async def test_metrics_are_prometheus_text_with_the_promised_series(stack: Stack
     assert '\ncallrec_ari_requests_total{transport="websocket"} 0\n' not in body  # the probe
     assert samples["callrec_database_up"] == 1
     assert "# TYPE callrec_calls_total counter" in body
+    for name in ("callrec_notice_wait_seconds", "callrec_agent_join_seconds"):
+        assert f"# TYPE {name} histogram" in body
+        buckets = [line for line in body.splitlines() if line.startswith(f"{name}_bucket{{")]
+        assert buckets[-1].startswith(f'{name}_bucket{{le="+Inf"}} ')
+        assert f"\n{name}_count " in body and f"\n{name}_sum " in body
 
 
 async def test_ari_reconnect_is_counted(stack: Stack) -> None:
