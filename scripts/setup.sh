@@ -33,11 +33,23 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-python=${PYTHON:-python3}
+# Debian's own interpreter (python3-venv above brings it): Debian builds it with PGO and LTO,
+# as the Docker image's is built. A python3 of one's own earlier in PATH may be neither (a
+# default pyenv build is not): on the same machine the service spent about 12 % more CPU
+# per call on one. PYTHON=/path/to/python3 picks another.
+python=${PYTHON:-/usr/bin/python3}
+base="$("$python" -c 'import os, sys; print(os.path.realpath(sys.executable))')"
+if [ -x .venv/bin/python ]; then
+  have="$(.venv/bin/python -c 'import os, sys; print(os.path.realpath(sys._base_executable))')"
+  if [ "$have" != "$base" ]; then
+    echo "setup: .venv was made with $have; making it again with $base"
+    rm -rf .venv
+  fi
+fi
 stamp=.venv/.callrec-installed
 want="$(sha256sum pyproject.toml | cut -c1-16)-$want_test"
 if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "setup: preparing the Python environment in .venv (pip)"
+  echo "setup: preparing the Python environment in .venv (pip, $base)"
   [ -x .venv/bin/python ] || "$python" -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip
   if [ $want_test = 1 ]; then
