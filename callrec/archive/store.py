@@ -242,6 +242,15 @@ class CallStore:
         rows = await self._fetch("SELECT * FROM calls WHERE recording_name = $1", recording_name)
         return rows[0] if rows else None
 
+    async def agent_history(self, since: dt.datetime) -> list[dict[str, Any]]:
+        """Per agent, the latest answer and the latest end of the calls started since
+        `since`: the call routing's turns and idle times across a restart."""
+        return await self._fetch(
+            "SELECT agent_id, max(answered_at) AS last_answered, max(ended_at) AS last_ended "
+            "FROM calls WHERE agent_id IS NOT NULL AND started_at >= $1 GROUP BY agent_id",
+            since,
+        )
+
     async def _fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
         try:
             pool = await self._connect()

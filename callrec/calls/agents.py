@@ -1,8 +1,9 @@
 """Agent availability, in memory: who is in a call, who answered last, who is idle longest.
 
 Feeds the `round_robin` and `longest_idle` strategies, which need an order of agents at the start
-of each call. It only knows calls of this process (a restart forgets it, which merely resets the
-fairness), and only what callrec itself set up.
+of each call. It knows the calls of this process and, through `remember`, what the archive says
+of the calls before a restart (so a restart in the middle of a working day does not start the
+turns afresh); only what callrec itself set up.
 """
 
 from __future__ import annotations
@@ -32,6 +33,16 @@ class AgentTracker:
         else:
             self._in_calls.pop(agent_id, None)
             self._idle_since[agent_id] = at
+
+    def remember(
+        self, agent_id: str, *, answered: datetime | None, idle_since: datetime | None
+    ) -> None:
+        """What the archive says of the agent's calls before this run: taken only where this
+        run knows nothing of its own (its own calls are the newer)."""
+        if answered is not None:
+            self._last_answered.setdefault(agent_id, answered)
+        if idle_since is not None and agent_id not in self._in_calls:
+            self._idle_since.setdefault(agent_id, idle_since)
 
     def in_call(self, agent_id: str) -> bool:
         return agent_id in self._in_calls

@@ -49,6 +49,9 @@ _WAITING_STATES = frozenset({m.Phase.ANSWERING, m.Phase.NOTICE, m.Phase.RINGING}
 HANDBACK_TIMEOUT = 10.0
 # How long `close` lets row writes under way finish.
 WRITES_DRAIN_TIMEOUT = 15.0
+# How far back the archive is read, once per run, for the agents' turns and idle times (the
+# `round_robin` and `longest_idle` strategies): a working day.
+AGENT_HISTORY = timedelta(hours=12)
 # How long a new agent channel may take to enter our application before it is dialled.
 STASIS_START_WAIT = 5.0
 # Waits worth a warning line of their own: the caller hears nothing before the notice, the
@@ -153,6 +156,7 @@ class CallManager:
         self._in_stasis: dict[str, asyncio.Future[None]] = {}
         self._reconcile_lock = asyncio.Lock()
         self._born = clock()  # rows started before this belong to an earlier run
+        self._history_read = False
         self._closed = False
         self.calls_by_end_reason: Counter[str] = Counter()
         #: StasisStart -> the notice playing, and agent answer -> agent in the bridge: the
@@ -676,6 +680,7 @@ class CallManager:
     # -- reconciliation -------------------------------------------------------------------
 
     async def _reconcile(self) -> None:
+        await self._read_agent_history()
         app = await self._ari.get_application()
         live = set(app.channel_ids)
         now = self._clock()
@@ -705,6 +710,27 @@ class CallManager:
         for channel_id in live - claimed:
             self._spawn(self._orphan_channel(channel_id, now))
         await self._sweep_recordings({uuid.UUID(str(r["id"])): r for r in rows})
+
+    async def _read_agent_history(self) -> None:
+        """Once per run: who answered and who went idle before this run, from the archive
+        (tried again at the next reconciliation while the database is away)."""
+        if self._history_read:
+            return
+        try:
+            rows = await self._store.agent_history(self._born - AGENT_HISTORY)
+        except Exception as exc:
+            log.warning("agent history not readable: the turns start afresh for now",
+                        error=repr(exc))
+            return
+        for row in rows:
+            answered, ended = row.get("last_answered"), row.get("last_ended")
+            self.tracker.remember(
+                str(row["agent_id"]),
+                answered=answered if isinstance(answered, datetime) else None,
+                idle_since=ended if isinstance(ended, datetime) else None,
+            )
+        self._history_read = True
+        log.info("agent history read", agents=len(rows))
 
     async def _check_answered(self, call: _Call, channel_id: str, now: datetime) -> None:
         try:

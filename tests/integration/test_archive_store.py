@@ -179,3 +179,27 @@ async def test_journal_left_by_a_crash_is_drained_on_start(
         await eventually(lambda: _zero(store), what="journal drained")
     row = await _row(db.app_dsn, call_id)
     assert row is not None and row["caller_number"] == "0409999"
+
+
+async def test_agent_history_is_each_agents_latest_answer_and_end(
+    db: ScratchDatabase, tmp_path: Path
+) -> None:
+    def at(minutes: int) -> dt.datetime:
+        return T0 + dt.timedelta(minutes=minutes)
+
+    async with CallStore(db.app_dsn, tmp_path / "journal") as store:
+        calls = [  # agent, started, answered, ended
+            ("hist-a1", at(-30), at(-29), at(-25)),
+            ("hist-a1", at(-10), at(-9), at(-5)),
+            ("hist-a2", at(-20), at(-19), None),  # still in conversation
+            ("hist-a3", at(-600), at(-599), at(-590)),  # before `since`
+            (None, at(-8), None, at(-7)),  # nobody answered
+        ]
+        for agent, started, answered, ended in calls:
+            await store.record_call(
+                uuid.uuid4(), service_number="0103808000", started_at=started,
+                agent_id=agent, answered_at=answered, ended_at=ended)
+        rows = await store.agent_history(at(-60))
+    history = {r["agent_id"]: (r["last_answered"], r["last_ended"]) for r in rows
+               if str(r["agent_id"]).startswith("hist-")}
+    assert history == {"hist-a1": (at(-9), at(-5)), "hist-a2": (at(-19), None)}

@@ -94,3 +94,28 @@ def test_interval_past_midnight_and_unknown_zone() -> None:
     assert is_open(svc, dt.datetime(2026, 3, 2, 1, 0, tzinfo=dt.UTC))  # Monday 01:00
     assert not is_open(svc, dt.datetime(2026, 3, 2, 3, 0, tzinfo=dt.UTC))
     assert is_open(service(sunday_night, tz="Mars/Olympus"), T)
+
+
+def test_what_the_archive_remembers_sets_the_turns_after_a_restart() -> None:
+    tracker = AgentTracker()  # a new run
+    tracker.remember("a2", answered=at(-30), idle_since=at(-20))
+    tracker.remember("a1", answered=at(-60), idle_since=at(-50))
+    tracker.remember("a3", answered=None, idle_since=None)
+    assert tracker.order(Strategy.ROUND_ROBIN, IDS) == ["a3", "a1", "a2"]
+    # never seen first, then the one idle longest
+    assert tracker.order(Strategy.LONGEST_IDLE, IDS) == ["a3", "a1", "a2"]
+
+
+def test_this_runs_own_calls_win_over_the_archive() -> None:
+    tracker = AgentTracker()
+    tracker.busy("a1", at(0))
+    tracker.busy("a2", at(1))
+    tracker.free("a2", at(2))
+    # read late (the database was away at start): older than what this run saw
+    tracker.remember("a2", answered=at(-30), idle_since=at(-20))
+    tracker.remember("a1", answered=at(-40), idle_since=at(-35))
+    # after a2, this run's last answer; a1, in a call, last
+    assert tracker.order(Strategy.ROUND_ROBIN, IDS) == ["a3", "a2", "a1"]
+    assert tracker.in_call("a1"), "the archive's old end does not free an agent in a call"
+    tracker.free("a1", at(5))
+    assert tracker.order(Strategy.LONGEST_IDLE, IDS) == ["a3", "a2", "a1"]
