@@ -23,6 +23,7 @@ from callrec import health
 from callrec.archive.files import RecordingArchiver
 from callrec.archive.spool import SpoolRecordings
 from callrec.archive.store import CallStore
+from callrec.archive.threads import ArchiveThreads
 from callrec.ari.client import AriClient
 from callrec.ari.events import Connected, Event
 from callrec.calls.manager import CallManager
@@ -48,6 +49,7 @@ class Service:
     prompts: PromptCatalog
     ari: AriClient
     manager: CallManager
+    threads: ArchiveThreads
     retention_interval: float = 24 * 3600.0
     retention_first_delay: float = 300.0
     purged_total: int = 0
@@ -58,16 +60,17 @@ SERVICE = web.AppKey("service", Service)
 
 
 def build_service(settings: Settings) -> Service:
-    store = CallStore(settings.database_url, settings.journal_dir)
-    spool = (SpoolRecordings(settings.asterisk_recordings_dir)
+    threads = ArchiveThreads()
+    store = CallStore(settings.database_url, settings.journal_dir, threads=threads)
+    spool = (SpoolRecordings(settings.asterisk_recordings_dir, threads=threads)
              if settings.asterisk_recordings_dir is not None else None)
-    archiver = RecordingArchiver(settings.archive_dir, store, spool=spool)
+    archiver = RecordingArchiver(settings.archive_dir, store, spool=spool, threads=threads)
     routing = RoutingProvider(settings.config_path, prompts_dir=settings.prompts_dir)
     prompts = PromptCatalog(settings.prompts_dir, settings.prompt_cache_dir, settings.public_url)
     ari = AriClient(settings.ari_url, settings.ari_user, settings.ari_password,
                     settings.app_name, event_types=CallManager.EVENT_TYPES)
     manager = CallManager(ari, store, archiver, routing, prompts, settings.app_name)
-    return Service(settings, store, archiver, routing, prompts, ari, manager,
+    return Service(settings, store, archiver, routing, prompts, ari, manager, threads,
                    retention_interval=float(os.environ.get(
                        "CALLREC_RETENTION_INTERVAL_HOURS", "24")) * 3600)
 
@@ -96,6 +99,7 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     finally:
         await cancel_and_wait(retries)
         await svc.store.close()
+        await svc.threads.close()
 
 
 async def _routing_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -19,6 +19,7 @@ import structlog
 
 from callrec.archive.errors import ArchiveDiskFull, CorruptRecording, RecordingNotStored
 from callrec.archive.store import CallStore
+from callrec.archive.threads import ArchiveThreads, in_thread
 from callrec.ari.errors import AriNotFound, AriUnavailable
 
 log = structlog.get_logger(__name__)
@@ -96,9 +97,11 @@ def inspect_wav(path: Path) -> tuple[str, int, int]:
 
 class RecordingArchiver:
     def __init__(
-        self, root: Path, store: CallStore, *, spool: RecordingSource | None = None
+        self, root: Path, store: CallStore, *, spool: RecordingSource | None = None,
+        threads: ArchiveThreads | None = None,
     ) -> None:
         self.root = root
+        self._threads = threads
         self.store = store
         # Where set, recordings are read from Asterisk's spool, not from the ARI client the
         # call passes in (callrec.archive.spool).
@@ -160,11 +163,11 @@ class RecordingArchiver:
         rel = relative_path(call_id, started_at)
         dest = self.root / rel
         partial = dest.with_name(f".{dest.name}.partial")
-        await asyncio.to_thread(_make_dirs, dest.parent)
+        await in_thread(self._threads, _make_dirs, dest.parent)
         try:
             await ari.download_recording(recording_name, partial)
-            repaired, (sha256, size, duration_ms) = await asyncio.to_thread(
-                _check_and_commit, partial, dest)
+            repaired, (sha256, size, duration_ms) = await in_thread(
+                self._threads, _check_and_commit, partial, dest)
             if repaired:
                 log.warning("recording_header_repaired", call_id=str(call_id),
                             recording=recording_name, reason="sizes not written (cut short)")
@@ -174,7 +177,7 @@ class RecordingArchiver:
                 log.warning("recording_missing", call_id=str(call_id), recording=recording_name)
                 return None
             # Archived by an earlier attempt that stopped before Asterisk's copy was deleted.
-            sha256, size, duration_ms = await asyncio.to_thread(inspect_wav, dest)
+            sha256, size, duration_ms = await in_thread(self._threads, inspect_wav, dest)
         except CorruptRecording:
             partial.unlink(missing_ok=True)
             log.error("recording_corrupt", call_id=str(call_id), recording=recording_name,

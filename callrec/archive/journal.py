@@ -11,10 +11,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+from callrec.archive.threads import ArchiveThreads, in_thread
+
 
 class Journal:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, threads: ArchiveThreads | None = None) -> None:
         self.path = directory / "journal.jsonl"
+        self._threads = threads
         self._lock = asyncio.Lock()
         # Lines waiting, counted from the file once; every write checks it, so it is kept
         # in memory (this process is the journal's only writer).
@@ -27,7 +30,7 @@ class Journal:
         line = json.dumps(op, separators=(",", ":"), ensure_ascii=False) + "\n"
         async with self._lock:
             before = self.backlog()
-            await asyncio.to_thread(self._append_sync, line.encode())
+            await in_thread(self._threads, self._append_sync, line.encode())
             self._count = before + 1
 
     def _append_sync(self, data: bytes) -> None:
@@ -52,7 +55,7 @@ class Journal:
             finally:
                 os.close(fd)
 
-        await asyncio.to_thread(write)
+        await in_thread(self._threads, write)
 
     def read(self) -> list[dict[str, Any]]:
         """All complete operations; a torn last line (crash mid-write) is skipped."""
@@ -82,7 +85,7 @@ class Journal:
     async def drop_first(self, count: int) -> None:
         """Forget the first `count` operations (they reached the database)."""
         async with self._lock:
-            await asyncio.to_thread(self._drop_sync, count)
+            await in_thread(self._threads, self._drop_sync, count)
 
     def _drop_sync(self, count: int) -> None:
         remaining = self.read()[count:]

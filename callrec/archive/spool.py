@@ -9,12 +9,12 @@ container), the archiver reads the file there and deletes it there instead.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import shutil
 from pathlib import Path
 
 from callrec.archive.errors import RecordingNotStored
+from callrec.archive.threads import ArchiveThreads, in_thread
 from callrec.errors import ConfigError
 
 # The names of recordings callrec asks for (`callrec-<call id>`): anything else is refused
@@ -27,9 +27,12 @@ class SpoolRecordings:
     """Asterisk's stored recordings as files in `directory` (its `astspooldir/recording`):
     what the archiver needs of the ARI client, without ARI."""
 
-    def __init__(self, directory: Path, extension: str = "wav") -> None:
+    def __init__(
+        self, directory: Path, extension: str = "wav", *, threads: ArchiveThreads | None = None
+    ) -> None:
         self.directory = directory
         self.extension = extension
+        self._threads = threads
 
     def check(self) -> None:
         """Refuse to start with a spool that is not there (a wrong setting)."""
@@ -46,11 +49,11 @@ class SpoolRecordings:
     async def download_recording(self, name: str, dest: Path) -> int:
         """Copy the stored recording into `dest`; `RecordingNotStored` (and no `dest`) if
         Asterisk holds no such recording."""
-        return await asyncio.to_thread(_copy, self.path(name), dest)
+        return await in_thread(self._threads, _copy, self.path(name), dest)
 
     async def delete_stored_recording(self, name: str) -> None:
         try:
-            await asyncio.to_thread(self.path(name).unlink)
+            await in_thread(self._threads, self.path(name).unlink)
         except FileNotFoundError as exc:
             raise RecordingNotStored(f"no stored recording {name} in {self.directory}") from exc
 

@@ -15,6 +15,7 @@ import structlog
 
 from callrec.archive.errors import ArchiveError, ArchiveUnavailable
 from callrec.archive.journal import Journal
+from callrec.archive.threads import ArchiveThreads
 from callrec.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
@@ -65,9 +66,12 @@ def _encode(value: Any) -> Any:
 class CallStore:
     """Upserts of call and recording rows; never raises because the database is down."""
 
-    def __init__(self, dsn: str, journal_dir: Path, *, retry_seconds: float = 1.0) -> None:
+    def __init__(
+        self, dsn: str, journal_dir: Path, *, retry_seconds: float = 1.0,
+        threads: ArchiveThreads | None = None,
+    ) -> None:
         self._dsn = dsn
-        self.journal = Journal(journal_dir)
+        self.journal = Journal(journal_dir, threads=threads)
         self._pool: asyncpg.Pool | None = None
         self._lazy_pool: asyncpg.Pool | None = None
         self._connecting = asyncio.Lock()
