@@ -68,7 +68,8 @@ def build_service(settings: Settings) -> Service:
     routing = RoutingProvider(settings.config_path, prompts_dir=settings.prompts_dir)
     prompts = PromptCatalog(settings.prompts_dir, settings.prompt_cache_dir, settings.public_url)
     ari = AriClient(settings.ari_url, settings.ari_user, settings.ari_password,
-                    settings.app_name, event_types=CallManager.EVENT_TYPES)
+                    settings.app_name, event_types=CallManager.EVENT_TYPES,
+                    run_blocking=threads.run)
     manager = CallManager(ari, store, archiver, routing, prompts, settings.app_name)
     return Service(settings, store, archiver, routing, prompts, ari, manager, threads,
                    retention_interval=float(os.environ.get(

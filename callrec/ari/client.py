@@ -176,6 +176,7 @@ class AriClient:
         backoff_factory: Callable[[], Backoff] = Backoff,
         event_types: Iterable[str] | None = None,
         rest_over_websocket: bool = True,
+        run_blocking: Callable[..., Awaitable[Any]] = asyncio.to_thread,
     ) -> None:
         base = base_url.rstrip("/")
         if base.endswith("/ari"):
@@ -186,6 +187,9 @@ class AriClient:
         self.request_timeout = request_timeout
         self._heartbeat = heartbeat
         self._backoff_factory = backoff_factory
+        # where a downloaded recording's file writes run (`asyncio.to_thread`'s signature):
+        # the service gives the archive's own threads
+        self._run_blocking = run_blocking
         # Asked of Asterisk after every connect: every event it does not send is one it need
         # not serialise and we need not decode (a call makes dozens we have no use for).
         self._event_types = tuple(sorted(set(event_types))) if event_types is not None else None
@@ -552,7 +556,7 @@ class AriClient:
                 if resp.status >= 400:
                     message = await _error_text(resp)
                     raise error_for_status(resp.status, f"{what}: {resp.status} {message}")
-                return await _stream_to_file(resp, dest)
+                return await _stream_to_file(resp, dest, self._run_blocking)
         except AriError:
             raise
         except TimeoutError as exc:
@@ -745,7 +749,9 @@ class AriClient:
             log.exception("ari.events.handler_failed", event_type=event.type)
 
 
-async def _stream_to_file(resp: aiohttp.ClientResponse, dest: Path) -> int:
+async def _stream_to_file(
+    resp: aiohttp.ClientResponse, dest: Path, run_blocking: Callable[..., Awaitable[Any]]
+) -> int:
     # File writes go to a thread (a slow disk must not stall the event loop), in pieces of
     # `_CHUNK`: a call's recording is a few hundred kB, so one thread hop for the whole file
     # rather than one per network read.
@@ -754,11 +760,11 @@ async def _stream_to_file(resp: aiohttp.ClientResponse, dest: Path) -> int:
     async for chunk in resp.content.iter_any():
         pending += chunk
         if len(pending) >= _CHUNK:
-            await asyncio.to_thread(_write_piece, dest, bytes(pending), written == 0)
+            await run_blocking(_write_piece, dest, bytes(pending), written == 0)
             written += len(pending)
             pending.clear()
     if pending or written == 0:
-        await asyncio.to_thread(_write_piece, dest, bytes(pending), written == 0)
+        await run_blocking(_write_piece, dest, bytes(pending), written == 0)
         written += len(pending)
     return written
 

@@ -8,13 +8,16 @@ import contextlib
 import os
 import signal
 import socket
+import threading
 import uuid
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
+from callrec.archive.threads import ArchiveThreads
 from callrec.ari import errors
 from callrec.ari.backoff import Backoff
 from callrec.ari.client import AriClient
@@ -522,7 +525,9 @@ async def test_record_a_bridge_and_download_the_file(
             await ari.delete_stored_recording(recording)
 
 
-async def test_snoop_on_a_channel_and_record_the_snoop(call: Call, tmp_path: Path) -> None:
+async def test_snoop_on_a_channel_and_record_the_snoop(
+    call: Call, bare_stack: Stack, tmp_path: Path
+) -> None:
     ari, log, channel = call.ari, call.log, call.channel
     snoop_id = f"snoop-{call.bridge_id}"
     recording = f"ari-test/{snoop_id}"
@@ -543,11 +548,32 @@ async def test_snoop_on_a_channel_and_record_the_snoop(call: Call, tmp_path: Pat
         await log.wait(StasisEnd, lambda e: e.channel.id == snoop_id)
         size = await ari.download_recording(recording, tmp_path / "snoop.wav")
         assert size > 44 + 16000  # a header and more than a second of 8 kHz 16-bit audio
+        assert await _download_while_the_default_pool_is_held(
+            bare_stack, recording, tmp_path / "again.wav") == size
         with pytest.raises(errors.AriNotFound):
             await ari.snoop("no-such-channel", snoop_id=f"{snoop_id}-2")
     finally:
         with contextlib.suppress(errors.AriNotFound):
             await ari.delete_stored_recording(recording)
+
+
+async def _download_while_the_default_pool_is_held(
+    stack: Stack, recording: str, dest: Path
+) -> int:
+    """A client whose file writes run on the archive's threads (as the service's) downloads
+    while every thread of asyncio's default pool is busy (as with password hashes)."""
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(ThreadPoolExecutor(1))
+    release = threading.Event()
+    busy = asyncio.create_task(asyncio.to_thread(release.wait))
+    threads = ArchiveThreads(workers=1)
+    try:
+        async with client(stack, "callrec-download", run_blocking=threads.run) as dl:
+            return await asyncio.wait_for(dl.download_recording(recording, dest), 10)
+    finally:
+        release.set()
+        await busy
+        await threads.close()
 
 
 async def test_event_filter_sends_only_the_types_asked_for(bare_stack: Stack) -> None:

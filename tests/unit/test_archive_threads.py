@@ -97,7 +97,7 @@ async def test_the_callers_context_goes_along_and_close_lets_work_finish() -> No
         await threads.run(CALL_ID.get)
 
 
-def test_the_service_gives_the_journal_archiver_and_spool_the_same_threads(
+def test_the_service_gives_its_file_work_the_same_threads(
     tmp_path: Path,
 ) -> None:
     env = {**BASE, "CALLREC_ASTERISK_RECORDINGS_DIR": str(tmp_path)}
@@ -107,3 +107,5 @@ def test_the_service_gives_the_journal_archiver_and_spool_the_same_threads(
     assert svc.store.journal._threads is svc.threads
     assert svc.archiver._threads is svc.threads
     assert spool._threads is svc.threads
+    # and the ARI client's downloads (where callrec does not see the spool) write on them
+    assert svc.ari._run_blocking == svc.threads.run
