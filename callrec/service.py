@@ -61,10 +61,11 @@ SERVICE = web.AppKey("service", Service)
 
 def build_service(settings: Settings) -> Service:
     threads = ArchiveThreads()
-    store = CallStore(settings.database_url, settings.journal_dir, threads=threads)
-    spool = (SpoolRecordings(settings.asterisk_recordings_dir, threads=threads)
+    store = CallStore(settings.database_url, settings.journal_dir, run_blocking=threads.run)
+    spool = (SpoolRecordings(settings.asterisk_recordings_dir, run_blocking=threads.run)
              if settings.asterisk_recordings_dir is not None else None)
-    archiver = RecordingArchiver(settings.archive_dir, store, spool=spool, threads=threads)
+    archiver = RecordingArchiver(settings.archive_dir, store, spool=spool,
+                                 run_blocking=threads.run)
     routing = RoutingProvider(settings.config_path, prompts_dir=settings.prompts_dir)
     prompts = PromptCatalog(settings.prompts_dir, settings.prompt_cache_dir, settings.public_url)
     ari = AriClient(settings.ari_url, settings.ari_user, settings.ari_password,
@@ -98,9 +99,12 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await cancel_and_wait(retries)
-        await svc.store.close()
-        await svc.threads.close()
+        try:
+            await cancel_and_wait(retries)
+            await svc.store.close()
+        finally:
+            # last: closing the store may still write the journal on them
+            await svc.threads.close()
 
 
 async def _routing_ctx(app: web.Application) -> AsyncIterator[None]:

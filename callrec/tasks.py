@@ -1,9 +1,23 @@
-"""Stopping background tasks: cancel, then wait for them to finish."""
+"""Background tasks and blocking work: stopping a task (cancel, then wait for it), and the
+shape of what runs blocking work off the event loop."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, ParamSpec, Protocol, TypeVar
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class BlockingRunner(Protocol):
+    """Runs `fn(*args)` in a thread and awaits its result: `asyncio.to_thread`, or the
+    archive's own threads (`ArchiveThreads.run`)."""
+
+    def __call__(
+        self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Awaitable[R]: ...
 
 
 async def cancel_and_wait(task: asyncio.Task[Any]) -> None:

@@ -19,8 +19,8 @@ import structlog
 
 from callrec.archive.errors import ArchiveDiskFull, CorruptRecording, RecordingNotStored
 from callrec.archive.store import CallStore
-from callrec.archive.threads import ArchiveThreads, in_thread
 from callrec.ari.errors import AriNotFound, AriUnavailable
+from callrec.tasks import BlockingRunner
 
 log = structlog.get_logger(__name__)
 
@@ -98,10 +98,10 @@ def inspect_wav(path: Path) -> tuple[str, int, int]:
 class RecordingArchiver:
     def __init__(
         self, root: Path, store: CallStore, *, spool: RecordingSource | None = None,
-        threads: ArchiveThreads | None = None,
+        run_blocking: BlockingRunner = asyncio.to_thread,
     ) -> None:
         self.root = root
-        self._threads = threads
+        self._run_blocking = run_blocking
         self.store = store
         # Where set, recordings are read from Asterisk's spool, not from the ARI client the
         # call passes in (callrec.archive.spool).
@@ -163,11 +163,11 @@ class RecordingArchiver:
         rel = relative_path(call_id, started_at)
         dest = self.root / rel
         partial = dest.with_name(f".{dest.name}.partial")
-        await in_thread(self._threads, _make_dirs, dest.parent)
+        await self._run_blocking(_make_dirs, dest.parent)
         try:
             await ari.download_recording(recording_name, partial)
-            repaired, (sha256, size, duration_ms) = await in_thread(
-                self._threads, _check_and_commit, partial, dest)
+            repaired, (sha256, size, duration_ms) = await self._run_blocking(
+                _check_and_commit, partial, dest)
             if repaired:
                 log.warning("recording_header_repaired", call_id=str(call_id),
                             recording=recording_name, reason="sizes not written (cut short)")
@@ -177,7 +177,7 @@ class RecordingArchiver:
                 log.warning("recording_missing", call_id=str(call_id), recording=recording_name)
                 return None
             # Archived by an earlier attempt that stopped before Asterisk's copy was deleted.
-            sha256, size, duration_ms = await in_thread(self._threads, inspect_wav, dest)
+            sha256, size, duration_ms = await self._run_blocking(inspect_wav, dest)
         except CorruptRecording:
             partial.unlink(missing_ok=True)
             log.error("recording_corrupt", call_id=str(call_id), recording=recording_name,

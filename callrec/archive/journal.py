@@ -11,13 +11,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-from callrec.archive.threads import ArchiveThreads, in_thread
+from callrec.tasks import BlockingRunner
 
 
 class Journal:
-    def __init__(self, directory: Path, *, threads: ArchiveThreads | None = None) -> None:
+    def __init__(
+        self, directory: Path, *, run_blocking: BlockingRunner = asyncio.to_thread
+    ) -> None:
         self.path = directory / "journal.jsonl"
-        self._threads = threads
+        self._run_blocking = run_blocking
         self._lock = asyncio.Lock()
         # Lines waiting, counted from the file once; every write checks it, so it is kept
         # in memory (this process is the journal's only writer).
@@ -30,7 +32,7 @@ class Journal:
         line = json.dumps(op, separators=(",", ":"), ensure_ascii=False) + "\n"
         async with self._lock:
             before = self.backlog()
-            await in_thread(self._threads, self._append_sync, line.encode())
+            await self._run_blocking(self._append_sync, line.encode())
             self._count = before + 1
 
     def _append_sync(self, data: bytes) -> None:
@@ -55,7 +57,7 @@ class Journal:
             finally:
                 os.close(fd)
 
-        await in_thread(self._threads, write)
+        await self._run_blocking(write)
 
     def read(self) -> list[dict[str, Any]]:
         """All complete operations; a torn last line (crash mid-write) is skipped."""
@@ -85,7 +87,7 @@ class Journal:
     async def drop_first(self, count: int) -> None:
         """Forget the first `count` operations (they reached the database)."""
         async with self._lock:
-            await in_thread(self._threads, self._drop_sync, count)
+            await self._run_blocking(self._drop_sync, count)
 
     def _drop_sync(self, count: int) -> None:
         remaining = self.read()[count:]

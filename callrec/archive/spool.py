@@ -9,13 +9,14 @@ container), the archiver reads the file there and deletes it there instead.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
 from pathlib import Path
 
 from callrec.archive.errors import RecordingNotStored
-from callrec.archive.threads import ArchiveThreads, in_thread
 from callrec.errors import ConfigError
+from callrec.tasks import BlockingRunner
 
 # The names of recordings callrec asks for (`callrec-<call id>`): anything else is refused
 # before it can become part of a path.
@@ -28,11 +29,15 @@ class SpoolRecordings:
     what the archiver needs of the ARI client, without ARI."""
 
     def __init__(
-        self, directory: Path, extension: str = "wav", *, threads: ArchiveThreads | None = None
+        self,
+        directory: Path,
+        extension: str = "wav",
+        *,
+        run_blocking: BlockingRunner = asyncio.to_thread,
     ) -> None:
         self.directory = directory
         self.extension = extension
-        self._threads = threads
+        self._run_blocking = run_blocking
 
     def check(self) -> None:
         """Refuse to start with a spool that is not there (a wrong setting)."""
@@ -49,11 +54,11 @@ class SpoolRecordings:
     async def download_recording(self, name: str, dest: Path) -> int:
         """Copy the stored recording into `dest`; `RecordingNotStored` (and no `dest`) if
         Asterisk holds no such recording."""
-        return await in_thread(self._threads, _copy, self.path(name), dest)
+        return await self._run_blocking(_copy, self.path(name), dest)
 
     async def delete_stored_recording(self, name: str) -> None:
         try:
-            await in_thread(self._threads, self.path(name).unlink)
+            await self._run_blocking(self.path(name).unlink)
         except FileNotFoundError as exc:
             raise RecordingNotStored(f"no stored recording {name} in {self.directory}") from exc
 

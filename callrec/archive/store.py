@@ -15,8 +15,7 @@ import structlog
 
 from callrec.archive.errors import ArchiveError, ArchiveUnavailable
 from callrec.archive.journal import Journal
-from callrec.archive.threads import ArchiveThreads
-from callrec.tasks import cancel_and_wait
+from callrec.tasks import BlockingRunner, cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
@@ -68,10 +67,10 @@ class CallStore:
 
     def __init__(
         self, dsn: str, journal_dir: Path, *, retry_seconds: float = 1.0,
-        threads: ArchiveThreads | None = None,
+        run_blocking: BlockingRunner = asyncio.to_thread,
     ) -> None:
         self._dsn = dsn
-        self.journal = Journal(journal_dir, threads=threads)
+        self.journal = Journal(journal_dir, run_blocking=run_blocking)
         self._pool: asyncpg.Pool | None = None
         self._lazy_pool: asyncpg.Pool | None = None
         self._connecting = asyncio.Lock()

@@ -57,12 +57,3 @@ class ArchiveThreads:
         executor.shutdown(wait=False)  # what is queued still runs
         if self._work:
             await asyncio.wait([asyncio.wrap_future(w) for w in list(self._work)])
-
-
-async def in_thread(
-    threads: ArchiveThreads | None, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
-) -> R:
-    """On `threads` where given, else in asyncio's default pool (tools and tests)."""
-    if threads is None:
-        return await asyncio.to_thread(fn, *args, **kwargs)
-    return await threads.run(fn, *args, **kwargs)

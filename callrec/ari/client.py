@@ -46,6 +46,7 @@ from callrec.ari.models import (
     StoredRecording,
     endpoint_state,
 )
+from callrec.tasks import BlockingRunner
 
 log = structlog.get_logger(__name__)
 
@@ -176,7 +177,7 @@ class AriClient:
         backoff_factory: Callable[[], Backoff] = Backoff,
         event_types: Iterable[str] | None = None,
         rest_over_websocket: bool = True,
-        run_blocking: Callable[..., Awaitable[Any]] = asyncio.to_thread,
+        run_blocking: BlockingRunner = asyncio.to_thread,
     ) -> None:
         base = base_url.rstrip("/")
         if base.endswith("/ari"):
@@ -187,8 +188,8 @@ class AriClient:
         self.request_timeout = request_timeout
         self._heartbeat = heartbeat
         self._backoff_factory = backoff_factory
-        # where a downloaded recording's file writes run (`asyncio.to_thread`'s signature):
-        # the service gives the archive's own threads
+        # where a downloaded recording's file writes run: the service gives the archive's
+        # own threads
         self._run_blocking = run_blocking
         # Asked of Asterisk after every connect: every event it does not send is one it need
         # not serialise and we need not decode (a call makes dozens we have no use for).
@@ -750,7 +751,7 @@ class AriClient:
 
 
 async def _stream_to_file(
-    resp: aiohttp.ClientResponse, dest: Path, run_blocking: Callable[..., Awaitable[Any]]
+    resp: aiohttp.ClientResponse, dest: Path, run_blocking: BlockingRunner
 ) -> int:
     # File writes go to a thread (a slow disk must not stall the event loop), in pieces of
     # `_CHUNK`: a call's recording is a few hundred kB, so one thread hop for the whole file

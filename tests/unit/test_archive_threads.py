@@ -46,7 +46,7 @@ async def test_the_journal_writes_on_its_own_threads(
 ) -> None:
     threads = ArchiveThreads()
     try:
-        journal = Journal(tmp_path / "j", threads=threads)
+        journal = Journal(tmp_path / "j", run_blocking=threads.run)
         await asyncio.wait_for(journal.append({"op": "call", "id": "x", "fields": {}}), 5)
         assert journal.read() == [{"op": "call", "id": "x", "fields": {}}]
         # the same write in the shared pool waits for it (what the archive's threads avoid)
@@ -65,7 +65,7 @@ async def test_a_recording_is_copied_from_the_spool_on_them(
     (spool_dir / f"{NAME}.wav").write_bytes(b"RIFF" + bytes(4000))
     threads = ArchiveThreads()
     try:
-        spool = SpoolRecordings(spool_dir, threads=threads)
+        spool = SpoolRecordings(spool_dir, run_blocking=threads.run)
         dest = tmp_path / "copy.wav"
         assert await asyncio.wait_for(spool.download_recording(NAME, dest), 5) == 4004
         assert dest.read_bytes() == (spool_dir / f"{NAME}.wav").read_bytes()
@@ -104,8 +104,8 @@ def test_the_service_gives_its_file_work_the_same_threads(
     svc = build_service(Settings.from_env(env))  # builds, no I/O
     spool = svc.archiver.spool
     assert isinstance(spool, SpoolRecordings)
-    assert svc.store.journal._threads is svc.threads
-    assert svc.archiver._threads is svc.threads
-    assert spool._threads is svc.threads
+    assert svc.store.journal._run_blocking == svc.threads.run
+    assert svc.archiver._run_blocking == svc.threads.run
+    assert spool._run_blocking == svc.threads.run
     # and the ARI client's downloads (where callrec does not see the spool) write on them
     assert svc.ari._run_blocking == svc.threads.run
