@@ -45,6 +45,7 @@ from callrec.ari.models import (
     Playback,
     StoredRecording,
     endpoint_state,
+    startup_time,
 )
 from callrec.tasks import BlockingRunner
 
@@ -379,6 +380,11 @@ class AriClient:
     async def ping(self) -> None:
         """Raises `AriUnavailable` (or another `AriError`) unless Asterisk answers."""
         await self._request("GET", "asterisk", "ping")
+
+    async def asterisk_started_at(self) -> datetime:
+        """When Asterisk last started: a later time than before means it restarted."""
+        return startup_time(
+            await self._request("GET", "asterisk", "info", params=[("only", "status")]))
 
     async def get_application(self) -> Application:
         return Application.from_json(await self._request("GET", "applications", self.app))

@@ -89,12 +89,14 @@ class ChannelHangupRequest(Event):
     """Someone asked for the hangup; `cause` is the Q.850 cause when Asterisk knows one.
 
     For a soft hangup (ours over ARI, or Asterisk's own) Asterisk reports soft-hangup flags
-    in `cause`, not a hangup cause: it is None then.
+    in `cause`, not a hangup cause: it is None then. `shutdown`: Asterisk itself is stopping
+    (or restarting) and hangs up every channel, so no party ended this call.
     """
 
     type: str = field(init=False, default="ChannelHangupRequest")
     channel: Channel
     cause: int | None = None
+    shutdown: bool = False
 
 
 @dataclass(frozen=True)
@@ -212,15 +214,25 @@ def _destroyed(raw: Mapping[str, Any], ts: datetime | None) -> Event:
     )
 
 
+# include/asterisk/channel.h: the soft-hangup flag of a system shutdown ("core stop",
+# "core restart"); ARI's DELETE gives AST_SOFTHANGUP_EXPLICIT (32) instead
+SOFTHANGUP_SHUTDOWN = 1 << 2
+
+
 def _hangup_request(raw: Mapping[str, Any], ts: datetime | None) -> Event:
     cause = opt_int(raw, "cause")
+    shutdown = False
     # main/channel.c: a soft hangup carries AST_SOFTHANGUP_* flags (e.g. 32) as "cause",
     # and ast_queue_hangup_with_cause(-1) a -1; neither is a Q.850 cause
-    if opt_bool(raw, "soft") or (cause is not None and cause < 0):
+    if opt_bool(raw, "soft"):
+        shutdown = cause is not None and cause > 0 and bool(cause & SOFTHANGUP_SHUTDOWN)
+        cause = None
+    elif cause is not None and cause < 0:
         cause = None
     return ChannelHangupRequest(
         channel=Channel.from_json(req_object(raw, "channel")),
         cause=cause,
+        shutdown=shutdown,
         timestamp=ts,
     )
 

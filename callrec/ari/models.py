@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from callrec.ari.errors import AriDecodeError
 from callrec.ari.fields import (
     as_object,
     opt_datetime,
@@ -150,3 +151,12 @@ def endpoint_state(raw: Any) -> str:
     """The `state` of an ARI Endpoint object ("unknown" when Asterisk leaves it out)."""
     obj: Mapping[str, Any] = as_object(raw, "Endpoint")
     return opt_str(obj, "state") or "unknown"
+
+
+def startup_time(raw: Any) -> datetime:
+    """When this Asterisk started, from `GET /asterisk/info?only=status` (an AsteriskInfo)."""
+    status = req_object(as_object(raw, "AsteriskInfo"), "status")
+    started = opt_datetime(status, "startup_time")
+    if started is None:
+        raise AriDecodeError("AsteriskInfo.status has no startup_time")
+    return started

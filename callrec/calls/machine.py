@@ -336,13 +336,19 @@ class AgentAnswered(FlowEvent):
 
 @dataclass(frozen=True)
 class AgentGone(FlowEvent):
+    """`cut`: Asterisk ended the channel (shutting down, or restarted), not the agent."""
+
     channel_id: str
     cause: int | None = None
+    cut: bool = False
 
 
 @dataclass(frozen=True)
 class CallerGone(FlowEvent):
+    """`cut`: Asterisk ended the channel (shutting down, or restarted), not the caller."""
+
     cause: int | None = None
+    cut: bool = False
 
 
 @dataclass(frozen=True)
@@ -968,12 +974,22 @@ def _on_agent_gone(step: _Step, ev: AgentGone) -> None:
     step.update_leg(leg.channel_id, LegStatus.GONE)
     if leg.channel_id == s.winner:
         if s.phase in (Phase.CONNECTING, Phase.CONVERSATION):
+            if ev.cut:
+                step.log("warning", "Asterisk cut the agent's channel")
+                _end(step, "interrupted")
+                return
             step.log("info", "agent hung up", cause=ev.cause)
             step.hangup_caller()
             _end(step, "completed")
         return
     if was_dialling:
         _leg_failed(step, leg, f"cause {ev.cause}")
+
+
+# Phases in which a cut caller channel ends the call as `interrupted` (in CLOSING the call
+# ends anyway, with the reason it is closing for).
+_CUT_PHASES = frozenset({Phase.ANSWERING, Phase.NOTICE, Phase.RINGING, Phase.CONNECTING,
+                         Phase.CONVERSATION})
 
 
 def _on_caller_gone(step: _Step, ev: CallerGone) -> None:
@@ -984,6 +1000,11 @@ def _on_caller_gone(step: _Step, ev: CallerGone) -> None:
     if s.caller_hung_up:
         return  # we hung up; the call is already ending
     phase = s.phase
+    if ev.cut and phase in _CUT_PHASES:
+        # no party ended it: neither abandoned nor completed (a call back may be owed)
+        step.log("warning", "Asterisk cut the call", phase=phase.value)
+        _end(step, "interrupted")
+        return
     if phase is Phase.NEW:
         step.log("warning", "caller left before the call started")
         step.set(phase=Phase.DONE)

@@ -158,6 +158,10 @@ class CallManager:
         self._born = clock()  # rows started before this belong to an earlier run
         self._history_read = False
         self._closed = False
+        # Asterisk's startup time at the last reconciliation, and when events last stopped:
+        # a later startup means its channels were cut by a restart, not hung up by a party
+        self._asterisk_started: datetime | None = None
+        self._lost_contact_at: datetime | None = None
         self.calls_by_end_reason: Counter[str] = Counter()
         #: StasisStart -> the notice playing, and agent answer -> agent in the bridge: the
         #: two waits the call flow adds, where overload shows first.
@@ -222,8 +226,8 @@ class CallManager:
                 self._stasis_start(channel.id, channel, args, now)
             case ari_events.StasisEnd(channel=channel):
                 self._channel_gone(channel.id, None, now)
-            case ari_events.ChannelHangupRequest(channel=channel, cause=cause):
-                self._channel_gone(channel.id, cause, now)
+            case ari_events.ChannelHangupRequest(channel=channel, cause=cause, shutdown=shutdown):
+                self._channel_gone(channel.id, cause, now, cut=shutdown)
             case ari_events.ChannelDestroyed(channel=channel, cause=cause):
                 self._channel_gone(channel.id, cause, now)
             case ari_events.ChannelStateChange(channel=channel):
@@ -249,6 +253,7 @@ class CallManager:
                 # the service runs `reconcile()` on every Connected (contract §5)
                 log.info("ari connected", reconnect=reconnect)
             case ari_events.Disconnected(reason=reason):
+                self._lost_contact_at = now
                 log.warning("ari disconnected: events are lost until reconnection", reason=reason)
             case ari_events.ApplicationReplaced():
                 log.error("another client took over the ARI application", app=self.app_name)
@@ -304,7 +309,10 @@ class CallManager:
         )
         self._start(call)
 
-    def _channel_gone(self, channel_id: str, cause: int | None, now: datetime) -> None:
+    def _channel_gone(
+        self, channel_id: str, cause: int | None, now: datetime, *, cut: bool = False
+    ) -> None:
+        """`cut`: Asterisk ended the channel (shutting down or restarted), not a party."""
         call = self._by_channel.get(channel_id)
         if call is None:
             return
@@ -314,9 +322,9 @@ class CallManager:
             call.queue.put_nowait(m.SnoopGone(now, channel_id))
             return
         if channel_id == call.state.caller_channel:
-            call.queue.put_nowait(m.CallerGone(now, cause))
+            call.queue.put_nowait(m.CallerGone(now, cause, cut))
         else:
-            call.queue.put_nowait(m.AgentGone(now, channel_id, cause))
+            call.queue.put_nowait(m.AgentGone(now, channel_id, cause, cut))
 
     def _to_recording(self, name: str, event: m.FlowEvent) -> None:
         call = self._by_recording.get(name)
@@ -681,14 +689,23 @@ class CallManager:
 
     async def _reconcile(self) -> None:
         await self._read_agent_history()
+        started = await self._ari.asterisk_started_at()
+        restarted = self._asterisk_started is not None and started > self._asterisk_started
+        self._asterisk_started = started
         app = await self._ari.get_application()
         live = set(app.channel_ids)
         now = self._clock()
         # Calls of this run: tell them what happened to their channels while events were lost.
+        # After a restart of Asterisk they were cut when its events stopped, by nobody.
+        gone_at = now
+        if restarted:
+            log.warning("Asterisk restarted: calls still open were cut",
+                        asterisk_started=started.isoformat())
+            gone_at = min(self._lost_contact_at or now, now)
         for call in list(self._calls.values()):
             for channel_id in list(m.live_channels(call.state)):
                 if channel_id not in live:
-                    self._channel_gone(channel_id, None, now)
+                    self._channel_gone(channel_id, None, gone_at, cut=restarted)
                     continue
                 leg = call.state.leg(channel_id)
                 if leg is not None and leg.status is m.LegStatus.DIALLING:
@@ -701,7 +718,7 @@ class CallManager:
             rows = []
         for row in rows:
             try:
-                await self._adopt(row, live, set(app.bridge_ids), now)
+                await self._adopt(row, live, set(app.bridge_ids), now, started)
             except AriError:
                 raise
             except Exception:
@@ -741,7 +758,10 @@ class CallManager:
         if channel.state == "Up":
             call.queue.put_nowait(m.AgentAnswered(now, channel_id))
 
-    async def _adopt(self, row: CallRow, live: set[str], bridges: set[str], now: datetime) -> None:
+    async def _adopt(
+        self, row: CallRow, live: set[str], bridges: set[str], now: datetime,
+        asterisk_started: datetime,
+    ) -> None:
         call_id = uuid.UUID(str(row["id"]))
         started_at = row.get("started_at")
         if call_id in self._calls or not isinstance(started_at, datetime):
@@ -754,7 +774,8 @@ class CallManager:
         bound = structlog.contextvars.bound_contextvars(call_id=str(call_id))
         with bound:
             if phase in ("conversation", "connecting") and caller and agent_channel:
-                self._resume(row, call_id, started_at, caller, agent_channel, live, bridges, now)
+                self._resume(row, call_id, started_at, caller, agent_channel, live, bridges, now,
+                             cut=asterisk_started > started_at)
                 return
             legs = [c for c in self._leg_ids(call_id, caller, agent_channel) if c in live]
             if phase in _WAITING_STATES and caller in live:
@@ -788,7 +809,10 @@ class CallManager:
         live: set[str],
         bridges: set[str],
         now: datetime,
+        *,
+        cut: bool,
     ) -> None:
+        """`cut`: Asterisk started after this call did, so whatever of it is gone was cut."""
         agent = m.AgentTarget(
             str(row.get("agent_id") or ""),
             str(row.get("agent_endpoint") or ""),
@@ -824,7 +848,7 @@ class CallManager:
         elif caller_live and agent_live and bridge_id in bridges:
             log.info("call of an earlier run resumed in conversation")
         else:
-            call.queue.put_nowait(m.EndCall(now, "completed"))
+            call.queue.put_nowait(m.EndCall(now, "interrupted" if cut else "completed"))
         if recording and not caller_live:
             # the recorded snoop hangs on the caller's channel: with the caller gone it has
             # stopped already

@@ -24,6 +24,7 @@ class CallRow:
     sha256: str | None
     bytes: int | None
     duration_ms: int | None
+    ended_at: float | None  # seconds since the epoch
 
 
 def rows(stack: Stack, numbers: Iterable[str] | None = None) -> list[CallRow]:
@@ -31,18 +32,18 @@ def rows(stack: Stack, numbers: Iterable[str] | None = None) -> list[CallRow]:
         "SELECT c.id, c.caller_number, coalesce(c.end_reason, ''), c.state, "
         "coalesce(extract(epoch FROM c.ended_at - c.answered_at)::text, ''), "
         "coalesce(r.path, ''), coalesce(r.sha256, ''), coalesce(r.bytes::text, ''), "
-        "coalesce(r.duration_ms::text, '') "
+        "coalesce(r.duration_ms::text, ''), coalesce(extract(epoch FROM c.ended_at)::text, '') "
         "FROM calls c LEFT JOIN recordings r ON r.call_id = c.id ORDER BY c.caller_number"
     )
     wanted = set(numbers) if numbers is not None else None
     result = []
     for line in out.splitlines():
-        cid, number, reason, state, talk, path, sha, size, dur = line.split("|")
+        cid, number, reason, state, talk, path, sha, size, dur, ended = line.split("|")
         if wanted is not None and number not in wanted:
             continue
         result.append(CallRow(cid, number, reason or None, state, float(talk) if talk else None,
                               path or None, sha or None, int(size) if size else None,
-                              int(dur) if dur else None))
+                              int(dur) if dur else None, float(ended) if ended else None))
     return result
 
 

@@ -61,9 +61,11 @@ def test_asterisk_restarted_under_load(drill_stack: Stack, agent: LoadAgent) -> 
     eventually_sync(
         lambda: sum(1 for r in rows(drill_stack, numbers) if r.state == "conversation") == 10,
         timeout=30, what="10 calls in conversation")
+    cut_at = time.time()
     drill_stack.asterisk.stop()
     eventually_sync(lambda: not health(drill_stack)["ari_connected"] or None, timeout=10,
                     what="callrec notices Asterisk is gone")
+    down_until = time.time()
     drill_stack.asterisk.start()
     up_at = time.monotonic()
     eventually_sync(lambda: health(drill_stack)["ari_connected"], timeout=10,
@@ -72,12 +74,16 @@ def test_asterisk_restarted_under_load(drill_stack: Stack, agent: LoadAgent) -> 
     assert reconnect_s < 5.0, f"reconnected {reconnect_s:.1f} s after Asterisk was back"
     cut.stop()
 
-    # calls cut by the restart are closed: the conversation happened, the recording that
-    # Asterisk kept is archived with it
+    # calls cut by the restart are closed as cut by Asterisk (no party hung up: `interrupted`,
+    # not `completed`), at the time they were cut; the recording that Asterisk kept is
+    # archived with each
     result = wait_reconciled(drill_stack, numbers, timeout=60)
     assert not result.problems(), result.problems()
-    reasons = {r.end_reason for r in rows(drill_stack, numbers)}
-    assert reasons == {"completed"}, reasons
+    cut = rows(drill_stack, numbers)
+    assert {r.end_reason for r in cut} == {"interrupted"}, cut
+    assert all(r.ended_at and cut_at <= r.ended_at <= down_until for r in cut), (
+        cut_at, down_until, cut)
+    assert metric(drill_stack, 'callrec_calls_total{end_reason="interrupted"}') >= 10
 
     # and new calls go through
     after = LoadCaller(sip_port=drill_stack.sip_port, service_number=SERVICE_NUMBER,

@@ -12,6 +12,7 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -185,6 +186,15 @@ async def test_endpoint_state_of_an_agent(app: Running) -> None:
     # agents have static contacts in the demo PBX: Asterisk regards them as reachable
     assert await app.ari.endpoint_state("PJSIP", "agent1") in ("online", "offline", "unknown")
     assert await app.ari.endpoint_state("PJSIP", "agent1") == "online"
+
+
+async def test_startup_time_of_the_running_asterisk(app: Running) -> None:
+    started = await app.ari.asterisk_started_at()
+    assert started.utcoffset() is not None
+    age = (datetime.now(UTC) - started).total_seconds()
+    # Asterisk's clock is this machine's: it started before now, at most the suite's span ago
+    assert -1 < age < 6 * 3600, started
+    assert await app.ari.asterisk_started_at() == started
 
 
 async def test_wrong_password_and_dead_port(bare_stack: Stack) -> None:

@@ -22,7 +22,7 @@ import uuid
 import wave
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -722,6 +722,7 @@ async def test_asterisk_restart_mid_call_closes_it_and_calls_go_on(flow: Flow, h
     # audio: a SIGKILL loses what is still in it, so talk long enough for some to reach disk
     await asyncio.sleep(5)
     reconnects = flow.ari.reconnects
+    cut_at = datetime.now(UTC)
     if how == "stop":  # Asterisk hangs up its channels and tells us before it goes
         await asyncio.to_thread(flow.stack.asterisk.stop)
     else:  # gone without a word: only reconciliation after the reconnect can tell
@@ -730,12 +731,16 @@ async def test_asterisk_restart_mid_call_closes_it_and_calls_go_on(flow: Flow, h
         os.kill(pid, signal.SIGKILL)
         await until(lambda: _true(not alive(pid)), 20, "Asterisk gone")
         await asyncio.to_thread(flow.stack.asterisk.stop)  # clears the pid file
+    down_until = datetime.now(UTC)
     await asyncio.to_thread(flow.stack.asterisk.start)
     await until(lambda: _true(flow.ari.reconnects > reconnects and flow.ari.connected), 60, "ARI")
-    # the cut call is closed consistently, its (partial) recording archived
+    # the cut call is closed consistently, as cut by Asterisk (no party hung up), at the
+    # time it was cut (not when callrec found out), its (partial) recording archived
     done = await flow.finished("0401000011", within=90)
     assert done["id"] == row["id"]
-    assert done["end_reason"] == "completed"
+    assert done["end_reason"] == "interrupted"
+    assert done["abandoned_phase"] is None
+    assert cut_at - timedelta(seconds=1) <= done["ended_at"] <= down_until, (cut_at, done)
     rec = await flow.recording(done["id"])
     assert rec is not None and rec["duration_ms"] >= 1500
     await wait_peer(caller, 30)
@@ -743,6 +748,32 @@ async def test_asterisk_restart_mid_call_closes_it_and_calls_go_on(flow: Flow, h
     again = flow.call(IN_ORDER, "0401000012", talk_seconds=NOTICE_SECONDS + 4)
     assert await wait_peer(again, 60) == 0, again.output()
     assert (await flow.finished("0401000012"))["end_reason"] == "completed"
+
+
+async def test_asterisk_killed_while_callrec_was_down_the_call_ends_interrupted(
+    flow: Flow,
+) -> None:
+    flow.agent("agent1", answer_after=0.5)
+    caller = flow.call(IN_ORDER, "0401000033", talk_seconds=NOTICE_SECONDS + 30)
+    row = await until(lambda: _conversation(flow, "0401000033"), 60, "the call in conversation")
+    await asyncio.sleep(3)  # some audio past Asterisk's write buffer (above)
+    # callrec dies mid-call, then Asterisk too; the next run finds the call's channels gone
+    # and an Asterisk started after the call: cut, not hung up
+    await flow.manager.close()
+    pid = read_pid(flow.stack.asterisk.pidfile)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    await until(lambda: _true(not alive(pid)), 20, "Asterisk gone")
+    await asyncio.to_thread(flow.stack.asterisk.stop)
+    flow.manager = flow.new_manager()
+    reconciled = flow.manager.reconciliations
+    await asyncio.to_thread(flow.stack.asterisk.start)
+    await until(lambda: _true(flow.manager.reconciliations > reconciled), 60, "reconciliation")
+    done = await flow.finished("0401000033", within=90)
+    assert done["id"] == row["id"]
+    assert done["end_reason"] == "interrupted"
+    assert (await flow.recording(done["id"])) is not None, "what Asterisk kept is archived"
+    await wait_peer(caller, 30)
 
 
 async def test_round_robin_takes_turns(flow: Flow) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -34,7 +35,13 @@ from callrec.ari.events import (
     StasisStart,
     UnknownEvent,
 )
-from callrec.ari.models import Application, Bridge, StoredRecording, endpoint_state
+from callrec.ari.models import (
+    Application,
+    Bridge,
+    StoredRecording,
+    endpoint_state,
+    startup_time,
+)
 from tests.unit.test_ari_samples import bridge, sample
 
 # -- pure helpers ------------------------------------------------------------------------
@@ -152,6 +159,17 @@ def test_rest_models_decode() -> None:
     with pytest.raises(errors.AriDecodeError, match="channel_ids"):
         Application.from_json({"name": "callrec", "bridge_ids": []})
 
+
+
+def test_startup_time_of_asterisk() -> None:
+    # what Asterisk 22 answered to GET /asterisk/info?only=status
+    raw = {"status": {"startup_time": "2026-11-29T17:01:42.977+0000",
+                      "last_reload_time": "2026-11-29T17:01:42.977+0000"}}
+    assert startup_time(raw) == datetime(2026, 11, 29, 17, 1, 42, 977000, tzinfo=UTC)
+    for bad, field in (({}, "status"), ({"status": {}}, "startup_time"),
+                       ({"status": {"startup_time": "yesterday"}}, "startup_time")):
+        with pytest.raises(errors.AriDecodeError, match=field):
+            startup_time(bad)
 
 # -- the event loop, fed by scripted websockets ------------------------------------------
 

@@ -80,6 +80,27 @@ def test_soft_hangup_flags_are_not_a_cause() -> None:
         ev.decode_event(raw)
 
 
+@pytest.mark.parametrize(("cause", "soft", "shutdown"), [
+    (4, True, True),  # what "core stop now" sent on Asterisk 22 for every channel
+    (4 | 32, True, True),
+    (32, True, False),  # our own DELETE
+    (8, True, False),  # AST_SOFTHANGUP_TIMEOUT
+    (4, False, False),  # a hard hangup's Q.850 cause 4 is not the flag
+    (None, True, False),
+    (-1, False, False),
+])
+def test_a_system_shutdown_is_told_apart(cause: int | None, soft: bool, shutdown: bool) -> None:
+    raw = sample("ChannelHangupRequest")
+    raw.pop("cause")
+    raw["soft"] = soft
+    if cause is not None:
+        raw["cause"] = cause
+    decoded = ev.decode_event(raw)
+    assert isinstance(decoded, ev.ChannelHangupRequest)
+    assert decoded.shutdown is shutdown
+    assert decoded.cause == (cause if not soft and cause is not None and cause > 0 else None)
+
+
 def test_bridge_events() -> None:
     entered = ev.decode_event(sample("ChannelEnteredBridge"))
     assert isinstance(entered, ev.ChannelEnteredBridge)

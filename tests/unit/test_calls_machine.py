@@ -515,6 +515,58 @@ def test_agent_hangs_up_in_conversation() -> None:
     assert sim.feed(m.CallerGone(sim.at(), 16)) == []
 
 
+def test_caller_cut_by_asterisk_in_conversation_is_interrupted_and_still_archived() -> None:
+    sim = Sim()
+    sim.to_conversation()
+    out = sim.feed(m.CallerGone(sim.at(), cut=True))
+    assert sim.persisted()["end_reason"] == "interrupted"
+    assert sim.persisted().get("abandoned_phase") is None
+    assert m.HangupChannel(leg_id(1), "normal") in out
+    assert m.StartTimer(m.FINISH_GUARD_TIMER, m.FINISH_GUARD) in out
+    assert any(c.level == "warning" for c in sim.all(m.Log, out))
+    # the agent's own cut afterwards changes nothing; the recording is archived as ever
+    assert sim.feed(m.AgentGone(sim.at(), leg_id(1), cut=True)) == []
+    sim.feed(m.RecordingFinished(sim.at(), REC))
+    out = sim.feed(m.RecordingArchived(sim.at(), REC, ok=True))
+    assert sim.state.done
+    assert sim.persisted()["end_reason"] == "interrupted"
+
+
+def test_agent_cut_by_asterisk_in_conversation_is_interrupted() -> None:
+    sim = Sim()
+    sim.to_conversation()
+    sim.feed(m.AgentGone(sim.at(), leg_id(1), cut=True))
+    assert sim.persisted()["end_reason"] == "interrupted"
+    assert sim.state.phase is m.Phase.FINISHING
+    assert sim.feed(m.CallerGone(sim.at(), cut=True)) == []
+
+
+@pytest.mark.parametrize("where", ["notice", "ringing", "connecting"])
+def test_caller_cut_by_asterisk_while_waiting_is_interrupted_not_abandoned(where: str) -> None:
+    sim = Sim()
+    if where == "notice":
+        sim.enter(plan())
+        sim.answered()
+    else:
+        sim.to_ringing(plan())
+        if where == "connecting":
+            sim.snoop_ready()
+            sim.agent_answers(1)
+            assert sim.state.phase is m.Phase.CONNECTING
+    sim.feed(m.CallerGone(sim.at(), cut=True))
+    row = sim.persisted()
+    assert (row["end_reason"], row.get("abandoned_phase")) == ("interrupted", None)
+    assert not sim.state.timers or sim.state.phase is m.Phase.FINISHING
+
+
+def test_caller_cut_while_closing_keeps_the_reason_it_was_closing_for() -> None:
+    sim = Sim()
+    sim.to_ringing(plan())
+    sim.timer(m.MAX_WAIT)
+    sim.feed(m.CallerGone(sim.at(), cut=True))
+    assert sim.persisted()["end_reason"] == "no_agent"
+
+
 def test_finish_guard_fetches_a_recording_whose_end_was_not_reported() -> None:
     sim = Sim()
     sim.to_conversation()
