@@ -15,6 +15,7 @@ from bench.archive import ArchiveShape
 from bench.archive import run as run_archive
 from bench.baseline import baseline_instance
 from bench.stacks import RTP_PORTS, notice_file, rtp_block, running_stack
+from callrec.loop_lag import LAG_BUCKETS
 from devstack.proc import read_pid
 
 
@@ -94,7 +95,7 @@ def run_calls(args: argparse.Namespace, results: dict[str, Any]) -> None:
                            lambda: read_pid(base.pidfile), lambda: None,
                            cap.baseline_archived(base, stack)),
                 cap.Target("callrec", stack.sip_port, ast_pid, app_pid,
-                           cap.callrec_archived(stack)),
+                           cap.callrec_archived(stack), loop_lag=cap.callrec_loop_lag(stack)),
             ]
             found = cap.interleaved_search(targets, plan, shape, say)
             app, app_runs = found["callrec"]
@@ -116,11 +117,18 @@ def run_calls(args: argparse.Namespace, results: dict[str, Any]) -> None:
                         base_share.asterisk_per_call if base_share else None,
                     "per_step": [{"rate": r.result.rate, "calls": r.result.archived,
                                   "callrec_s": round(r.app_cpu, 2),
-                                  "asterisk_s": round(r.asterisk_cpu, 2)} for r in app_runs]}
+                                  "asterisk_s": round(r.asterisk_cpu, 2),
+                                  "loop_lag_p99_s": _finite(r.loop_lag_p99_s)}
+                                 for r in app_runs]}
         finally:
             for agent in agents:
                 agent.stop()
             base.destroy()
+
+
+def _finite(x: float | None) -> float | str | None:
+    """JSON has no infinity: beyond the last bucket is written as text (">2.5")."""
+    return x if x is None or x != float("inf") else f">{LAG_BUCKETS[-1]:g}"
 
 
 def main(argv: list[str] | None = None) -> int:

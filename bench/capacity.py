@@ -4,7 +4,9 @@ side by side on the same machine, the two interleaved step by step so drift hits
 from __future__ import annotations
 
 import asyncio
+import math
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +17,7 @@ from bench.baseline import BaselineAsterisk, cdr_count, recordings_since
 from bench.load import LoadAgent, LoadCaller
 from bench.observer import Observer, latencies
 from bench.stacks import NOTICE_SECONDS, SERVICE_NUMBER
-from bench.stats import summarize
+from bench.stats import bucket_quantile, summarize
 from devstack.proc import read_pid
 from devstack.stack import Stack
 
@@ -55,6 +57,28 @@ class Target:
     archived: ArchiveCount
     numbers: int = 0  # caller numbers used so far (each call gets a fresh one)
     log: list[str] = field(default_factory=list)
+    # the recorder's event-loop lateness histogram, for whether it kept up (callrec only)
+    loop_lag: Callable[[], list[tuple[float, int]]] | None = None
+
+
+LagReading = list[tuple[float, int]]
+
+
+def callrec_loop_lag(stack: Stack) -> Callable[[], LagReading]:
+    """Reads `callrec_loop_lag_seconds` from the service's /metrics: `(le, count)` buckets."""
+    prefix = 'callrec_loop_lag_seconds_bucket{le="'
+
+    def read() -> LagReading:
+        with urllib.request.urlopen(stack.web_url + "/metrics", timeout=10) as resp:  # noqa: S310 - our own local URL
+            body = resp.read().decode()
+        out = []
+        for line in body.splitlines():
+            if line.startswith(prefix):
+                le, _, count = line[len(prefix):].partition('"} ')
+                out.append((math.inf if le == "+Inf" else float(le), int(float(count))))
+        return out
+
+    return read
 
 
 def callrec_archived(stack: Stack) -> ArchiveCount:
@@ -125,6 +149,23 @@ class StepRun:
     asterisk_cpu: float
     app_cpu: float
     seconds: float
+    loop_lag_p99_s: float | None = None  # bucket bound; inf: later than the last bound
+
+
+def _sched(pid: int | None) -> tuple[float, float] | None:
+    try:
+        return cpu.main_thread_sched(pid) if pid else None
+    except (OSError, ValueError):
+        return None
+
+
+def _lag(target: Target) -> LagReading | None:
+    if target.loop_lag is None:
+        return None
+    try:
+        return target.loop_lag()
+    except OSError:
+        return None  # the service is down: its step fails on its own account
 
 
 def run_step(target: Target, rate: float, shape: LoadShape) -> StepRun:
@@ -132,6 +173,8 @@ def run_step(target: Target, rate: float, shape: LoadShape) -> StepRun:
     calls = shape.calls(rate)
     since = time.time()
     ast0, app0 = _cpu(target.asterisk_pid()), _cpu(target.app_pid())
+    lag0 = _lag(target)
+    sched0 = _sched(target.app_pid())
     t0 = time.monotonic()
     caller = LoadCaller(sip_port=target.sip_port, service_number=SERVICE_NUMBER,
                         talk_seconds=shape.caller_talk, calls=calls, rate=rate, limit=calls,
@@ -149,13 +192,25 @@ def run_step(target: Target, rate: float, shape: LoadShape) -> StepRun:
         time.sleep(1)
         archived, detail = target.archived(caller, since, shape)
     ast1, app1 = _cpu(target.asterisk_pid()), _cpu(target.app_pid())
+    lag1 = _lag(target)
+    sched1 = _sched(target.app_pid())
+    wall = time.monotonic() - t0
+    lag_p99 = bucket_quantile(lag0, lag1, 0.99) if lag0 and lag1 else None
     notes = f"SIPp failed {failed}" if failed else ""
     if failed:
         notes += "; " + caller.output()[-300:].replace("\n", " ")
     if detail:
         notes += f" archive: {detail}"
-    return StepRun(steps.StepResult(rate, calls, completed, archived, peak, notes),
-                   ast1 - ast0, app1 - app0, time.monotonic() - t0)
+    if lag_p99 is not None:
+        # whether the recorder itself kept up: its loop on time means the limit was elsewhere
+        notes += f"; {target.name} event loop late p99 <= {lag_p99:g} s"
+    if sched0 and sched1:
+        # busy near 100 %: the recorder is the bottleneck; waiting: the machine is out of CPU
+        ran, waited = (b - a for a, b in zip(sched0, sched1, strict=True))
+        notes += (f"; {target.name} main thread busy {100 * ran / wall:.0f} %, ready but "
+                  f"waiting for a CPU {100 * waited / wall:.0f} % of the step")
+    return StepRun(steps.StepResult(rate, calls, completed, archived, peak, notes.strip()),
+                   ast1 - ast0, app1 - app0, wall, lag_p99)
 
 
 def interleaved_search(targets: list[Target], plan: steps.Plan, shape: LoadShape,

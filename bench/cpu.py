@@ -58,3 +58,15 @@ def share(calls: int, app: tuple[float, float], asterisk: tuple[float, float]) -
     if app_used < 0 or ast_used < 0:
         raise ValueError("CPU time went backwards: a process was restarted during the window")
     return CpuShare(calls, app_used, ast_used)
+
+
+def main_thread_sched(pid: int, proc: Path = Path("/proc")) -> tuple[float, float]:
+    """(seconds on a CPU, seconds ready but waiting for one) of a process's main thread,
+    from /proc/<pid>/task/<pid>/schedstat (nanoseconds; the kernel keeps it with
+    CONFIG_SCHED_INFO, as Debian's does)."""
+    text = (proc / str(pid) / "task" / str(pid) / "schedstat").read_text()
+    try:
+        ran, waited, _ = (int(x) for x in text.split())
+    except ValueError as exc:
+        raise ValueError(f"not a schedstat line: {text[:80]!r}") from exc
+    return ran / 1e9, waited / 1e9

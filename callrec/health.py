@@ -13,6 +13,7 @@ from callrec.archive.store import CallStore
 from callrec.ari.client import AriClient
 from callrec.calls.manager import CallManager
 from callrec.histograms import Histogram
+from callrec.loop_lag import LoopLag
 
 MIN_FREE_BYTES = 64 * 1024 * 1024  # below this the archive is reported as (nearly) full
 
@@ -24,6 +25,7 @@ class Probes:
     archiver: RecordingArchiver
     manager: CallManager
     purged_total: Callable[[], int]
+    loop_lag: LoopLag
 
     def archive_state(self) -> tuple[bool, int]:
         root = self.archiver.root
@@ -114,6 +116,12 @@ def add_routes(app: web.Application, probes: Probes) -> None:
         histogram("callrec_agent_join_seconds",
                   "Agent's wait from answering to being in the call's bridge.",
                   probes.manager.agent_join)
+        histogram("callrec_loop_lag_seconds",
+                  "How late callrec's event loop ran a timer (callrec's own overload).",
+                  probes.loop_lag.histogram)
+        metric("callrec_loop_lag_max_seconds", "gauge",
+               "The latest the event loop has run a timer since the start.",
+               [("", probes.loop_lag.worst)])
         return web.Response(text="\n".join(lines) + "\n",
                             content_type="text/plain", charset="utf-8")
 

@@ -1,8 +1,8 @@
 """`callrec serve`: the long-running service, wired in one place (`create_service`).
 
 Constructors do no I/O; every part with a lifecycle is started and stopped by an entry of
-aiohttp's `cleanup_ctx`, in order (store, routing, ARI + call manager, retention), and
-stopped in reverse: tasks are cancelled, then awaited."""
+aiohttp's `cleanup_ctx`, in order (loop lag, store, routing, ARI + call manager, retention),
+and stopped in reverse: tasks are cancelled, then awaited."""
 
 from __future__ import annotations
 
@@ -28,9 +28,11 @@ from callrec.ari.client import AriClient
 from callrec.ari.events import Connected, Event
 from callrec.calls.manager import CallManager
 from callrec.logs import configure_logging
+from callrec.loop_lag import LoopLag
 from callrec.prompts import http as prompts_http
 from callrec.prompts.catalog import PromptCatalog
 from callrec.routing.loader import RoutingProvider
+from callrec.scheduling import apply_nice
 from callrec.settings import Settings
 from callrec.tasks import cancel_and_wait
 from callrec.web.console import add_console
@@ -54,6 +56,7 @@ class Service:
     retention_first_delay: float = 300.0
     purged_total: int = 0
     background: set[asyncio.Task[Any]] = field(default_factory=set)
+    loop_lag: LoopLag = field(default_factory=LoopLag)
 
 
 SERVICE = web.AppKey("service", Service)
@@ -83,10 +86,19 @@ def create_service(settings: Settings) -> web.Application:
     app[SERVICE] = svc
     prompts_http.add_routes(app, svc.prompts)
     health.add_routes(app, health.Probes(svc.ari, svc.store, svc.archiver, svc.manager,
-                                         lambda: svc.purged_total))
+                                         lambda: svc.purged_total, svc.loop_lag))
     add_console(app, svc)
-    app.cleanup_ctx.extend([_store_ctx, _routing_ctx, _calls_ctx, _retention_ctx])
+    app.cleanup_ctx.extend([_loop_lag_ctx, _store_ctx, _routing_ctx, _calls_ctx,
+                            _retention_ctx])
     return app
+
+
+async def _loop_lag_ctx(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(app[SERVICE].loop_lag.run(), name="loop-lag")
+    try:
+        yield
+    finally:
+        await cancel_and_wait(task)
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -182,6 +194,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     configure_logging(settings.log_format, logging.INFO, cache=True)
+    if settings.nice is not None:
+        apply_nice(settings.nice)  # first: the threads started later inherit it
     app = create_service(settings)
     log.info("callrec_starting", web=f"{settings.web_host}:{settings.web_port}",
              ari=settings.ari_url, app=settings.app_name)

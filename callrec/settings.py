@@ -33,6 +33,8 @@ class Settings:
     asterisk_recordings_dir: Path | None = None
     # the clinic's calendar for the dates people type and read (callrec.clinic_time)
     timezone: ZoneInfo = DEFAULT_ZONE
+    # CPU priority to take at start (callrec.scheduling); None: leave it as started
+    nice: int | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -60,7 +62,15 @@ class Settings:
         spool = env.get("CALLREC_ASTERISK_RECORDINGS_DIR", "").strip()
         if spool and not Path(spool).is_absolute():
             raise ConfigError("CALLREC_ASTERISK_RECORDINGS_DIR must be an absolute path")
+        nice_text = env.get("CALLREC_NICE", "").strip()
+        try:
+            nice = int(nice_text) if nice_text else None
+        except ValueError:
+            nice = 99
+        if nice is not None and not -20 <= nice <= 19:
+            raise ConfigError("CALLREC_NICE must be a whole number from -20 to 19")
         return cls(
+            nice=nice,
             timezone=clinic_timezone(env),
             asterisk_recordings_dir=Path(spool) if spool else None,
             retention_months=int(months),

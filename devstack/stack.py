@@ -25,6 +25,11 @@ from devstack.proc import read_pid, spawn, stop, wait_until
 DEMO_CONFIG = REPO / "config" / "demo.toml"
 
 
+# callrec ahead of Asterisk's media work when the machine is out of CPU (README,
+# "Performance"); the local stack runs as root, which may raise a priority
+SERVICE_NICE = -10
+
+
 @dataclass
 class StackConfig:
     dir: Path
@@ -213,6 +218,7 @@ class Stack:
             "CALLREC_PID_FILE": str(self.service_pidfile),
             "CALLREC_SECRET_KEY": self.cfg.secret_key,
             "CALLREC_LOG_FORMAT": "json",
+            "CALLREC_NICE": str(SERVICE_NICE),
             **{f"CALLREC_{a.upper()}_PORT": str(p) for a, p in self.agent_ports.items()},
         }
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import aiohttp
 import pytest
 
+from devstack.proc import read_pid
 from devstack.stack import Stack
 from tests.polling import eventually
 
@@ -60,11 +64,28 @@ async def test_metrics_are_prometheus_text_with_the_promised_series(stack: Stack
     assert '\ncallrec_ari_requests_total{transport="websocket"} 0\n' not in body  # the probe
     assert samples["callrec_database_up"] == 1
     assert "# TYPE callrec_calls_total counter" in body
-    for name in ("callrec_notice_wait_seconds", "callrec_agent_join_seconds"):
+    for name in ("callrec_notice_wait_seconds", "callrec_agent_join_seconds",
+                 "callrec_loop_lag_seconds"):
         assert f"# TYPE {name} histogram" in body
         buckets = [line for line in body.splitlines() if line.startswith(f"{name}_bucket{{")]
         assert buckets[-1].startswith(f'{name}_bucket{{le="+Inf"}} ')
         assert f"\n{name}_count " in body and f"\n{name}_sum " in body
+
+    # the loop-lag probe runs (4 wake-ups a second) and an idle service keeps up
+    async def lag_count() -> float:
+        _, _, text = await _get(stack.web_url + "/metrics")
+        line = next(x for x in text.splitlines() if x.startswith("callrec_loop_lag_seconds_count "))
+        return float(line.split()[1])
+
+    first = await lag_count()
+    await eventually(lambda: _more(lag_count, first), timeout=5, what="the loop-lag probe")
+    _, _, body = await _get(stack.web_url + "/metrics")
+    worst = next(x for x in body.splitlines() if x.startswith("callrec_loop_lag_max_seconds "))
+    assert 0 <= float(worst.split()[1]) < 5.0, worst
+
+
+async def _more(read: Callable[[], Awaitable[float]], than: float) -> bool:
+    return await read() > than
 
 
 async def test_ari_reconnect_is_counted(stack: Stack) -> None:
@@ -82,3 +103,18 @@ async def test_ari_reconnect_is_counted(stack: Stack) -> None:
     await eventually(counted, timeout=20, what="ARI reconnect counted")
     status, _, _ = await _get(stack.web_url + "/healthz")
     assert status == 200
+
+
+def test_the_local_stack_runs_callrec_ahead_of_asterisk(stack: Stack) -> None:
+    # CALLREC_NICE=-10 from devstack: every thread of the service, and its session group
+    pid = read_pid(stack.service_pidfile)
+    assert pid is not None
+    tasks = Path(f"/proc/{pid}/task")
+    nices = {int((t / "stat").read_text().rsplit(")", 1)[1].split()[16]) for t in tasks.iterdir()}
+    assert nices == {-10}, nices
+    group = Path(f"/proc/{pid}/autogroup")
+    if group.exists():
+        assert group.read_text().split()[-2:] == ["nice", "-10"]
+    asterisk = read_pid(stack.asterisk.pidfile)
+    assert asterisk is not None
+    assert os.getpriority(os.PRIO_PROCESS, asterisk) == 0, "Asterisk itself is left as it is"

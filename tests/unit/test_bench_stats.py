@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bench import cpu, profile, report
-from bench.stats import percentile, summarize
+from bench.stats import bucket_quantile, percentile, summarize
 
 
 def test_percentile_nearest_rank_is_a_sample() -> None:
@@ -114,3 +115,52 @@ def test_report_verdicts_and_table() -> None:
     assert report.verdict("cpu_share", None) == "not measured"
     text = report.table({"capacity_ratio": 1.0, "purge_per_s": 2500.0})
     assert "capacity_ratio" in text and "met" in text and "2,500.0" in text
+
+
+BOUNDS = (0.001, 0.01, 0.1, math.inf)
+
+
+def readings(*counts: int) -> list[tuple[float, int]]:
+    return list(zip(BOUNDS, counts, strict=True))
+
+
+def test_bucket_quantile_of_the_counts_between_two_readings() -> None:
+    before = readings(10, 10, 10, 10)
+    # 100 observations in between: 90 under 1 ms, 9 under 10 ms, 1 under 100 ms
+    after = readings(100, 109, 110, 110)
+    assert bucket_quantile(before, after, 0.5) == 0.001
+    assert bucket_quantile(before, after, 0.9) == 0.001
+    assert bucket_quantile(before, after, 0.99) == 0.01
+    assert bucket_quantile(before, after, 1.0) == 0.1
+    # what was counted before the first reading does not count
+    assert bucket_quantile(readings(0, 0, 0, 0), after, 0.99) == 0.01
+    assert bucket_quantile(readings(0, 0, 0, 0), readings(0, 0, 0, 5), 0.5) == math.inf
+    assert bucket_quantile(after, after, 0.99) is None
+
+
+def test_bucket_quantile_refuses_what_is_not_one_histogram() -> None:
+    with pytest.raises(ValueError, match="outside"):
+        bucket_quantile(readings(0, 0, 0, 0), readings(1, 1, 1, 1), 0)
+    with pytest.raises(ValueError, match="different buckets"):
+        bucket_quantile(readings(0, 0, 0, 0), [(0.5, 1), (math.inf, 1)], 0.5)
+    with pytest.raises(ValueError, match="restarted"):
+        bucket_quantile(readings(5, 5, 5, 5), readings(1, 2, 2, 2), 0.5)
+
+
+def test_main_thread_sched_from_a_fake_proc(tmp_path: Path) -> None:
+    task = tmp_path / "42" / "task" / "42"
+    task.mkdir(parents=True)
+    (task / "schedstat").write_text("3260000000 11040000000 27601\n")
+    assert cpu.main_thread_sched(42, proc=tmp_path) == (3.26, 11.04)
+    (task / "schedstat").write_text("garbage\n")
+    with pytest.raises(ValueError, match="schedstat"):
+        cpu.main_thread_sched(42, proc=tmp_path)
+
+
+def test_main_thread_sched_of_this_process_grows_with_work() -> None:
+    ran0, _ = cpu.main_thread_sched(os.getpid())
+    deadline = time.process_time() + 0.05
+    while time.process_time() < deadline:
+        pass
+    ran1, _ = cpu.main_thread_sched(os.getpid())
+    assert ran1 - ran0 >= 0.04

@@ -15,6 +15,7 @@ from callrec.ari.client import REST_CONNECTIONS
 from callrec.settings import Settings
 from devstack.asterisk import load_defaults, render_conf
 from devstack.paths import ASTERISK_CONF, REPO
+from devstack.stack import SERVICE_NICE
 
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 ENV_EXAMPLE = dict(
@@ -82,6 +83,13 @@ def test_callrec_environment_is_a_complete_configuration() -> None:
                   "CALLREC_SIP_PORT", "CALLREC_WEB_URL", "CALLREC_ARCHIVE_DIR",
                   "CALLREC_CONFIG", "CALLREC_SECRET_KEY"}
     assert stack_keys <= set(env)
+
+
+def test_callrec_has_the_same_cpu_priority_as_on_the_local_stack() -> None:
+    # the kernel's weights (kernel/sched/core.c, sched_prio_to_weight): nice 0 is 1024
+    weight = {0: 1024, -5: 3121, -10: 9548, -15: 29154}
+    assert COMPOSE["services"]["callrec"]["cpu_shares"] == weight[SERVICE_NICE]
+    assert "cpu_shares" not in COMPOSE["services"]["asterisk"]
 
 
 def test_postgres_roles_match_the_callrec_urls() -> None:

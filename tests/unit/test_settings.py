@@ -37,6 +37,15 @@ def test_asterisk_spool_must_be_an_absolute_path() -> None:
         Settings.from_env(env)
 
 
+def test_cpu_priority_is_optional_and_checked() -> None:
+    assert Settings.from_env(BASE).nice is None
+    assert Settings.from_env({**BASE, "CALLREC_NICE": " -10 "}).nice == -10
+    assert Settings.from_env({**BASE, "CALLREC_NICE": "19"}).nice == 19
+    for bad in ("-21", "20", "high", "-1.5"):
+        with pytest.raises(ConfigError, match="CALLREC_NICE"):
+            Settings.from_env({**BASE, "CALLREC_NICE": bad})
+
+
 @pytest.mark.parametrize("missing", ["CALLREC_DATABASE_URL", "CALLREC_ARI_PASSWORD",
                                      "CALLREC_ARCHIVE_DIR", "CALLREC_CONFIG"])
 def test_missing_setting_is_named(missing: str) -> None:
