@@ -117,7 +117,7 @@ def add_routes(app: web.Application, probes: Probes) -> None:
                   "Agent's wait from answering to being in the call's bridge.",
                   probes.manager.agent_join)
         histogram("callrec_loop_lag_seconds",
-                  "How late callrec's event loop ran a timer (callrec's own overload).",
+                  "How late callrec's event loop ran a timer (callrec busy or short of CPU).",
                   probes.loop_lag.histogram)
         metric("callrec_loop_lag_max_seconds", "gauge",
                "The latest the event loop has run a timer since the start.",

@@ -2,9 +2,10 @@
 
 Every call's events, requests and row writes are callbacks on the one loop. While the process
 keeps up, a timer fires within a millisecond or so of its time; when the loop has more work
-than one core can do, everything due waits behind it and the lateness grows. The notice and
-join waits in `/metrics` include Asterisk's own answer times; this does not, so it tells
-whether callrec itself is the bottleneck.
+than one core can do, or the process waits for a CPU the machine does not have free,
+everything due waits and the lateness grows. The notice and join waits in `/metrics` include
+Asterisk's own answer times; this does not, so it tells whether callrec was slow to react
+(whether from its own work or for want of a CPU, the process's CPU time tells).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class LoopLag:
         now = self._clock()
         if lag > SLOW_LOOP_S and now >= self._quiet_until:
             self._quiet_until = now + WARN_EVERY_S
-            log.warning("event loop running late: callrec has more work than it can do",
+            log.warning("event loop running late: callrec busy or short of CPU",
                         late_s=round(lag, 3))
 
     async def run(self) -> None:
