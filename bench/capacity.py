@@ -41,6 +41,9 @@ class LoadShape:
         return max(1, round(rate * self.window))
 
 
+# a Prometheus histogram's cumulative buckets: (upper bound, count), +Inf last
+LagReading = list[tuple[float, int]]
+
 # (calls of the step found archived, what was counted: for the notes of a failed step)
 ArchiveCount = Callable[["LoadCaller", float, "LoadShape"], tuple[int, str]]
 
@@ -58,10 +61,7 @@ class Target:
     numbers: int = 0  # caller numbers used so far (each call gets a fresh one)
     log: list[str] = field(default_factory=list)
     # the recorder's event-loop lateness histogram, for whether it kept up (callrec only)
-    loop_lag: Callable[[], list[tuple[float, int]]] | None = None
-
-
-LagReading = list[tuple[float, int]]
+    loop_lag: Callable[[], LagReading] | None = None
 
 
 def callrec_loop_lag(stack: Stack) -> Callable[[], LagReading]:
