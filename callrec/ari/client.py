@@ -32,6 +32,7 @@ from callrec.ari.backoff import Backoff
 from callrec.ari.errors import (
     AriDecodeError,
     AriError,
+    AriNoAnswer,
     AriUnavailable,
     EventDecodeError,
     error_for_status,
@@ -300,7 +301,7 @@ class AriClient:
         except AriError:
             raise
         except TimeoutError as exc:
-            raise AriUnavailable(f"{what}: no answer within {self.request_timeout:g} s") from exc
+            raise AriNoAnswer(f"{what}: no answer within {self.request_timeout:g} s") from exc
         except aiohttp.ClientError as exc:
             raise AriUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
         return _json_body(payload, what)
@@ -334,7 +335,7 @@ class AriClient:
                 await ws.send_str(json.dumps(message))
                 answer = await reply
         except TimeoutError as exc:
-            raise AriUnavailable(f"{what}: no answer within {limit:g} s") from exc
+            raise AriNoAnswer(f"{what}: no answer within {limit:g} s") from exc
         except (aiohttp.ClientError, ConnectionError) as exc:
             raise AriUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
         finally:

@@ -63,6 +63,12 @@ class AriUnavailable(AriError):
     default_message = "Asterisk is unavailable"
 
 
+class AriNoAnswer(AriUnavailable):
+    """Sent but not answered in time: Asterisk may have carried it out all the same."""
+
+    default_message = "Asterisk did not answer in time"
+
+
 class AriDecodeError(AriError):
     """Asterisk sent JSON that does not have the documented shape."""
 

@@ -188,6 +188,8 @@ class CallState:
     bridge_id: str | None = None
     snoop_channel: str | None = None  # the snoop on the caller, once requested
     snoop_ready: bool = False  # the snoop is in our application (it can be recorded)
+    # a request for the snoop went unanswered: Asterisk may make it late, under the same id
+    snoop_unconfirmed: bool = False
     recording: RecState = RecState.NONE
     recording_name: str | None = None
     timers: frozenset[str] = frozenset()
@@ -404,6 +406,7 @@ class CommandFailed(FlowEvent):
     command: Command
     error: str
     not_found: bool = False  # the channel/bridge no longer exists in Asterisk
+    unanswered: bool = False  # no answer in time: Asterisk may have done it all the same
 
 
 # ---------------------------------------------------------------------------------------------
@@ -936,7 +939,7 @@ def _connect(step: _Step, leg: Leg) -> None:
         else:
             # still on its way (recorded when it arrives), or lost: asked for again first,
             # so that its arrival travels back while the caller is being bridged
-            _request_snoop(step)
+            _request_snoop(step, again=s.snoop_unconfirmed)
             step.set(recording=RecState.SNOOPING)
     step.stop_hold()
     if step.s.bridge_id is None:  # the one made while ringing could not be made
@@ -1029,10 +1032,12 @@ def _on_caller_gone(step: _Step, ev: CallerGone) -> None:
 _SNOOP_WAITING_PHASES = frozenset({Phase.ANSWERING, Phase.NOTICE, Phase.RINGING})
 
 
-def _request_snoop(step: _Step) -> None:
-    """Ask for the snoop on the caller unless it is asked for already."""
+def _request_snoop(step: _Step, *, again: bool = False) -> None:
+    """Ask for the snoop on the caller unless it is asked for already (`again`: even so,
+    after a request that went unanswered: either it was lost and this one makes the snoop,
+    or Asterisk refuses this one because the first made it under the same id)."""
     s = step.s
-    if s.snoop_channel is not None:
+    if s.snoop_channel is not None and not again:
         return
     snoop = snoop_id_for(s.call_id)
     step.set(snoop_channel=snoop, snoop_ready=False)
@@ -1076,7 +1081,7 @@ def _drop_snoop(step: _Step) -> None:
 
 
 def _forget_snoop(step: _Step) -> None:
-    step.set(snoop_channel=None, snoop_ready=False)
+    step.set(snoop_channel=None, snoop_ready=False, snoop_unconfirmed=False)
 
 
 def _nothing_recorded(step: _Step) -> None:
@@ -1223,6 +1228,18 @@ def _on_command_failed(step: _Step, ev: CommandFailed) -> None:
             playback_id_for(s.call_id, "closed"),
         ):
             _on_prompt_finished(step, PromptFinished(ev.at, cmd.playback_id, failed=True))
+    elif (
+        isinstance(cmd, SnoopChannel)
+        and cmd.snoop_id == s.snoop_channel
+        and (ev.unanswered or s.snoop_unconfirmed)
+        and s.phase not in (Phase.FINISHING, Phase.DONE)
+    ):
+        # Asterisk may make it late (a stall), under the same id: a refusal of a second
+        # request is most likely that id in use. Its arrival is awaited; the record guard
+        # bounds the agent's wait, as for any snoop on its way.
+        if not s.snoop_ready:
+            step.log("info", "snoop awaited after an unanswered request", error=ev.error)
+            step.set(snoop_unconfirmed=True)
     elif isinstance(cmd, SnoopChannel) and s.recording is RecState.NONE:
         if cmd.snoop_id == s.snoop_channel:
             _forget_snoop(step)  # asked for again when an agent answers

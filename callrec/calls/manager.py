@@ -24,7 +24,13 @@ from typing import Any
 import structlog
 
 from callrec.ari import events as ari_events
-from callrec.ari.errors import AriBadRequest, AriError, AriNotFound, AriUnprocessable
+from callrec.ari.errors import (
+    AriBadRequest,
+    AriError,
+    AriNoAnswer,
+    AriNotFound,
+    AriUnprocessable,
+)
 from callrec.calls import machine as m
 from callrec.calls.agents import AgentTracker
 from callrec.calls.plan import build_plan
@@ -460,7 +466,9 @@ class CallManager:
                 isinstance(command, m.AddToBridge)
                 and isinstance(exc, AriBadRequest | AriUnprocessable)
             )
-            call.queue.put_nowait(m.CommandFailed(self._clock(), command, str(exc), gone))
+            call.queue.put_nowait(m.CommandFailed(
+                self._clock(), command, str(exc), gone, unanswered=isinstance(exc, AriNoAnswer)
+            ))
 
     async def _do(self, call: _Call, cmd: m.Command) -> None:
         ari = self._ari

@@ -564,6 +564,22 @@ async def test_a_request_waiting_when_the_socket_drops_fails_unavailable() -> No
     await stop(h, task)
 
 
+async def test_a_request_left_unanswered_is_told_apart_from_one_never_sent() -> None:
+    # no answer: Asterisk may have done it all the same (a channel made late), so the call flow
+    # must not take it for a refusal; an HTTP address nobody listens at is a plain failure
+    sock = AnsweringSocket(lambda r: pong(r) if r["uri"] == "asterisk/ping" else None)
+    h = Harness([sock], rest=True)
+    h.ari.request_timeout = 0.2
+    task = await running(h)
+    with pytest.raises(errors.AriNoAnswer, match=r"no answer within 0\.2 s"):
+        await h.ari._request("POST", "channels", "c1", "snoop")
+    assert sock.requests[-1]["uri"] == "channels/c1/snoop"
+    with pytest.raises(errors.AriUnavailable) as refused:  # a name to quote goes over HTTP
+        await h.ari._request("GET", "recordings", "a b")
+    assert not isinstance(refused.value, errors.AriNoAnswer)
+    await stop(h, task)
+
+
 async def test_an_asterisk_that_ignores_websocket_requests_keeps_http(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -395,6 +395,87 @@ def test_snoop_failed_during_the_notice_is_asked_for_again_at_the_answer() -> No
     assert sim.state.phase is m.Phase.CONVERSATION
 
 
+def test_snoop_unanswered_at_the_notice_arriving_late_is_recorded() -> None:
+    # a stall: Asterisk answers the request after the timeout and makes the snoop late
+    sim = Sim()
+    sim.enter(plan())
+    sim.answered()
+    snoop = m.SnoopChannel(CALLER_CHANNEL, SNOOP)
+    out = sim.feed(m.CommandFailed(sim.at(), snoop, "no answer within 10 s", unanswered=True))
+    assert all(isinstance(c, m.Log) for c in out), "the call goes on"
+    assert sim.state.snoop_channel == SNOOP, "still expected, under the same id"
+    sim.notice_done()
+    sim.feed(m.SnoopReady(sim.at(), SNOOP))
+    out = sim.agent_answers(1)
+    assert not sim.all(m.SnoopChannel, out)
+    assert m.RecordChannel(SNOOP, REC) in out
+
+
+def test_snoop_unanswered_at_the_notice_and_refused_again_at_the_answer_is_awaited() -> None:
+    # seen at saturation: the second request refused ("500 Snoop channel could not be
+    # created") because the first made the snoop late under the same id; the call went
+    # unrecorded while that snoop arrived
+    sim = Sim()
+    sim.enter(plan())
+    sim.answered()
+    snoop = m.SnoopChannel(CALLER_CHANNEL, SNOOP)
+    sim.feed(m.CommandFailed(sim.at(), snoop, "no answer within 10 s", unanswered=True))
+    sim.notice_done()
+    out = sim.agent_answers(1)
+    assert snoop in out, "asked for again: the first request may have been lost"
+    assert sim.state.recording is m.RecState.SNOOPING
+    out = sim.feed(m.CommandFailed(sim.at(), snoop, "500 Snoop channel could not be created"))
+    assert all(isinstance(c, m.Log) for c in out), "not a failed recording"
+    assert sim.state.recording is m.RecState.SNOOPING
+    assert m.AddToBridge(BRIDGE, leg_id(1)) not in sim.all(m.AddToBridge), "the agent waits"
+    assert sim.feed(m.SnoopReady(sim.at(), SNOOP)) == [m.RecordChannel(SNOOP, REC)]
+    out = sim.feed(m.RecordingStarted(sim.at(), REC))
+    assert m.AddToBridge(BRIDGE, leg_id(1)) in out
+    sim.feed(m.CallerGone(sim.at(), 16))
+    sim.feed(m.RecordingFinished(sim.at(), REC))
+    sim.feed(m.RecordingArchived(sim.at(), REC, True))
+    assert sim.state.done
+    assert sim.persisted()["recording_name"] == REC
+
+
+def test_snoop_unanswered_at_the_answer_is_recorded_when_it_comes_after_the_guard() -> None:
+    sim = Sim()
+    sim.to_ringing(plan())
+    sim.feed(m.SnoopGone(sim.at(), SNOOP))
+    sim.agent_answers(1)
+    snoop = m.SnoopChannel(CALLER_CHANNEL, SNOOP)
+    out = sim.feed(m.CommandFailed(sim.at(), snoop, "no answer within 10 s", unanswered=True))
+    assert sim.state.recording is m.RecState.SNOOPING
+    assert not sim.all(m.AddToBridge, out)
+    out = sim.timer(m.RECORD_GUARD)
+    assert m.AddToBridge(BRIDGE, leg_id(1)) in out, "the agent is not held past the guard"
+    assert sim.feed(m.SnoopReady(sim.at(), SNOOP)) == [m.RecordChannel(SNOOP, REC)]
+    sim.feed(m.RecordingStarted(sim.at(), REC))
+    assert sim.state.recording is m.RecState.STARTED
+
+
+def test_a_refused_snoop_without_an_unanswered_request_before_still_fails_the_recording() -> None:
+    sim = Sim()
+    sim.to_ringing(plan())
+    sim.feed(m.SnoopGone(sim.at(), SNOOP))
+    sim.agent_answers(1)
+    snoop = m.SnoopChannel(CALLER_CHANNEL, SNOOP)
+    out = sim.feed(m.CommandFailed(sim.at(), snoop, "500 Snoop channel could not be created"))
+    assert sim.state.recording is m.RecState.FAILED
+    assert m.AddToBridge(BRIDGE, leg_id(1)) in out
+
+
+def test_snoop_unanswered_after_the_caller_left_waits_for_nothing() -> None:
+    sim = Sim()
+    sim.to_ringing(plan(), snoop_ready=False)
+    sim.agent_answers(1)
+    sim.feed(m.CallerGone(sim.at(), 16))
+    snoop = m.SnoopChannel(CALLER_CHANNEL, SNOOP)
+    sim.feed(m.CommandFailed(sim.at(), snoop, "no answer within 10 s", unanswered=True))
+    assert sim.state.done
+    assert sim.persisted()["recording_name"] is None
+
+
 def test_snoop_gone_while_ringing_is_asked_for_again_at_the_answer() -> None:
     sim = Sim()
     sim.to_ringing(plan())

@@ -105,7 +105,8 @@ event_makers = st.one_of(
     st.builds(lambda r, ok: ("rec_archived", r, ok), recordings, st.booleans()),
     st.builds(lambda t: ("timer", t), st.sampled_from(TIMER_NAMES)),
     st.builds(lambda r: ("end", r), st.sampled_from(["interrupted", "completed"])),
-    st.builds(lambda c, nf: ("failed", c, nf), commands_that_fail, st.booleans()),
+    st.builds(lambda c, nf, na: ("failed", c, nf, na), commands_that_fail, st.booleans(),
+              st.booleans()),
 )
 
 
@@ -127,7 +128,9 @@ def make_event(spec: tuple[object, ...], at: datetime) -> m.FlowEvent:
         "rec_archived": lambda r, ok: m.RecordingArchived(at, r, ok),
         "timer": lambda t: m.TimerFired(at, t),
         "end": lambda r: m.EndCall(at, r),
-        "failed": lambda c, nf: m.CommandFailed(at, c, "boom", not_found=nf),
+        "failed": lambda c, nf, na=False: m.CommandFailed(
+            at, c, "boom", not_found=nf, unanswered=na
+        ),
     }
     return factories[str(kind)](*args)  # type: ignore[no-any-return]
 
