@@ -1240,6 +1240,16 @@ def _on_command_failed(step: _Step, ev: CommandFailed) -> None:
         if not s.snoop_ready:
             step.log("info", "snoop awaited after an unanswered request", error=ev.error)
             step.set(snoop_unconfirmed=True)
+    elif (
+        isinstance(cmd, RecordChannel)
+        and ev.unanswered
+        and s.recording is RecState.REQUESTED
+        and cmd.name == s.recording_name
+        and s.phase not in (Phase.FINISHING, Phase.DONE)
+    ):
+        # the same for the recording: Asterisk may start it late; the record guard adds the
+        # agent meanwhile, and at the end the finish guard fetches whatever there is
+        step.log("info", "recording start awaited after an unanswered request", error=ev.error)
     elif isinstance(cmd, SnoopChannel) and s.recording is RecState.NONE:
         if cmd.snoop_id == s.snoop_channel:
             _forget_snoop(step)  # asked for again when an agent answers

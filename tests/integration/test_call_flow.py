@@ -647,44 +647,50 @@ async def test_hostile_caller_ids_are_data_never_paths(flow: Flow) -> None:
         assert re.fullmatch(r"[0-9a-f-]{36}\.wav|\d{2,4}", path.name), path
 
 
-async def test_snoop_made_late_by_a_stalled_asterisk_is_still_recorded(flow: Flow) -> None:
+@pytest.mark.parametrize(
+    ("request_name", "number"), [("snoop", "0401000040"), ("record_channel", "0401000041")]
+)
+async def test_request_answered_late_by_a_stalled_asterisk_is_still_recorded(
+    flow: Flow, request_name: str, number: str
+) -> None:
     # At saturation Asterisk once answered a snoop request after callrec had given up on it
     # and made the snoop late, under the same id; a second request was then refused (the id
-    # in use) and the call went unrecorded. Here Asterisk is stopped (SIGSTOP) while the
-    # notice's snoop request is on its way and let go once callrec has given up waiting.
+    # in use) and the call went unrecorded. Here Asterisk is stopped (SIGSTOP) as the snoop's
+    # or the recording's request goes out, and let go once callrec has given up waiting.
     pid = read_pid(flow.stack.asterisk.pidfile)
     assert pid is not None
-    real_snoop = flow.ari.snoop
+    real_request = getattr(flow.ari, request_name)
     given_up: list[str] = []
 
-    async def snoop_in_a_stall(channel_id: str, **kwargs: Any) -> Any:
+    async def in_a_stall(channel_id: str, *args: Any, **kwargs: Any) -> Any:
         if given_up:
-            return await real_snoop(channel_id, **kwargs)
+            return await real_request(channel_id, *args, **kwargs)
         loop = asyncio.get_running_loop()
         timeout, flow.ari.request_timeout = flow.ari.request_timeout, 1.0
         os.kill(pid, signal.SIGSTOP)
         loop.call_later(2.0, os.kill, pid, signal.SIGCONT)
         try:
-            return await real_snoop(channel_id, **kwargs)
+            return await real_request(channel_id, *args, **kwargs)
         except Exception as exc:
             given_up.append(repr(exc))
             raise
         finally:
             flow.ari.request_timeout = timeout
 
-    flow.ari.snoop = snoop_in_a_stall  # type: ignore[method-assign]
+    setattr(flow.ari, request_name, in_a_stall)
     try:
         flow.agent("agent1", answer_after=1.0)
-        caller = flow.call(IN_ORDER, "0401000040", talk_seconds=NOTICE_SECONDS + 8)
-        live = await until(lambda: _conversation(flow, "0401000040"), 60, "the conversation")
+        caller = flow.call(IN_ORDER, number, talk_seconds=NOTICE_SECONDS + 8)
+        live = await until(lambda: _conversation(flow, number), 60, "the conversation")
         assert given_up and "AriNoAnswer" in given_up[0], given_up
-        # what made the first call unrecorded: Asterisk refuses a snoop id in use
-        with pytest.raises(AriServerError, match="500"):
-            await real_snoop(live["caller_channel_id"], snoop_id=snoop_id_for(live["id"]))
+        if request_name == "snoop":
+            # what left the call unrecorded: Asterisk refuses a snoop id in use
+            with pytest.raises(AriServerError, match="500"):
+                await flow.ari.snoop(live["caller_channel_id"], snoop_id=snoop_id_for(live["id"]))
         assert await wait_peer(caller, 60) == 0, caller.output()
     finally:
         os.kill(pid, signal.SIGCONT)
-    row = await flow.finished("0401000040")
+    row = await flow.finished(number)
     assert row["end_reason"] == "completed"
     rec = await flow.recording(row["id"])
     assert rec is not None, "recorded all the same"

@@ -363,6 +363,37 @@ def test_record_command_failure_hangs_up_the_snoop_and_goes_on_unrecorded() -> N
     assert sim.hangups()[SNOOP] == ["normal"]
 
 
+def test_recording_request_unanswered_is_awaited_and_recorded_when_it_starts_late() -> None:
+    sim = Sim()
+    sim.to_ringing(plan())
+    sim.agent_answers(1)
+    record = m.RecordChannel(SNOOP, REC)
+    out = sim.feed(m.CommandFailed(sim.at(), record, "no answer within 10 s", unanswered=True))
+    assert m.HangupChannel(SNOOP) not in out, "the snoop may be recording already"
+    assert sim.state.recording is m.RecState.REQUESTED
+    out = sim.timer(m.RECORD_GUARD)
+    assert m.AddToBridge(BRIDGE, leg_id(1)) in out
+    sim.feed(m.RecordingStarted(sim.at(), REC))
+    assert sim.state.recording is m.RecState.STARTED
+    sim.feed(m.CallerGone(sim.at(), 16))
+    out = sim.feed(m.RecordingFinished(sim.at(), REC))
+    assert m.ArchiveRecording(REC, sim.state.started_at) in out
+
+
+def test_recording_request_unanswered_that_never_starts_is_fetched_at_the_end() -> None:
+    sim = Sim()
+    sim.to_ringing(plan())
+    sim.agent_answers(1)
+    record = m.RecordChannel(SNOOP, REC)
+    sim.feed(m.CommandFailed(sim.at(), record, "no answer within 10 s", unanswered=True))
+    sim.timer(m.RECORD_GUARD)
+    sim.feed(m.CallerGone(sim.at(), 16))
+    out = sim.timer(m.FINISH_GUARD_TIMER)
+    assert m.ArchiveRecording(REC, sim.state.started_at) in out
+    sim.feed(m.RecordingArchived(sim.at(), REC, False))
+    assert sim.state.done and sim.state.recording is m.RecState.LOST
+
+
 def test_snoop_still_on_its_way_at_the_answer_is_recorded_when_it_comes() -> None:
     sim = Sim()
     sim.to_ringing(plan(), snoop_ready=False)
