@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import capacity as cap
-from bench import profile, report, steps
+from bench import profile, report, steps, taskqueue
 from bench.archive import ArchiveShape
 from bench.archive import run as run_archive
 from bench.baseline import baseline_instance
@@ -95,7 +95,8 @@ def run_calls(args: argparse.Namespace, results: dict[str, Any]) -> None:
                            lambda: read_pid(base.pidfile), lambda: None,
                            cap.baseline_archived(base, stack)),
                 cap.Target("callrec", stack.sip_port, ast_pid, app_pid,
-                           cap.callrec_archived(stack), loop_lag=cap.callrec_loop_lag(stack)),
+                           cap.callrec_archived(stack), loop_lag=cap.callrec_loop_lag(stack),
+                           event_queue=taskqueue.AppQueue(stack.asterisk.cli, "callrec")),
             ]
             found = cap.interleaved_search(targets, plan, shape, say)
             app, app_runs = found["callrec"]
@@ -118,7 +119,9 @@ def run_calls(args: argparse.Namespace, results: dict[str, Any]) -> None:
                     "per_step": [{"rate": r.result.rate, "calls": r.result.archived,
                                   "callrec_s": round(r.app_cpu, 2),
                                   "asterisk_s": round(r.asterisk_cpu, 2),
-                                  "loop_lag_p99_s": _finite(r.loop_lag_p99_s)}
+                                  "loop_lag_p99_s": _finite(r.loop_lag_p99_s),
+                                  "event_queue_max_depth": r.event_queue_max_depth,
+                                  "event_queue_per_call": r.event_queue_per_call}
                                  for r in app_runs]}
         finally:
             for agent in agents:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import subprocess
 import time
 import urllib.request
 from collections.abc import Callable
@@ -12,12 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import cpu, steps
+from bench import cpu, steps, taskqueue
 from bench.baseline import BaselineAsterisk, cdr_count, recordings_since
 from bench.load import LoadAgent, LoadCaller
 from bench.observer import Observer, latencies
 from bench.stacks import NOTICE_SECONDS, SERVICE_NUMBER
 from bench.stats import bucket_quantile, summarize
+from devstack.errors import StackError
 from devstack.proc import read_pid
 from devstack.stack import Stack
 
@@ -62,6 +64,8 @@ class Target:
     log: list[str] = field(default_factory=list)
     # the recorder's event-loop lateness histogram, for whether it kept up (callrec only)
     loop_lag: Callable[[], LagReading] | None = None
+    # Asterisk's queue of events for the recorder's ARI application (callrec only)
+    event_queue: taskqueue.AppQueue | None = None
 
 
 def callrec_loop_lag(stack: Stack) -> Callable[[], LagReading]:
@@ -150,6 +154,8 @@ class StepRun:
     app_cpu: float
     seconds: float
     loop_lag_p99_s: float | None = None  # bucket bound; inf: later than the last bound
+    event_queue_max_depth: int | None = None
+    event_queue_per_call: float | None = None  # messages through it per call offered
 
 
 def _sched(pid: int | None) -> tuple[float, float] | None:
@@ -157,6 +163,18 @@ def _sched(pid: int | None) -> tuple[float, float] | None:
         return cpu.main_thread_sched(pid) if pid else None
     except (OSError, ValueError):
         return None
+
+
+def _queue(target: Target, *, reset: bool = False) -> taskqueue.QueueStats | None:
+    if target.event_queue is None:
+        return None
+    try:
+        if reset:
+            target.event_queue.reset()
+            return None
+        return target.event_queue.read()
+    except (OSError, StackError, subprocess.SubprocessError):
+        return None  # Asterisk is down: its step fails on its own account
 
 
 def _lag(target: Target) -> LagReading | None:
@@ -175,6 +193,7 @@ def run_step(target: Target, rate: float, shape: LoadShape) -> StepRun:
     ast0, app0 = _cpu(target.asterisk_pid()), _cpu(target.app_pid())
     lag0 = _lag(target)
     sched0 = _sched(target.app_pid())
+    _queue(target, reset=True)
     t0 = time.monotonic()
     caller = LoadCaller(sip_port=target.sip_port, service_number=SERVICE_NUMBER,
                         talk_seconds=shape.caller_talk, calls=calls, rate=rate, limit=calls,
@@ -194,6 +213,7 @@ def run_step(target: Target, rate: float, shape: LoadShape) -> StepRun:
     ast1, app1 = _cpu(target.asterisk_pid()), _cpu(target.app_pid())
     lag1 = _lag(target)
     sched1 = _sched(target.app_pid())
+    queue = _queue(target)
     wall = time.monotonic() - t0
     lag_p99 = bucket_quantile(lag0, lag1, 0.99) if lag0 and lag1 else None
     notes = f"SIPp failed {failed}" if failed else ""
@@ -209,8 +229,14 @@ def run_step(target: Target, rate: float, shape: LoadShape) -> StepRun:
         ran, waited = (b - a for a, b in zip(sched0, sched1, strict=True))
         notes += (f"; {target.name} main thread busy {100 * ran / wall:.0f} %, ready but "
                   f"waiting for a CPU {100 * waited / wall:.0f} % of the step")
+    per_call = queue.processed / calls if queue else None
+    if queue is not None:
+        # at the high water mark Asterisk stops taking new calls for a while
+        notes += (f"; Asterisk's event queue for {target.name}: {per_call:.0f} messages per "
+                  f"call, deepest {queue.max_depth} (alert at {taskqueue.HIGH_WATER})")
     return StepRun(steps.StepResult(rate, calls, completed, archived, peak, notes.strip()),
-                   ast1 - ast0, app1 - app0, wall, lag_p99)
+                   ast1 - ast0, app1 - app0, wall, lag_p99,
+                   queue.max_depth if queue else None, per_call)
 
 
 def interleaved_search(targets: list[Target], plan: steps.Plan, shape: LoadShape,
