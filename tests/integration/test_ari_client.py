@@ -607,3 +607,30 @@ async def test_event_filter_sends_only_the_types_asked_for(bare_stack: Stack) ->
         finally:
             await _cancel(running.task)
             caller.stop()
+
+
+async def test_asterisk_makes_no_variable_set_messages(bare_stack: Stack) -> None:
+    # asterisk-conf/stasis.conf declines them: about 25 per call that callrec never reads,
+    # each made into JSON in the application's one queue before the filter dropped it
+    async with client(bare_stack, "callrec") as ari:  # no filter: every event comes
+        running = await start_events(ari)
+        caller = Caller(
+            sip_port=bare_stack.sip_port,
+            service_number=SERVICE_NUMBER,
+            caller_number="0409999997",
+            talk_seconds=1,
+        ).start()
+        try:
+            start = await running.log.wait(StasisStart, lambda e: e.args == (SERVICE_NUMBER,))
+            channel = start.channel.id
+            await ari.answer(channel)
+            await ari._request("POST", "channels", channel, "variable",
+                               params=[("variable", "CALLREC_TEST"), ("value", "x")])
+            await running.log.wait(StasisEnd, lambda e: e.channel.id == channel)
+            assert await asyncio.to_thread(caller.wait, 30) == 0, caller.output()
+            kinds = {e.type for e in running.log.events}
+            assert "ChannelStateChange" in kinds, "unfiltered events do arrive"
+            assert "ChannelVarset" not in kinds, kinds
+        finally:
+            await _cancel(running.task)
+            caller.stop()
