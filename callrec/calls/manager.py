@@ -509,8 +509,8 @@ class CallManager:
                 task = asyncio.create_task(self._hangup_command(call, channel_id, reason))
                 call.hangups.add(task)
                 task.add_done_callback(call.hangups.discard)
-            case m.CreateBridge(bridge_id=bridge_id):
-                await ari.create_bridge(bridge_id, bridge_type="mixing")
+            case m.CreateBridge(bridge_id=bridge_id, kind=kind):
+                await ari.create_bridge(bridge_id, bridge_type=kind)
             case m.AddToBridge(bridge_id=bridge_id, channel_id=channel_id):
                 await ari.add_channel(bridge_id, channel_id)
                 if channel_id == call.state.winner:
@@ -672,8 +672,9 @@ class CallManager:
                 legs.append(state.snoop_channel)  # the unrecorded snoop waiting for an answer
             if not (state.caller_gone or state.caller_hung_up):
                 await self._hand_back(state.caller_channel, legs)
-            if state.bridge_id is not None:  # made while ringing, empty
-                await self._destroy_bridge_quietly(state.bridge_id)
+            for bridge in (state.bridge_id, state.legs_bridge):  # made while ringing
+                if bridge is not None:
+                    await self._destroy_bridge_quietly(bridge)
             # the last write carries the whole row, as the machine's own end does
             end = {"ended_at": self._clock(), "end_reason": "interrupted", "state": "done"}
             await self._write_row(state.call_id, durable=True, fields={**state.row, **end})
@@ -791,9 +792,10 @@ class CallManager:
                 legs = []
             for channel_id in legs:
                 await self._hangup_quietly(channel_id, "normal")
-            bridge = row.get("bridge_id")
-            if bridge and bridge in bridges:  # made while ringing; nobody will use it now
-                await self._destroy_bridge_quietly(str(bridge))
+            # made while ringing; nobody will use them now
+            for bridge in (row.get("bridge_id"), m.legs_bridge_id_for(call_id)):
+                if bridge and bridge in bridges:
+                    await self._destroy_bridge_quietly(str(bridge))
             reason = row.get("end_reason") or "interrupted"
             await self._store.record_call(call_id, ended_at=now, end_reason=reason, state="done")
             log.info("call of an earlier run closed", previous_state=phase, end_reason=reason)

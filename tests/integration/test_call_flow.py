@@ -36,7 +36,7 @@ from callrec.archive.store import CallStore
 from callrec.ari.client import AriClient
 from callrec.ari.errors import AriServerError
 from callrec.ari.events import Connected, Event
-from callrec.calls.machine import snoop_id_for
+from callrec.calls.machine import legs_bridge_id_for, snoop_id_for
 from callrec.calls.manager import CallManager
 from callrec.prompts.build import build_prompts
 from callrec.prompts.catalog import PromptCatalog
@@ -547,6 +547,35 @@ async def test_ring_all_two_answers_100ms_apart_one_wins(flow: Flow) -> None:
     for s in tone_shares(flow.archive_dir / rec["path"], CALLER_HZ, AGENT_HZ[winner], losing_hz):
         assert s[CALLER_HZ] > PRESENT and s[AGENT_HZ[winner]] > PRESENT, s
         assert s[losing_hz] < 0.01, "the second agent never reached the caller"
+
+
+async def test_agent_legs_ring_in_the_calls_own_holding_bridge(flow: Flow) -> None:
+    # not in Asterisk's one dial bridge of every call's ringing legs, where each join and
+    # leave republishes all its members to our application
+    flow.agent("agent1", answer_after=3.0)
+    flow.agent("agent2", answer_after=3.5)
+    caller = flow.call(RING_ALL, "0401000007", talk_seconds=flow.notice_seconds() + 7)
+
+    async def ringing_legs() -> tuple[str, tuple[str, ...]] | None:
+        row = await flow.row("0401000007")
+        if row is None or row["state"] != "ringing":
+            return None
+        legs_id = legs_bridge_id_for(row["id"])
+        for bridge in await flow.ari.list_bridges():
+            if bridge.id == legs_id and len(bridge.channels) == 2:
+                return bridge.bridge_type, bridge.channels
+        return None
+
+    kind, members = await until(ringing_legs, 60, "both legs in the call's holding bridge")
+    assert kind == "holding"
+    assert await wait_peer(caller, 90) == 0, caller.output()
+    row = await flow.finished("0401000007")
+    assert row["end_reason"] == "completed"
+    assert row["agent_channel_id"] in members
+    ids = {b.id for b in await flow.ari.list_bridges()}
+    assert legs_bridge_id_for(row["id"]) not in ids and row["bridge_id"] not in ids
+    rec = await flow.recording(row["id"])
+    assert rec is not None
 
 
 async def test_unknown_service_number_is_hung_up(flow: Flow) -> None:

@@ -53,6 +53,7 @@ NOTICE_PB = m.playback_id_for(CALL_ID, "notice")
 CLOSED_PB = m.playback_id_for(CALL_ID, "closed")
 REC = m.recording_name_for(CALL_ID)
 BRIDGE = m.bridge_id_for(CALL_ID)
+LEGS = m.legs_bridge_id_for(CALL_ID)  # holds the agent legs while they ring
 SNOOP = m.snoop_id_for(CALL_ID)
 
 

@@ -13,6 +13,7 @@ from tests.unit.test_calls_harness import (
     CALLER_CHANNEL,
     CLOSED,
     CLOSED_PB,
+    LEGS,
     NOTICE,
     NOTICE_PB,
     REC,
@@ -22,6 +23,11 @@ from tests.unit.test_calls_harness import (
     leg_id,
     plan,
 )
+
+
+def bridged(sim: Sim) -> list[m.AddToBridge]:
+    """Channels put into the call's (mixing) bridge, not the legs' holding one."""
+    return [c for c in sim.all(m.AddToBridge) if c.bridge_id == BRIDGE]
 
 
 def test_unknown_service_is_hung_up_cleanly_and_recorded() -> None:
@@ -197,7 +203,7 @@ def test_max_wait_plays_please_call_later_and_never_records() -> None:
     assert row["end_reason"] == "no_agent"
     assert "recording_name" not in row
     assert not sim.all(m.RecordChannel)
-    assert not sim.all(m.AddToBridge)
+    assert not bridged(sim), "nobody in the call's bridge"
     assert m.DestroyBridge(BRIDGE) in sim.history, "the bridge of the ringing goes"
     # an agent answering now is hung up, not connected
     sim.feed(m.CallerGone(sim.at()))
@@ -296,7 +302,7 @@ def test_agent_answering_after_the_caller_hung_up_gets_no_bridge() -> None:
     sim.to_ringing(plan())
     sim.feed(m.CallerGone(sim.at(), 16))
     out = sim.agent_answers(1)
-    assert not sim.all(m.AddToBridge)
+    assert not bridged(sim)
     assert not sim.all(m.HangupChannel, out), "hung up once already"
     assert sim.hangups() == {leg_id(1): ["normal"]}
 
@@ -550,7 +556,7 @@ def test_bridge_that_could_not_be_made_while_ringing_is_made_at_the_answer() -> 
     sim.feed(m.RecordingFinished(sim.at(), REC))
     sim.feed(m.RecordingArchived(sim.at(), REC, True))
     assert sim.state.done
-    assert sim.all(m.DestroyBridge) == [m.DestroyBridge(BRIDGE)]
+    assert sim.all(m.DestroyBridge) == [m.DestroyBridge(BRIDGE), m.DestroyBridge(LEGS)]
 
 
 def test_snoop_reported_twice_records_once() -> None:
@@ -820,12 +826,74 @@ def test_duplicate_and_unknown_events_change_nothing() -> None:
         assert sim.state == before
 
 
+def test_agent_legs_ring_in_a_holding_bridge_of_the_calls_own() -> None:
+    # not in Asterisk's one dial bridge, shared by every call's ringing legs
+    sim = Sim()
+    out = sim.to_ringing(plan(strategy=Strategy.RING_ALL))
+    kinds = [c for c in out if isinstance(c, m.CreateBridge | m.CreateAgentChannel | m.AddToBridge
+                                            | m.Dial)]
+    assert kinds[:2] == [m.CreateBridge(BRIDGE), m.CreateBridge(LEGS, "holding")]
+    for n, leg in enumerate((leg_id(1), leg_id(2))):
+        create, add, dial = kinds[2 + 3 * n: 5 + 3 * n]
+        assert isinstance(create, m.CreateAgentChannel) and create.channel_id == leg
+        assert add == m.AddToBridge(LEGS, leg), "in it before it is dialled"
+        assert isinstance(dial, m.Dial) and dial.channel_id == leg
+    sim.agent_answers(1)
+    sim.feed(m.RecordingStarted(sim.at(), REC))
+    assert bridged(sim) == [m.AddToBridge(BRIDGE, CALLER_CHANNEL),
+                            m.AddToBridge(BRIDGE, leg_id(1))], "the winner moves over"
+    sim.feed(m.CallerGone(sim.at(), 16))
+    sim.feed(m.RecordingFinished(sim.at(), REC))
+    out = sim.feed(m.RecordingArchived(sim.at(), REC, True))
+    assert sim.state.done
+    assert m.DestroyBridge(LEGS) in out and m.DestroyBridge(BRIDGE) in out
+
+
+def test_no_holding_bridge_and_the_legs_ring_all_the_same() -> None:
+    sim = Sim()
+    sim.enter(plan())
+    sim.answered()
+    sim.snoop_ready()
+    out = sim.notice_done()
+    assert m.AddToBridge(LEGS, leg_id(1)) in out
+    out = sim.feed(m.CommandFailed(sim.at(), m.CreateBridge(LEGS, "holding"), "500"))
+    assert all(isinstance(c, m.Log) for c in out), "the call goes on"
+    assert sim.state.phase is m.Phase.RINGING
+    # the add of the leg failed too (no such bridge): the leg rings on
+    add = m.AddToBridge(LEGS, leg_id(1))
+    assert all(isinstance(c, m.Log) for c in sim.feed(m.CommandFailed(sim.at(), add, "404",
+                                                                      not_found=True)))
+    out = sim.feed(m.AgentDialStatus(sim.at(), leg_id(1), "NOANSWER"))
+    assert m.CreateAgentChannel(leg_id(2), "PJSIP/agent2", "a2") in out
+    assert not [c for c in out if isinstance(c, m.AddToBridge)], "no holding bridge now"
+    sim.agent_answers(2)
+    sim.feed(m.RecordingStarted(sim.at(), REC))
+    sim.feed(m.CallerGone(sim.at(), 16))
+    sim.feed(m.RecordingFinished(sim.at(), REC))
+    sim.feed(m.RecordingArchived(sim.at(), REC, True))
+    assert sim.state.done and sim.persisted()["end_reason"] == "completed"
+    assert sim.all(m.DestroyBridge) == [m.DestroyBridge(BRIDGE)]
+
+
+def test_the_winners_failed_add_to_the_holding_bridge_does_not_end_its_call() -> None:
+    # the failure's report may come after the answer: the leg is not gone for it
+    sim = Sim()
+    sim.to_ringing(plan())
+    sim.agent_answers(1)
+    add = m.AddToBridge(LEGS, leg_id(1))
+    out = sim.feed(m.CommandFailed(sim.at(), add, "404 bridge not found", not_found=True))
+    assert all(isinstance(c, m.Log) for c in out)
+    assert sim.state.phase is m.Phase.CONNECTING
+    out = sim.feed(m.RecordingStarted(sim.at(), REC))
+    assert m.AddToBridge(BRIDGE, leg_id(1)) in out
+
+
 def test_dial_status_answer_and_state_up_count_as_one_answer() -> None:
     sim = Sim()
     sim.to_ringing(plan())
     sim.feed(m.AgentDialStatus(sim.at(), leg_id(1), "ANSWER"))
     sim.agent_answers(1)
-    assert len(sim.all(m.CreateBridge)) == 1
+    assert sim.all(m.CreateBridge) == [m.CreateBridge(BRIDGE), m.CreateBridge(LEGS, "holding")]
     assert len(sim.all(m.SnoopChannel)) == 1
 
 

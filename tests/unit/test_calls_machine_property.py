@@ -16,6 +16,7 @@ from tests.unit.test_calls_harness import (
     CALLER_CHANNEL,
     CLOSED,
     CLOSED_PB,
+    LEGS,
     NOTICE,
     NOTICE_PB,
     REC,
@@ -58,8 +59,8 @@ commands_that_fail = st.one_of(
     ),
     st.builds(m.CreateAgentChannel, channels, st.just("PJSIP/agent1"), st.just("a1")),
     st.builds(m.Dial, channels, st.just(CALLER_CHANNEL), st.just(20)),
-    st.builds(m.CreateBridge, st.just(BRIDGE)),
-    st.builds(m.AddToBridge, st.just(BRIDGE), channels),
+    st.builds(m.CreateBridge, st.sampled_from([BRIDGE, LEGS])),
+    st.builds(m.AddToBridge, st.sampled_from([BRIDGE, LEGS]), channels),
     st.builds(m.SnoopChannel, st.just(CALLER_CHANNEL), st.just(SNOOP)),
     st.builds(m.RecordChannel, st.sampled_from([SNOOP, "x"]), recordings),
     st.builds(m.ArchiveRecording, recordings, st.none()),
@@ -208,6 +209,9 @@ def test_any_event_sequence_ends_with_every_leg_closed(
             elif isinstance(cmd, m.CreateBridge):
                 assert cmd.bridge_id not in bridges, "one bridge per call, made once"
                 bridges.add(cmd.bridge_id)
+            elif isinstance(cmd, m.AddToBridge) and cmd.bridge_id == LEGS:
+                assert cmd.channel_id in created, "only the call's own legs ring there"
+                assert cmd.channel_id != state.winner or state.phase is m.Phase.RINGING
             elif isinstance(cmd, m.AddToBridge) and cmd.channel_id != CALLER_CHANNEL:
                 assert cmd.channel_id == state.winner, "only the winning agent is bridged"
                 winners.add(cmd.channel_id)
