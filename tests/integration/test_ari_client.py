@@ -120,6 +120,28 @@ async def start_events(ari: AriClient) -> Running:
     return Running(ari, log, task)
 
 
+@contextlib.asynccontextmanager
+async def one_call(
+    stack: Stack, number: str, **kwargs: Any
+) -> AsyncIterator[tuple[Running, Caller, StasisStart]]:
+    """The `callrec` application with events running (`kwargs` for the client) and one SIPp
+    call of a second's talk in it, from `number`: its StasisStart."""
+    async with client(stack, "callrec", **kwargs) as ari:
+        running = await start_events(ari)
+        caller = Caller(
+            sip_port=stack.sip_port,
+            service_number=SERVICE_NUMBER,
+            caller_number=number,
+            talk_seconds=1,
+        ).start()
+        try:
+            start = await running.log.wait(StasisStart, lambda e: e.args == (SERVICE_NUMBER,))
+            yield running, caller, start
+        finally:
+            await _cancel(running.task)
+            caller.stop()
+
+
 @pytest.fixture(params=["websocket", "http"])
 async def app(bare_stack: Stack, request: pytest.FixtureRequest) -> AsyncIterator[Running]:
     """A client on a fresh application name, events running; REST on the events websocket
@@ -410,27 +432,15 @@ async def test_caller_hangup_ends_stasis(bare_stack: Stack) -> None:
     """The caller's BYE arrives as ChannelHangupRequest (Asterisk 22 sends it without a
     cause) and StasisEnd; ChannelDestroyed is not delivered once the channel left Stasis
     unless the application subscribed to the channel explicitly."""
-    async with client(bare_stack, "callrec") as ari:
-        running = await start_events(ari)
-        caller = Caller(
-            sip_port=bare_stack.sip_port,
-            service_number=SERVICE_NUMBER,
-            caller_number="0409999999",
-            talk_seconds=1,
-        ).start()
-        try:
-            start = await running.log.wait(StasisStart, lambda e: e.args == (SERVICE_NUMBER,))
-            channel_id = start.channel.id
-            await ari.answer(channel_id)
-            request = await running.log.wait(
-                ChannelHangupRequest, lambda e: e.channel.id == channel_id
-            )
-            assert request.cause in (None, 16)
-            await running.log.wait(StasisEnd, lambda e: e.channel.id == channel_id)
-            assert await asyncio.to_thread(caller.wait, 30) == 0, caller.output()
-        finally:
-            await _cancel(running.task)
-            caller.stop()
+    async with one_call(bare_stack, "0409999999") as (running, caller, start):
+        channel_id = start.channel.id
+        await running.ari.answer(channel_id)
+        request = await running.log.wait(
+            ChannelHangupRequest, lambda e: e.channel.id == channel_id
+        )
+        assert request.cause in (None, 16)
+        await running.log.wait(StasisEnd, lambda e: e.channel.id == channel_id)
+        assert await asyncio.to_thread(caller.wait, 30) == 0, caller.output()
 
 
 async def test_dial_an_agent_into_a_bridge(call: Call, bare_stack: Stack) -> None:
@@ -587,50 +597,28 @@ async def _download_while_the_default_pool_is_held(
 
 
 async def test_event_filter_sends_only_the_types_asked_for(bare_stack: Stack) -> None:
-    async with client(bare_stack, "callrec", event_types={"StasisStart", "StasisEnd"}) as ari:
-        running = await start_events(ari)
-        caller = Caller(
-            sip_port=bare_stack.sip_port,
-            service_number=SERVICE_NUMBER,
-            caller_number="0409999998",
-            talk_seconds=1,
-        ).start()
-        try:
-            start = await running.log.wait(StasisStart, lambda e: e.args == (SERVICE_NUMBER,))
-            await ari.answer(start.channel.id)  # a ChannelStateChange nobody asked for
-            # the filter lets the answers to requests on the websocket through
-            assert ari.rest_on_websocket and ari.websocket_requests >= 2
-            await running.log.wait(StasisEnd, lambda e: e.channel.id == start.channel.id)
-            assert await asyncio.to_thread(caller.wait, 30) == 0, caller.output()
-            kinds = {type(e).__name__ for e in running.log.events}
-            assert kinds == {"Connected", "StasisStart", "StasisEnd"}, kinds
-        finally:
-            await _cancel(running.task)
-            caller.stop()
+    wanted = {"StasisStart", "StasisEnd"}
+    async with one_call(bare_stack, "0409999998", event_types=wanted) as (running, caller, start):
+        ari = running.ari
+        await ari.answer(start.channel.id)  # a ChannelStateChange nobody asked for
+        # the filter lets the answers to requests on the websocket through
+        assert ari.rest_on_websocket and ari.websocket_requests >= 2
+        await running.log.wait(StasisEnd, lambda e: e.channel.id == start.channel.id)
+        assert await asyncio.to_thread(caller.wait, 30) == 0, caller.output()
+        kinds = {type(e).__name__ for e in running.log.events}
+        assert kinds == {"Connected", "StasisStart", "StasisEnd"}, kinds
 
 
 async def test_asterisk_makes_no_variable_set_messages(bare_stack: Stack) -> None:
     # asterisk-conf/stasis.conf declines them: about 25 per call that callrec never reads,
     # each made into JSON in the application's one queue before the filter dropped it
-    async with client(bare_stack, "callrec") as ari:  # no filter: every event comes
-        running = await start_events(ari)
-        caller = Caller(
-            sip_port=bare_stack.sip_port,
-            service_number=SERVICE_NUMBER,
-            caller_number="0409999997",
-            talk_seconds=1,
-        ).start()
-        try:
-            start = await running.log.wait(StasisStart, lambda e: e.args == (SERVICE_NUMBER,))
-            channel = start.channel.id
-            await ari.answer(channel)
-            await ari._request("POST", "channels", channel, "variable",
-                               params=[("variable", "CALLREC_TEST"), ("value", "x")])
-            await running.log.wait(StasisEnd, lambda e: e.channel.id == channel)
-            assert await asyncio.to_thread(caller.wait, 30) == 0, caller.output()
-            kinds = {e.type for e in running.log.events}
-            assert "ChannelStateChange" in kinds, "unfiltered events do arrive"
-            assert "ChannelVarset" not in kinds, kinds
-        finally:
-            await _cancel(running.task)
-            caller.stop()
+    async with one_call(bare_stack, "0409999997") as (running, caller, start):  # no filter
+        channel = start.channel.id
+        await running.ari.answer(channel)
+        await running.ari._request("POST", "channels", channel, "variable",
+                                   params=[("variable", "CALLREC_TEST"), ("value", "x")])
+        await running.log.wait(StasisEnd, lambda e: e.channel.id == channel)
+        assert await asyncio.to_thread(caller.wait, 30) == 0, caller.output()
+        kinds = {e.type for e in running.log.events}
+        assert "ChannelStateChange" in kinds, "unfiltered events do arrive"
+        assert "ChannelVarset" not in kinds, kinds
