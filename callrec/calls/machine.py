@@ -1282,9 +1282,12 @@ def _on_command_failed(step: _Step, ev: CommandFailed) -> None:
             _nothing_recorded(step)
         else:
             _recording_failed(step, ev.error)
-    elif isinstance(cmd, CreateBridge | AddToBridge) and cmd.bridge_id == s.legs_bridge:
+    elif isinstance(cmd, CreateBridge | AddToBridge) and (
+        cmd.bridge_id == legs_bridge_id_for(s.call_id)
+    ):
         # the legs ring in Asterisk's shared dial bridge instead: more work for Asterisk
-        # under load, the same call
+        # under load, the same call (a failed add may be reported after the answer, and
+        # after the bridge's own failure was)
         if isinstance(cmd, CreateBridge):
             step.set(legs_bridge=None)
     elif isinstance(cmd, CreateBridge):

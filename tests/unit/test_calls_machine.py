@@ -875,10 +875,15 @@ def test_no_holding_bridge_and_the_legs_ring_all_the_same() -> None:
     assert sim.all(m.DestroyBridge) == [m.DestroyBridge(BRIDGE)]
 
 
-def test_the_winners_failed_add_to_the_holding_bridge_does_not_end_its_call() -> None:
+@pytest.mark.parametrize("bridge_failed_first", [False, True])
+def test_the_winners_failed_add_to_the_holding_bridge_does_not_end_its_call(
+    bridge_failed_first: bool,
+) -> None:
     # the failure's report may come after the answer: the leg is not gone for it
     sim = Sim()
     sim.to_ringing(plan())
+    if bridge_failed_first:
+        sim.feed(m.CommandFailed(sim.at(), m.CreateBridge(LEGS, "holding"), "500"))
     sim.agent_answers(1)
     add = m.AddToBridge(LEGS, leg_id(1))
     out = sim.feed(m.CommandFailed(sim.at(), add, "404 bridge not found", not_found=True))
