@@ -512,6 +512,9 @@ class CallManager:
             case m.CreateBridge(bridge_id=bridge_id, kind=kind):
                 await ari.create_bridge(bridge_id, bridge_type=kind)
             case m.AddToBridge(bridge_id=bridge_id, channel_id=channel_id):
+                # Asterisk answers the create before the new leg is in our application
+                # (it enters on a thread of its own), and refuses an add until it is
+                await self._until_in_stasis(channel_id)
                 await ari.add_channel(bridge_id, channel_id)
                 if channel_id == call.state.winner:
                     self._waited(self.agent_join, call.state.answered_at, SLOW_JOIN_S,
@@ -565,7 +568,7 @@ class CallManager:
             await asyncio.wait_for(asyncio.shield(ready), STASIS_START_WAIT)
         except TimeoutError:
             log.warning(
-                "no StasisStart for a new agent channel: dialling anyway", channel_id=channel_id
+                "no StasisStart for a new agent channel: going on anyway", channel_id=channel_id
             )
         finally:
             self._in_stasis.pop(channel_id, None)
