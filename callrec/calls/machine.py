@@ -191,6 +191,8 @@ class CallState:
     snoop_ready: bool = False  # the snoop is in our application (it can be recorded)
     # a request for the snoop went unanswered: Asterisk may make it late, under the same id
     snoop_unconfirmed: bool = False
+    # channels whose add to the call's bridge was asked for again after an unanswered one
+    readded: frozenset[str] = frozenset()
     recording: RecState = RecState.NONE
     recording_name: str | None = None
     timers: frozenset[str] = frozenset()
@@ -1297,6 +1299,14 @@ def _on_command_failed(step: _Step, ev: CommandFailed) -> None:
             step.set(bridge_id=None)  # made again when an agent answers
     elif isinstance(cmd, AddToBridge):
         if s.phase not in (Phase.CONNECTING, Phase.CONVERSATION):
+            return
+        if ev.unanswered and cmd.channel_id not in s.readded:
+            # done late in a stall, or lost: Asterisk takes a second add of a member as a
+            # re-join of the same bridge, so asking once more is safe either way
+            step.log("info", "bridge add asked again after an unanswered request",
+                     channel_id=cmd.channel_id, error=ev.error)
+            step.set(readded=s.readded | {cmd.channel_id})
+            step.emit(AddToBridge(cmd.bridge_id, cmd.channel_id))
             return
         # "not found" may be the bridge's (404) while the channel lives on: hang it up anyway
         if cmd.channel_id == s.winner and ev.not_found:

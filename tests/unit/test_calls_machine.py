@@ -941,6 +941,33 @@ def test_agent_not_bridged_for_not_found_is_hung_up_all_the_same() -> None:
     assert set(sim.hangups()) == {CALLER_CHANNEL, leg_id(1)}
 
 
+@pytest.mark.parametrize("channel", [leg_id(1), CALLER_CHANNEL])
+def test_an_unanswered_add_to_the_bridge_is_asked_again_once(channel: str) -> None:
+    sim = Sim()
+    sim.to_ringing(plan())
+    sim.agent_answers(1)
+    sim.feed(m.RecordingStarted(sim.at(), REC))
+    add = m.AddToBridge(BRIDGE, channel)
+    out = sim.feed(m.CommandFailed(sim.at(), add, "no answer within 10 s", unanswered=True))
+    assert out.count(add) == 1, "asked again"
+    assert sim.state.phase is m.Phase.CONVERSATION
+    assert not sim.hangups()
+    # a second request left unanswered too: Asterisk is not taking requests, the call fails
+    sim.feed(m.CommandFailed(sim.at(), add, "no answer within 10 s", unanswered=True))
+    assert sim.persisted()["end_reason"] == "failed"
+    assert set(sim.hangups()) == {CALLER_CHANNEL, leg_id(1)}
+
+
+def test_a_refused_add_to_the_bridge_is_not_asked_again() -> None:
+    sim = Sim()
+    sim.to_ringing(plan())
+    sim.agent_answers(1)
+    add = m.AddToBridge(BRIDGE, leg_id(1))
+    out = sim.feed(m.CommandFailed(sim.at(), add, "500 Internal Server Error"))
+    assert add not in out
+    assert sim.persisted()["end_reason"] == "failed"
+
+
 def test_caller_not_bridged_for_not_found_is_hung_up_all_the_same() -> None:
     sim = Sim()
     sim.to_ringing(plan())
