@@ -36,7 +36,7 @@ def test_200_concurrent_calls(drill_stack: Stack, agent: LoadAgent) -> None:
             limit=PER_GROUP, first_number=i * 1000).start())
     peak = 0.0
     deadline = time.monotonic() + 180
-    while any(c.proc is not None and c.proc.poll() is None for c in callers):
+    while any(c.running for c in callers):
         assert time.monotonic() < deadline, "callers still running after 180 s"
         peak = max(peak, metric(drill_stack, "callrec_active_calls") or 0.0)
         time.sleep(0.5)

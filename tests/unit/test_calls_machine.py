@@ -932,9 +932,7 @@ def test_bridge_failure_ends_the_call_as_failed() -> None:
 def test_agent_not_bridged_for_not_found_is_hung_up_all_the_same() -> None:
     # 404 on addChannel names the bridge, not the channel: the agent may still be connected
     sim = Sim()
-    sim.to_ringing(plan())
-    sim.agent_answers(1)
-    sim.feed(m.RecordingStarted(sim.at(), REC))
+    sim.to_conversation()
     add = m.AddToBridge(BRIDGE, leg_id(1))
     sim.feed(m.CommandFailed(sim.at(), add, "404 Bridge not found", not_found=True))
     assert sim.state.phase is m.Phase.FINISHING
@@ -944,9 +942,7 @@ def test_agent_not_bridged_for_not_found_is_hung_up_all_the_same() -> None:
 @pytest.mark.parametrize("channel", [leg_id(1), CALLER_CHANNEL])
 def test_an_unanswered_add_to_the_bridge_is_asked_again_once(channel: str) -> None:
     sim = Sim()
-    sim.to_ringing(plan())
-    sim.agent_answers(1)
-    sim.feed(m.RecordingStarted(sim.at(), REC))
+    sim.to_conversation()
     add = m.AddToBridge(BRIDGE, channel)
     out = sim.feed(m.CommandFailed(sim.at(), add, "no answer within 10 s", unanswered=True))
     assert out.count(add) == 1, "asked again"
