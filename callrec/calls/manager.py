@@ -502,8 +502,10 @@ class CallManager:
                 except BaseException:
                     self._in_stasis.pop(channel_id, None)
                     raise
-            case m.Dial(channel_id=channel_id, caller_channel_id=caller, timeout=timeout):
+                # Asterisk answers the create before the new leg is in our application (it
+                # enters on a thread of its own), and refuses adds and dials until it is
                 await self._until_in_stasis(channel_id)
+            case m.Dial(channel_id=channel_id, caller_channel_id=caller, timeout=timeout):
                 await ari.dial(channel_id, caller=caller, timeout=timeout)
             case m.HangupChannel(channel_id=channel_id, reason=reason):
                 task = asyncio.create_task(self._hangup_command(call, channel_id, reason))
@@ -512,9 +514,6 @@ class CallManager:
             case m.CreateBridge(bridge_id=bridge_id, kind=kind):
                 await ari.create_bridge(bridge_id, bridge_type=kind)
             case m.AddToBridge(bridge_id=bridge_id, channel_id=channel_id):
-                # Asterisk answers the create before the new leg is in our application
-                # (it enters on a thread of its own), and refuses an add until it is
-                await self._until_in_stasis(channel_id)
                 await ari.add_channel(bridge_id, channel_id)
                 if channel_id == call.state.winner:
                     self._waited(self.agent_join, call.state.answered_at, SLOW_JOIN_S,
