@@ -1,7 +1,12 @@
 """An append-only, fsync'd journal of archive writes made while PostgreSQL is away.
 
 Each line is one JSON operation. Operations are idempotent upserts, so replaying a line
-that had already reached the database before a crash does no harm."""
+that had already reached the database before a crash does no harm.
+
+A write cut short (a crash, a full disk) leaves a torn line. It never swallows the next
+operation: an append after a torn tail starts on a new line. A torn line is not lost
+either: it is moved to `journal.rejected.jsonl` (as `{"op": "torn", "text": ...}`) for an
+operator, with a warning."""
 
 from __future__ import annotations
 
@@ -11,7 +16,39 @@ import os
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from callrec.tasks import BlockingRunner
+
+log = structlog.get_logger(__name__)
+
+
+def split_lines(raw: bytes, *, settled: bool) -> tuple[list[dict[str, Any]], list[bytes]]:
+    """The operations and the torn lines in a journal's bytes.
+
+    An unfinished last line (no newline after it) may be a write still under way: it
+    counts as torn only if `settled` (no write can be under way), unless it is whole."""
+    ops: list[dict[str, Any]] = []
+    torn: list[bytes] = []
+    lines = raw.split(b"\n")
+    final = len(lines) - 1  # b"" when the file ends with a newline, as it should
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        op = _operation(line)
+        if op is not None:
+            ops.append(op)
+        elif i < final or settled:
+            torn.append(line)
+    return ops, torn
+
+
+def _operation(line: bytes) -> dict[str, Any] | None:
+    try:
+        op = json.loads(line)
+    except ValueError:  # JSONDecodeError, and UnicodeDecodeError for cut UTF-8
+        return None
+    return op if isinstance(op, dict) else None
 
 
 class Journal:
@@ -19,10 +56,11 @@ class Journal:
         self, directory: Path, *, run_blocking: BlockingRunner = asyncio.to_thread
     ) -> None:
         self.path = directory / "journal.jsonl"
+        self.rejected_path = self.path.with_name("journal.rejected.jsonl")
         self._run_blocking = run_blocking
         self._lock = asyncio.Lock()
-        # Lines waiting, counted from the file once; every write checks it, so it is kept
-        # in memory (this process is the journal's only writer).
+        # Operations waiting, counted from the file once; every write checks it, so it is
+        # kept in memory (this process is the journal's only writer).
         self._count: int | None = None
 
     def _ensure_dir(self) -> None:
@@ -37,71 +75,95 @@ class Journal:
 
     def _append_sync(self, data: bytes) -> None:
         self._ensure_dir()
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            os.write(fd, data)
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                data = b"\n" + data  # after a torn tail: its own line, not glued to it
+            _write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
 
     async def reject(self, op: dict[str, Any]) -> None:
         """Set aside an operation the database refused (kept for an operator to inspect)."""
-        line = json.dumps(op, separators=(",", ":"), ensure_ascii=False) + "\n"
-        rejected = self.path.with_name("journal.rejected.jsonl")
+        await self._run_blocking(self._reject_sync, [op])
 
-        def write() -> None:
-            fd = os.open(rejected, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                os.write(fd, line.encode())
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-
-        await self._run_blocking(write)
+    def _reject_sync(self, ops: list[dict[str, Any]]) -> None:
+        data = "".join(json.dumps(op, separators=(",", ":"), ensure_ascii=False) + "\n"
+                       for op in ops)
+        fd = os.open(self.rejected_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            _write_all(fd, data.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def read(self) -> list[dict[str, Any]]:
-        """All complete operations; a torn last line (crash mid-write) is skipped."""
+        """All complete operations, in order (torn lines are left out)."""
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
             return []
-        ops = []
-        for line in raw.split(b"\n"):
-            if not line.strip():
-                continue
-            try:
-                ops.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # only a torn final write can look like this
-        return ops
+        return split_lines(raw, settled=False)[0]
 
     def backlog(self) -> int:
         if self._count is None:
-            try:
-                with open(self.path, "rb") as f:
-                    self._count = sum(1 for line in f if line.strip())
-            except FileNotFoundError:
-                self._count = 0
+            self._count = len(self.read())
         return self._count
+
+    def recount(self) -> int:
+        """Count the operations in the file again (the kept count went wrong)."""
+        self._count = None
+        return self.backlog()
+
+    async def recover(self) -> int:
+        """Move torn lines a crash left to the rejected file; returns how many."""
+        async with self._lock:
+            return await self._run_blocking(self._rewrite_sync, 0)
 
     async def drop_first(self, count: int) -> None:
         """Forget the first `count` operations (they reached the database)."""
         async with self._lock:
-            await self._run_blocking(self._drop_sync, count)
+            await self._run_blocking(self._rewrite_sync, count)
 
-    def _drop_sync(self, count: int) -> None:
-        remaining = self.read()[count:]
+    def _rewrite_sync(self, count: int) -> int:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            self._count = 0
+            return 0
+        # under the lock: no append is under way, so an unfinished last line is torn
+        ops, torn = split_lines(raw, settled=True)
+        if torn:
+            # kept first: a crash between the two writes repeats this, it loses nothing
+            self._reject_sync([{"op": "torn", "text": t.decode(errors="replace")}
+                               for t in torn])
+            log.warning("journal_torn_lines_set_aside", lines=len(torn),
+                        kept_in=str(self.rejected_path),
+                        cause="a write cut short by a crash or a full disk")
+        remaining = ops[count:]
         self._count = len(remaining)
+        if not torn and not count:
+            return 0
         if not remaining:
             self.path.unlink(missing_ok=True)
-            return
+            return len(torn)
         tmp = self.path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             data = "".join(json.dumps(op, separators=(",", ":"), ensure_ascii=False) + "\n"
                            for op in remaining)
-            os.write(fd, data.encode())
+            _write_all(fd, data.encode())
             os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, self.path)
+        return len(torn)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """os.write may write less than asked (a filling disk); the rest is written or raises."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]

@@ -83,6 +83,7 @@ class CallStore:
         self._first_failure = True
 
     async def start(self) -> None:
+        await self.journal.recover()
         with contextlib.suppress(*_UNREACHABLE):
             await self._connect()
             self.db_available = True
@@ -197,7 +198,9 @@ class CallStore:
             self._wake.clear()
             while self.journal_backlog:
                 try:
-                    await self.drain()
+                    if not await self.drain() and self.journal.recount():
+                        # counted but nothing readable: wait, never spin on the event loop
+                        await asyncio.sleep(self._retry)
                 except _UNREACHABLE as exc:
                     self._went_away(exc)
                     await asyncio.sleep(self._retry)

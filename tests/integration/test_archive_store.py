@@ -173,12 +173,17 @@ async def test_journal_left_by_a_crash_is_drained_on_start(
         "service_number": "0103808001", "started_at": "2026-11-28T09:00:00+00:00",
         "caller_number": "0409999"}})
     torn = json.dumps({"op": "call", "id": str(call_id), "fields": {"end_reason": "x"}})[:40]
-    # The second line was torn by the crash: skipped, not fatal.
+    # The second line was torn by the crash: set aside for an operator, not fatal.
     (journal / "journal.jsonl").write_text(first + "\n" + torn)
     async with CallStore(db.app_dsn, journal) as store:
         await eventually(lambda: _zero(store), what="journal drained")
+        # and the store goes on writing
+        await store.record_call(call_id, ended_at=T0, end_reason="completed", state="done")
     row = await _row(db.app_dsn, call_id)
-    assert row is not None and row["caller_number"] == "0409999"
+    assert row is not None
+    assert (row["caller_number"], row["end_reason"]) == ("0409999", "completed")
+    assert json.loads((journal / "journal.rejected.jsonl").read_text()) == {
+        "op": "torn", "text": torn}
 
 
 async def test_agent_history_is_each_agents_latest_answer_and_end(

@@ -1,0 +1,156 @@
+"""The local journal's file handling: a write cut short (a crash, a full disk) loses neither
+the operations around it nor itself, and never stops the store."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import errno
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from callrec.archive import journal as journal_module
+from callrec.archive.journal import Journal, split_lines
+from callrec.archive.store import CallStore
+
+pytestmark = pytest.mark.timeout(20)
+
+# a port nothing listens on: the store journals every write
+DEAD_DSN = "postgresql://callrec_app@127.0.0.1:9/callrec"
+
+
+def op(call_id: str, **fields: Any) -> dict[str, Any]:
+    return {"op": "call", "id": call_id, "fields": fields}
+
+
+def line(o: dict[str, Any]) -> bytes:
+    return json.dumps(o).encode() + b"\n"
+
+
+A, B, C = op("a", state="notice"), op("b", caller_number="0401234567"), op("c", state="done")
+TORN = line(B)[:25]  # a write cut short
+
+
+@pytest.mark.parametrize(
+    ("raw", "settled", "ops", "torn"),
+    [
+        (line(A) + line(C), False, [A, C], []),
+        (line(A) + TORN + b"\n" + line(C), False, [A, C], [TORN]),
+        # an unfinished last line may be an append under way, unless none can be
+        (line(A) + TORN, False, [A], []),
+        (line(A) + TORN, True, [A], [TORN]),
+        (line(A) + line(C)[:-1], False, [A, C], []),  # whole but for its newline
+        (line(A) + b"[1, 2]\n", True, [A], [b"[1, 2]"]),  # JSON, not an operation
+        (line(A) + '{"caller_name": "Äi'.encode()[:-1] + b"\n", True, [A],
+         ['{"caller_name": "Äi'.encode()[:-1]]),  # UTF-8 cut mid-character
+        (b"", True, [], []),
+        (b"\n\n", True, [], []),
+    ],
+)
+def test_lines_are_operations_or_torn(
+    raw: bytes, settled: bool, ops: list[dict[str, Any]], torn: list[bytes]
+) -> None:
+    assert split_lines(raw, settled=settled) == (ops, torn)
+
+
+async def test_an_append_after_a_torn_tail_is_not_glued_to_it(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    journal.path.write_bytes(line(A) + TORN)
+    await journal.append(C)
+    assert journal.read() == [A, C]
+    assert journal.backlog() == 2
+    await journal.drop_first(1)
+    assert journal.read() == [C]
+    assert journal.backlog() == 1
+    # the torn line is kept for an operator, word for word
+    rejected = [json.loads(x) for x in journal.rejected_path.read_text().splitlines()]
+    assert rejected == [{"op": "torn", "text": TORN.decode()}]
+
+
+async def test_recover_sets_torn_lines_aside_and_keeps_the_rest(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    journal.path.write_bytes(line(A) + TORN + b"\n" + line(C) + TORN)
+    assert await journal.recover() == 2
+    assert journal.path.read_bytes() == b"".join(
+        json.dumps(o, separators=(",", ":")).encode() + b"\n" for o in (A, C))
+    assert journal.backlog() == 2
+    assert len(journal.rejected_path.read_text().splitlines()) == 2
+    assert await journal.recover() == 0  # nothing more to move: the file is left alone
+
+
+async def test_a_write_the_disk_cuts_short_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = Journal(tmp_path)
+    await journal.append(A)
+    real_write = os.write
+    room = [10]  # bytes left on the "disk"
+
+    def filling_disk(fd: int, data: bytes | memoryview) -> int:
+        # what the kernel does as a disk fills: a short write, then ENOSPC
+        if room[0] <= 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written = real_write(fd, bytes(data[: room[0]]))
+        room[0] -= written
+        return written
+
+    monkeypatch.setattr(journal_module.os, "write", filling_disk)
+    with pytest.raises(OSError, match="No space"):
+        await journal.append(B)
+    assert journal.backlog() == 1  # B is not counted: its caller was told it failed
+    room[0] = 1 << 20  # space again, handed out in pieces
+    await journal.append(C)
+    assert journal.read() == [A, C]
+    await journal.drop_first(2)
+    assert journal.backlog() == 0
+    assert not journal.path.exists()
+    rejected = [json.loads(x) for x in journal.rejected_path.read_text().splitlines()]
+    written = json.dumps(B, separators=(",", ":"))  # as the journal writes it
+    assert rejected == [{"op": "torn", "text": written[:10]}]
+
+
+async def test_short_writes_are_completed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_write = os.write
+    monkeypatch.setattr(journal_module.os, "write",
+                        lambda fd, data: real_write(fd, bytes(data[:7])))
+    journal = Journal(tmp_path)
+    await journal.append(A)
+    await journal.append(B)
+    assert journal.read() == [A, B]
+
+
+async def _responsive(seconds: float) -> float:
+    """How long a sleep of `seconds` took: far longer if the event loop is held."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    await asyncio.sleep(seconds)
+    return loop.time() - start
+
+
+async def test_a_store_started_on_a_torn_journal_keeps_running(tmp_path: Path) -> None:
+    # A crash during the very first journalled write: once, the drainer spun on it for ever.
+    (tmp_path / "journal.jsonl").write_bytes(TORN)
+    async with CallStore(DEAD_DSN, tmp_path, retry_seconds=0.1) as store:
+        assert await _responsive(0.2) < 1.0
+        assert store.journal_backlog == 0
+        await store.record_call(
+            uuid.UUID(int=7), service_number="0103808000",
+            started_at=dt.datetime(2026, 11, 30, 9, tzinfo=dt.UTC), state="notice")
+        assert store.journal_backlog == 1
+    assert json.loads(store.journal.rejected_path.read_text()) == {
+        "op": "torn", "text": TORN.decode()}
+
+
+async def test_a_wrong_count_does_not_spin_the_drainer(tmp_path: Path) -> None:
+    async with CallStore(DEAD_DSN, tmp_path, retry_seconds=0.1) as store:
+        store.journal._count = 3  # counted, but nothing in the file
+        store._wake.set()
+        assert await _responsive(0.2) < 1.0
+        assert store.journal_backlog == 0
