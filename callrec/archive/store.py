@@ -204,6 +204,10 @@ class CallStore:
                 except _UNREACHABLE as exc:
                     self._went_away(exc)
                     await asyncio.sleep(self._retry)
+                except Exception:
+                    # the drainer must outlive a bug: without it the journal only grows
+                    log.exception("journal_drain_failed", retry_s=self._retry)
+                    await asyncio.sleep(self._retry)
 
     async def drain(self) -> int:
         """Apply journalled operations in order; returns how many reached the database."""
@@ -219,9 +223,10 @@ class CallStore:
                         await _apply(conn, op)
                     except _UNREACHABLE:
                         raise
-                    except (asyncpg.PostgresError, KeyError, ValueError) as exc:
-                        # A write the database refuses would block the journal forever:
-                        # keep it aside for an operator instead.
+                    except Exception as exc:
+                        # A write the database refuses, or a line that is not one of ours
+                        # (no call id, say), would block the journal forever: keep it aside
+                        # for an operator instead.
                         log.error("journal_operation_rejected", error=repr(exc), op=op.get("op"),
                                   call_id=op.get("id"))
                         await self.journal.reject(op)

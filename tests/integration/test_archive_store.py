@@ -186,6 +186,50 @@ async def test_journal_left_by_a_crash_is_drained_on_start(
         "op": "torn", "text": torn}
 
 
+def _rejected(journal: Path) -> list[dict[str, object]]:
+    text = (journal / "journal.rejected.jsonl").read_text()
+    return [json.loads(x) for x in text.splitlines()]
+
+
+async def test_a_write_the_database_refuses_does_not_hold_up_the_others(
+    db: ScratchDatabase, tmp_path: Path
+) -> None:
+    # A refusal is not an outage: the write is set aside, the database stays "up" and the
+    # next write goes straight to it instead of queueing behind the refused one.
+    bad, good = uuid.uuid4(), uuid.uuid4()
+    journal = tmp_path / "journal"
+    async with CallStore(db.app_dsn, journal, retry_seconds=0.2) as store:
+        await store.record_call(bad, service_number="0103808000", started_at=T0,
+                                caller_number=12345)  # not text
+        await eventually(lambda: _zero(store), what="refused write set aside")
+        assert store.db_available
+        await store.record_call(good, service_number="0103808000", started_at=T0,
+                                caller_number="0401234567")
+        assert store.journal_backlog == 0
+    row = await _row(db.app_dsn, good)
+    assert row is not None and row["caller_number"] == "0401234567"
+    assert await _row(db.app_dsn, bad) is None
+    assert [(r["op"], r["id"]) for r in _rejected(journal)] == [("call", str(bad))]
+
+
+async def test_a_malformed_journal_line_is_set_aside_and_the_rest_lands(
+    db: ScratchDatabase, tmp_path: Path
+) -> None:
+    call_id = uuid.uuid4()
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    lines = [
+        {"op": "call", "id": 5, "fields": {}},  # JSON, but no call id: once killed the drainer
+        {"op": "call", "id": str(call_id), "fields": {
+            "service_number": "0103808001", "started_at": "2026-11-28T09:00:00+00:00"}},
+    ]
+    (journal / "journal.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    async with CallStore(db.app_dsn, journal, retry_seconds=0.2) as store:
+        await eventually(lambda: _zero(store), what="journal drained")
+    assert await _row(db.app_dsn, call_id) is not None
+    assert [r["id"] for r in _rejected(journal)] == [5]
+
+
 async def test_agent_history_is_each_agents_latest_answer_and_end(
     db: ScratchDatabase, tmp_path: Path
 ) -> None:
