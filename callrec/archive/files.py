@@ -111,6 +111,8 @@ class RecordingArchiver:
         # Recordings Asterisk still holds because archiving them failed for a reason that
         # passes (disk full, Asterisk unreachable): retried by `run_retries`.
         self._pending: dict[str, tuple[RecordingSource, uuid.UUID, dt.datetime]] = {}
+        # per recording being archived: its lock and how many callers hold or want it
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
     @property
     def pending(self) -> int:
@@ -146,13 +148,25 @@ class RecordingArchiver:
 
         Safe to repeat: a recording already archived is registered again (idempotent) and
         only then is Asterisk's copy deleted. None if neither side has it. A failure that
-        passes (disk full, Asterisk unreachable) is raised and the recording kept for retry."""
+        passes (disk full, Asterisk unreachable) is raised and the recording kept for retry.
+        One recording is archived by one caller at a time: the retries and the sweep after
+        a reconnection can ask for the same one together, and two downloads into one file
+        would make a garbled recording that passes for whole."""
         source = self.spool or ari
+        lock, users = self._locks.get(recording_name, (asyncio.Lock(), 0))
+        self._locks[recording_name] = (lock, users + 1)
         try:
-            result = await self._archive(source, call_id, recording_name, started_at)
+            async with lock:
+                result = await self._archive(source, call_id, recording_name, started_at)
         except (ArchiveDiskFull, AriUnavailable):
             self._pending[recording_name] = (ari, call_id, started_at)
             raise
+        finally:
+            lock, users = self._locks[recording_name]
+            if users == 1:
+                del self._locks[recording_name]
+            else:
+                self._locks[recording_name] = (lock, users - 1)
         self._pending.pop(recording_name, None)
         return result
 
@@ -163,8 +177,9 @@ class RecordingArchiver:
         rel = relative_path(call_id, started_at)
         dest = self.root / rel
         partial = dest.with_name(f".{dest.name}.partial")
-        await self._run_blocking(_make_dirs, dest.parent)
+        fresh = True  # False: archived by an earlier attempt, registered again
         try:
+            await self._run_blocking(_make_dirs, dest.parent)
             await ari.download_recording(recording_name, partial)
             repaired, (sha256, size, duration_ms) = await self._run_blocking(
                 _check_and_commit, partial, dest)
@@ -172,37 +187,48 @@ class RecordingArchiver:
                 log.warning("recording_header_repaired", call_id=str(call_id),
                             recording=recording_name, reason="sizes not written (cut short)")
         except _NOT_STORED:
-            partial.unlink(missing_ok=True)
             if not dest.exists():
                 log.warning("recording_missing", call_id=str(call_id), recording=recording_name)
                 return None
-            # Archived by an earlier attempt that stopped before Asterisk's copy was deleted.
+            # Archived by an earlier attempt that stopped before Asterisk's copy was deleted
+            # (or by the caller that held the lock before us).
+            fresh = False
             sha256, size, duration_ms = await self._run_blocking(inspect_wav, dest)
         except CorruptRecording:
-            partial.unlink(missing_ok=True)
             log.error("recording_corrupt", call_id=str(call_id), recording=recording_name,
                       action="left in Asterisk's spool for an operator")
             raise
         except OSError as exc:
-            partial.unlink(missing_ok=True)
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                self._alarm(call_id, exc)
-                raise ArchiveDiskFull(f"no space left in {self.root}") from exc
+            self._raise_if_full(call_id, exc)
             raise
+        finally:
+            # whatever stopped it (a download cut short, a cancellation): no half file stays;
+            # after the commit the name is free already
+            partial.unlink(missing_ok=True)
         result = ArchivedRecording(str(rel), sha256, size, duration_ms)
-        await self.store.record_recording(
-            call_id, path=result.path, sha256=sha256, bytes=size, duration_ms=duration_ms,
-            format="wav",
-        )
+        try:
+            await self.store.record_recording(
+                call_id, path=result.path, sha256=sha256, bytes=size,
+                duration_ms=duration_ms, format="wav",
+            )
+        except OSError as exc:  # the database away and the journal's disk full
+            self._raise_if_full(call_id, exc)
+            raise
         with contextlib.suppress(*_NOT_STORED):
             await ari.delete_stored_recording(recording_name)
         if self.disk_full:
             log.info("archive_disk_space_recovered", root=str(self.root))
         self.disk_full = False
-        self.bytes_archived += size
-        log.info("recording_archived", call_id=str(call_id), path=result.path, bytes=size,
-                 duration_ms=duration_ms)
+        if fresh:
+            self.bytes_archived += size
+            log.info("recording_archived", call_id=str(call_id), path=result.path, bytes=size,
+                     duration_ms=duration_ms)
         return result
+
+    def _raise_if_full(self, call_id: uuid.UUID, exc: OSError) -> None:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            self._alarm(call_id, exc)
+            raise ArchiveDiskFull(f"no space left in {self.root}") from exc
 
     def _alarm(self, call_id: uuid.UUID, exc: OSError) -> None:
         self.disk_full = True

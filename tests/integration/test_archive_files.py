@@ -16,10 +16,11 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from callrec.archive import files as files_module
 from callrec.archive.errors import ArchiveDiskFull, CorruptRecording
 from callrec.archive.files import RecordingArchiver, relative_path
 from callrec.archive.store import CallStore
-from callrec.ari.errors import AriNotFound
+from callrec.ari.errors import AriNotFound, AriUnavailable
 from tests.dbfixtures import ScratchDatabase
 
 pytestmark = pytest.mark.db
@@ -43,16 +44,34 @@ class Spool:
         self.files = files
         self.full_for = 0  # the next N downloads fail with ENOSPC
         self.deleted: list[str] = []
+        self.downloads = 0
+        # >1: written as the ARI client writes a download, piece by piece (first "wb", then
+        # "ab"), other tasks running between pieces
+        self.pieces = 1
+        self.cut_after_piece: int | None = None  # the download fails after this piece
 
     async def download_recording(self, name: str, dest: Path) -> int:
         if name not in self.files:
             raise AriNotFound(f"no recording {name}")
+        self.downloads += 1
+        if self.pieces > 1 or self.cut_after_piece is not None:
+            return await self._in_pieces(self.files[name], dest)
         if self.full_for:
             self.full_for -= 1
             await asyncio.to_thread(dest.write_bytes, self.files[name][:100])  # partly written
             raise OSError(errno.ENOSPC, "No space left on device")
         await asyncio.to_thread(dest.write_bytes, self.files[name])
         return len(self.files[name])
+
+    async def _in_pieces(self, data: bytes, dest: Path) -> int:
+        size = -(-len(data) // self.pieces)
+        for i in range(self.pieces):
+            with dest.open("wb" if i == 0 else "ab") as f:
+                f.write(data[i * size:(i + 1) * size])
+            if i == self.cut_after_piece:
+                raise AriUnavailable("GET /ari/recordings/stored/x/file: connection reset")
+            await asyncio.sleep(0.01)
+        return len(data)
 
     async def delete_stored_recording(self, name: str) -> None:
         if name not in self.files:
@@ -97,6 +116,82 @@ async def test_archive_writes_whole_file_row_and_deletes_asterisks_copy(
     row = await _recording_row(db.app_dsn, call_id)
     assert row is not None and row["sha256"] == result.sha256 and row["duration_ms"] == 2500
     assert not list(file.parent.glob(".*partial"))
+
+
+async def test_one_recording_asked_for_twice_at_once_is_archived_once_and_whole(
+    db: ScratchDatabase, tmp_path: Path
+) -> None:
+    # The retries and the sweep after a reconnection can ask together. Two downloads into
+    # one file once made a garbled recording whose header was then "repaired" to fit.
+    data = _wav_bytes(tmp_path, 2.5)
+    spool = Spool({"callrec-x": data})
+    spool.pieces = 4
+    call_id = uuid.uuid4()
+    root = tmp_path / "archive"
+    async with CallStore(db.app_dsn, tmp_path / "journal") as store:
+        await _start_call(store, call_id)
+        archiver = RecordingArchiver(root, store)
+        first, second = await asyncio.gather(
+            archiver.archive(spool, call_id, "callrec-x", STARTED),
+            archiver.archive(spool, call_id, "callrec-x", STARTED))
+    assert first is not None and second == first
+    assert (root / first.path).read_bytes() == data
+    assert first.sha256 == hashlib.sha256(data).hexdigest()
+    assert spool.downloads == 1  # the second found it archived
+    assert spool.deleted == ["callrec-x"]
+    assert archiver.bytes_archived == len(data)  # counted once
+    assert not archiver._locks  # nothing kept once both are done
+    row = await _recording_row(db.app_dsn, call_id)
+    assert row is not None and row["sha256"] == first.sha256
+
+
+async def test_a_download_cut_short_leaves_no_partial_file_and_is_retried(
+    db: ScratchDatabase, tmp_path: Path
+) -> None:
+    data = _wav_bytes(tmp_path, 2.5)
+    spool = Spool({"callrec-x": data})
+    spool.pieces, spool.cut_after_piece = 3, 1
+    call_id = uuid.uuid4()
+    root = tmp_path / "archive"
+    async with CallStore(db.app_dsn, tmp_path / "journal") as store:
+        await _start_call(store, call_id)
+        archiver = RecordingArchiver(root, store)
+        with pytest.raises(AriUnavailable):
+            await archiver.archive(spool, call_id, "callrec-x", STARTED)
+        day = root / relative_path(call_id, STARTED).parent
+        assert list(day.iterdir()) == []  # no partial file, no file
+        assert archiver.pending == 1
+        spool.cut_after_piece = None
+        assert await archiver.retry_pending() == 1
+    assert (root / relative_path(call_id, STARTED)).read_bytes() == data
+
+
+async def test_no_room_for_the_days_folder_is_a_disk_full_alarm(
+    db: ScratchDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first recording of a day makes its folder: on a full disk that failed as a plain
+    # error, with no alarm and no retry.
+    data = _wav_bytes(tmp_path, 1)
+    spool = Spool({"callrec-x": data})
+    call_id = uuid.uuid4()
+    root = tmp_path / "archive"
+
+    def no_room(path: Path) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    async with CallStore(db.app_dsn, tmp_path / "journal") as store:
+        await _start_call(store, call_id)
+        archiver = RecordingArchiver(root, store)
+        with monkeypatch.context() as patch:
+            patch.setattr(files_module, "_make_dirs", no_room)
+            with pytest.raises(ArchiveDiskFull):
+                await archiver.archive(spool, call_id, "callrec-x", STARTED)
+        assert archiver.disk_full and archiver.pending == 1
+        assert spool.downloads == 0 and spool.deleted == []
+        assert await archiver.retry_pending() == 1
+        assert not archiver.disk_full
+    assert spool.deleted == ["callrec-x"]
+    assert (root / relative_path(call_id, STARTED)).read_bytes() == data
 
 
 async def test_disk_full_raises_an_alarm_keeps_asterisks_copy_and_recovers(
