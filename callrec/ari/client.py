@@ -110,6 +110,11 @@ def _list_of(data: Any, decode: Callable[[Any], _T], what: str) -> list[_T]:
     return [decode(item) for item in data]
 
 
+# What json.loads raises for text that is no JSON we can take: RecursionError for nesting
+# deeper than the interpreter's stack (a few thousand brackets).
+_NOT_JSON = (ValueError, RecursionError)
+
+
 def _plain(segment: str) -> bool:
     """True if the segment is valid and needs no quoting: Asterisk does not unquote a
     websocket request's path, so only such paths go that way (recording names hold '/')."""
@@ -120,7 +125,7 @@ def _explanation(body: str, fallback: str) -> str:
     """Asterisk's explanation of an error: the body's JSON `message`, or the body text."""
     try:
         data = json.loads(body)
-    except ValueError:
+    except _NOT_JSON:
         data = None
     if isinstance(data, dict) and isinstance(data.get("message"), str):
         return str(data["message"])
@@ -155,7 +160,7 @@ def _json_body(body: str | bytes, what: str) -> Any:
         return None
     try:
         return json.loads(body)
-    except ValueError as exc:
+    except _NOT_JSON as exc:
         raise AriDecodeError(f"{what}: answer is not JSON") from exc
 
 
@@ -608,6 +613,10 @@ class AriClient:
                     await self._deliver(handler, Connected(reconnect=not first, timestamp=_now()))
                     first = False
                     reason = await self._pump(inbox, handler)
+                except Exception as exc:
+                    # a bug here must cost one connection, not every event from now on
+                    log.exception("ari.events.connection_failed", app=self.app)
+                    reason = f"callrec failed on this connection: {type(exc).__name__}"
                 finally:
                     self._connected = False
                     self._rest_ws = None
@@ -726,7 +735,7 @@ class AriClient:
     def _parse(self, text: str) -> dict[str, Any] | None:
         try:
             data = json.loads(text)
-        except ValueError:
+        except _NOT_JSON:
             self._reject("not JSON")
             return None
         if not isinstance(data, dict):

@@ -630,3 +630,56 @@ async def test_requests_beyond_the_websocket_limit_go_over_http() -> None:
     ]
     assert h.ari.websocket_requests == 1 + WEBSOCKET_REQUESTS_IN_FLIGHT
     await stop(h, task)
+
+
+# -- what must never stop the event stream -------------------------------------------------
+
+DEEP = "[" * 100_000 + "]" * 100_000  # deeper than json.loads can go: RecursionError
+
+
+async def test_too_deeply_nested_event_is_rejected_and_the_stream_goes_on() -> None:
+    h = Harness([ScriptedSocket([text(sample("StasisStart")),
+                                 WSMessage(WSMsgType.TEXT, DEEP, None),
+                                 text(sample("StasisEnd"))])])
+    events = await h.run()
+    assert kinds(events) == ["Connected", "StasisStart", "StasisEnd", "Disconnected"]
+    assert h.ari.rejected_events == 1
+    assert h.ari.reconnects == 0  # rejected, not a reason to reconnect
+
+
+async def test_too_deeply_nested_answer_is_a_decode_error_not_the_end_of_events() -> None:
+    # The answer to the websocket probe once escaped as RecursionError and ended run_events
+    # for good: no events, no reconnection.
+    def deep(request: dict[str, Any]) -> dict[str, Any] | None:
+        answer = reply(request)
+        answer["message_body"] = DEEP
+        return answer
+
+    sock = AnsweringSocket(deep, [text(sample("StasisStart"))])
+    h = Harness([sock], rest=True)
+    task = await running(h)
+    await h.wait_events(2)
+    assert kinds(h.events) == ["Connected", "StasisStart"]
+    assert not h.ari.rest_on_websocket  # the probe failed: REST stays on HTTP
+    await stop(h, task)
+
+
+async def test_a_failure_while_setting_up_a_connection_costs_only_that_connection() -> None:
+    h = Harness([ScriptedSocket([text(sample("StasisStart"))], hang=True),
+                 ScriptedSocket([text(sample("StasisEnd"))])])
+    real_filter = h.ari._filter_events
+    calls = 0
+
+    async def failing_once() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise KeyError("a bug")
+        await real_filter()
+
+    h.ari._filter_events = failing_once  # type: ignore[method-assign]
+    events = await h.run()
+    assert kinds(events) == ["Disconnected", "Connected", "StasisEnd", "Disconnected"]
+    first = events[0]
+    assert isinstance(first, Disconnected) and "KeyError" in first.reason
+    assert all(s.closed for s in h.sockets)
