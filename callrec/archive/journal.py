@@ -67,10 +67,9 @@ class Journal:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     async def append(self, op: dict[str, Any]) -> None:
-        line = json.dumps(op, separators=(",", ":"), ensure_ascii=False) + "\n"
         async with self._lock:
             before = self.backlog()
-            await self._run_blocking(self._append_sync, line.encode())
+            await self._run_blocking(self._append_sync, _line(op))
             self._count = before + 1
 
     def _append_sync(self, data: bytes) -> None:
@@ -90,11 +89,9 @@ class Journal:
         await self._run_blocking(self._reject_sync, [op])
 
     def _reject_sync(self, ops: list[dict[str, Any]]) -> None:
-        data = "".join(json.dumps(op, separators=(",", ":"), ensure_ascii=False) + "\n"
-                       for op in ops)
         fd = os.open(self.rejected_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            _write_all(fd, data.encode())
+            _write_all(fd, b"".join(_line(op) for op in ops))
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -152,14 +149,17 @@ class Journal:
         tmp = self.path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            data = "".join(json.dumps(op, separators=(",", ":"), ensure_ascii=False) + "\n"
-                           for op in remaining)
-            _write_all(fd, data.encode())
+            _write_all(fd, b"".join(_line(op) for op in remaining))
             os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, self.path)
         return len(torn)
+
+
+def _line(op: dict[str, Any]) -> bytes:
+    # ASCII (non-ASCII escaped): a line always encodes, whatever text a caller ID held
+    return json.dumps(op, separators=(",", ":")).encode() + b"\n"
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -46,6 +46,21 @@ def req_str(obj: Mapping[str, Any], key: str) -> str:
     return value
 
 
+def req_text(obj: Mapping[str, Any], key: str) -> str:
+    """A string that came from outside (a caller ID), made safe to store: NULs dropped
+    (PostgreSQL's text refuses them) and lone surrogates (valid JSON escapes, no
+    character) replaced by U+FFFD (they cannot be encoded as UTF-8 anywhere)."""
+    value = req_str(obj, key)
+    if "\x00" in value:
+        value = value.replace("\x00", "")
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            value = "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in value)
+    return value
+
+
 def opt_str(obj: Mapping[str, Any], key: str) -> str | None:
     value = obj.get(key)
     if value is None:

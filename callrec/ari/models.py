@@ -20,6 +20,7 @@ from callrec.ari.fields import (
     req_object,
     req_str,
     req_str_tuple,
+    req_text,
 )
 
 
@@ -31,7 +32,7 @@ class CallerId:
     @classmethod
     def from_json(cls, raw: Any) -> CallerId:
         obj = as_object(raw, "CallerID")
-        return cls(name=req_str(obj, "name"), number=req_str(obj, "number"))
+        return cls(name=req_text(obj, "name"), number=req_text(obj, "number"))
 
 
 @dataclass(frozen=True)

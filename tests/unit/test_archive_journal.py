@@ -126,6 +126,16 @@ async def test_short_writes_are_completed(
     assert journal.read() == [A, B]
 
 
+async def test_any_text_a_write_holds_is_journalled(tmp_path: Path) -> None:
+    # a lone surrogate cannot be encoded as UTF-8: it once made the write fail, and the
+    # call's row was lost; the database may still refuse it, then it is set aside
+    odd = op("d", caller_name="x\ud800y", service_number="Äänekoski")
+    journal = Journal(tmp_path)
+    await journal.append(odd)
+    assert journal.path.read_bytes().isascii()
+    assert journal.read() == [odd]
+
+
 async def _responsive(seconds: float) -> float:
     """How long a sleep of `seconds` took: far longer if the event loop is held."""
     loop = asyncio.get_running_loop()

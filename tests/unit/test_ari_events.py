@@ -113,6 +113,28 @@ def test_bridge_events() -> None:
     assert left.bridge.channels == ()
 
 
+@pytest.mark.parametrize(
+    ("name", "number", "stored_name", "stored_number"),
+    [
+        ("Äijä Öhman 😀", "+358401234567", "Äijä Öhman 😀", "+358401234567"),
+        # valid JSON escapes, but no text PostgreSQL or UTF-8 can hold
+        ("Aino\u0000 A", "040\u00001", "Aino A", "0401"),
+        ("x\ud800y\udfff", "1\udc00", "x\ufffdy\ufffd", "1\ufffd"),
+    ],
+)
+def test_caller_id_is_made_storable(
+    name: str, number: str, stored_name: str, stored_number: str
+) -> None:
+    raw = sample("StasisStart")
+    raw["channel"]["caller"] = {"name": name, "number": number}
+    # through JSON text, as it arrives
+    decoded = ev.decode_event(json.loads(json.dumps(raw)))
+    assert isinstance(decoded, ev.StasisStart)
+    assert (decoded.channel.caller.name, decoded.channel.caller.number) == (
+        stored_name, stored_number)
+    (decoded.channel.caller.name + decoded.channel.caller.number).encode()  # encodes
+
+
 def test_dial_with_and_without_caller() -> None:
     raw = sample("Dial")
     decoded = ev.decode_event(raw)
