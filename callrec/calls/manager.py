@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -60,6 +60,8 @@ WRITES_DRAIN_TIMEOUT = 15.0
 AGENT_HISTORY = timedelta(hours=12)
 # How long a new agent channel may take to enter our application before it is dialled.
 STASIS_START_WAIT = 5.0
+# Pauses before a reconciliation Asterisk left unanswered is tried again (the last repeats).
+RECONCILE_PAUSES = (1.0, 2.0, 5.0, 10.0, 30.0)
 # Waits worth a warning line of their own: the caller hears nothing before the notice, the
 # agent nothing before being connected (the call flow's goals are tens of milliseconds).
 SLOW_NOTICE_S = 1.0
@@ -140,6 +142,7 @@ class CallManager:
         tracker: AgentTracker | None = None,
         round_pause: float = 2.0,
         hold: m.HoldSound = m.HoldSound.RING,
+        reconcile_pauses: Sequence[float] = RECONCILE_PAUSES,
     ) -> None:
         self._ari = ari
         self._store = store
@@ -161,6 +164,8 @@ class CallManager:
         # before their StasisStart fails with 409 (seen under load)
         self._in_stasis: dict[str, asyncio.Future[None]] = {}
         self._reconcile_lock = asyncio.Lock()
+        self._reconcile_generation = 0
+        self._reconcile_pauses = reconcile_pauses
         self._born = clock()  # rows started before this belong to an earlier run
         self._history_read = False
         self._closed = False
@@ -194,17 +199,34 @@ class CallManager:
         except Exception:
             log.exception("ari event could not be routed", ari_event=event.type)
 
-    async def reconcile(self) -> None:
-        """Bring calls, Asterisk and PostgreSQL into line (after every connect and at start)."""
-        async with self._reconcile_lock:
-            try:
-                await self._reconcile()
-            except AriError as exc:
-                log.warning("reconciliation incomplete: Asterisk unavailable", error=str(exc))
-            except Exception:
-                # the next connection retries; the calls themselves go on meanwhile
-                log.exception("reconciliation failed")
-            self.reconciliations += 1
+    async def reconcile(self) -> bool:
+        """Bring calls, Asterisk and PostgreSQL into line (after every connect and at start).
+
+        A pass Asterisk does not answer (slow after a restart, say) is tried again after a
+        pause, until one completes or a newer reconciliation takes over: only a complete
+        pass ends the calls whose hang-ups were lost with the events. True if one did."""
+        self._reconcile_generation += 1
+        generation = self._reconcile_generation
+        pauses = iter(self._reconcile_pauses)
+        pause = 0.0
+        while True:
+            async with self._reconcile_lock:
+                try:
+                    await self._reconcile()
+                    return True
+                except AriError as exc:
+                    pause = next(pauses, pause)
+                    log.warning("reconciliation incomplete: Asterisk unavailable",
+                                error=str(exc), retry_in_s=pause)
+                except Exception:
+                    # a bug: trying again would only repeat it; the next connection does
+                    log.exception("reconciliation failed")
+                    return False
+                finally:
+                    self.reconciliations += 1
+            await asyncio.sleep(pause)
+            if self._closed or generation != self._reconcile_generation:
+                return False
 
     async def close(self) -> None:
         """Cancel and await every call task. Calls in conversation go on in Asterisk and the

@@ -1,0 +1,88 @@
+"""The manager's reconciliation when Asterisk does not answer it: tried again until a pass
+completes, and given up for a newer one or at close."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import pytest
+from structlog.testing import capture_logs
+
+from callrec.ari.errors import AriNoAnswer
+from callrec.ari.models import Application
+from callrec.calls.manager import CallManager
+
+pytestmark = pytest.mark.timeout(10)
+
+T0 = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
+
+
+class SlowAri:
+    """Leaves the first `unanswered` reconciliation requests unanswered."""
+
+    def __init__(self, unanswered: int) -> None:
+        self.unanswered = unanswered
+        self.asked = 0
+
+    async def asterisk_started_at(self) -> datetime:
+        self.asked += 1
+        if self.unanswered:
+            self.unanswered -= 1
+            raise AriNoAnswer("GET /ari/asterisk/info: no answer within 10 s")
+        return T0
+
+    async def get_application(self) -> Application:
+        return Application("callrec", (), ())
+
+    async def list_stored_recordings(self) -> list[Any]:
+        return []
+
+
+class EmptyStore:
+    async def agent_history(self, since: datetime) -> list[dict[str, Any]]:
+        return []
+
+    async def open_calls(self) -> list[dict[str, Any]]:
+        return []
+
+
+def _manager(ari: SlowAri, pauses: tuple[float, ...] = (0.01, 0.02)) -> CallManager:
+    unused = cast(Any, None)
+    return CallManager(cast(Any, ari), cast(Any, EmptyStore()), unused, unused, unused,
+                       "callrec", clock=lambda: T0, reconcile_pauses=pauses)
+
+
+async def test_a_reconciliation_asterisk_leaves_unanswered_is_tried_again() -> None:
+    # Once given up after one try: calls whose hang-ups were lost with the events stayed
+    # open until the next reconnection, however far off.
+    ari = SlowAri(unanswered=3)
+    manager = _manager(ari)
+    with capture_logs() as logs:
+        assert await manager.reconcile() is True
+    assert ari.asked == 4
+    assert manager.reconciliations == 4
+    retries = [e["retry_in_s"] for e in logs if e["log_level"] == "warning"]
+    assert retries == [0.01, 0.02, 0.02]  # the last pause repeats
+
+
+async def test_a_newer_reconciliation_takes_over_from_one_still_retrying() -> None:
+    ari = SlowAri(unanswered=1)
+    manager = _manager(ari, pauses=(0.3,))
+    first = asyncio.create_task(manager.reconcile())
+    while ari.asked < 1:
+        await asyncio.sleep(0.01)
+    assert await manager.reconcile() is True  # after a reconnection, say
+    assert await first is False
+    assert ari.asked == 2
+
+
+async def test_close_ends_the_retries() -> None:
+    ari = SlowAri(unanswered=100)
+    manager = _manager(ari, pauses=(0.05,))
+    retrying = asyncio.create_task(manager.reconcile())
+    while ari.asked < 2:
+        await asyncio.sleep(0.01)
+    await manager.close()
+    assert await asyncio.wait_for(retrying, 1) is False
