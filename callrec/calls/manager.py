@@ -163,6 +163,9 @@ class CallManager:
         # agent channels created but not yet reported in our application: dialling them
         # before their StasisStart fails with 409 (seen under load)
         self._in_stasis: dict[str, asyncio.Future[None]] = {}
+        # agent channels whose create is under way: not in Asterisk's list of our channels
+        # yet, which does not make them gone
+        self._creating: set[str] = set()
         self._reconcile_lock = asyncio.Lock()
         self._reconcile_generation = 0
         self._reconcile_pauses = reconcile_pauses
@@ -517,6 +520,7 @@ class CallManager:
             case m.CreateAgentChannel(channel_id=channel_id, endpoint=endpoint):
                 self._own(call, self._by_channel, channel_id)
                 self._in_stasis[channel_id] = asyncio.get_running_loop().create_future()
+                self._creating.add(channel_id)
                 try:
                     await ari.create_channel(
                         endpoint, channel_id=channel_id, app_args=f"{AGENT_ARGS_PREFIX}{call.id}"
@@ -524,6 +528,8 @@ class CallManager:
                 except BaseException:
                     self._in_stasis.pop(channel_id, None)
                     raise
+                finally:
+                    self._creating.discard(channel_id)
                 # Asterisk answers the create before the new leg is in our application (it
                 # enters on a thread of its own), and refuses adds and dials until it is
                 await self._until_in_stasis(channel_id)
@@ -725,6 +731,9 @@ class CallManager:
         started = await self._ari.asterisk_started_at()
         restarted = self._asterisk_started is not None and started > self._asterisk_started
         self._asterisk_started = started
+        # Channels Asterisk has made, as of before the list is asked for: one whose create is
+        # under way (or starts meanwhile) may be missing from the list without being gone.
+        made = self._by_channel.keys() - self._creating
         app = await self._ari.get_application()
         live = set(app.channel_ids)
         now = self._clock()
@@ -737,6 +746,8 @@ class CallManager:
             gone_at = min(self._lost_contact_at or now, now)
         for call in list(self._calls.values()):
             for channel_id in list(m.live_channels(call.state)):
+                if channel_id not in made:
+                    continue  # the create's own outcome tells the call
                 if channel_id not in live:
                     self._channel_gone(channel_id, None, gone_at, cut=restarted)
                     continue
