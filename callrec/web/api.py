@@ -114,18 +114,18 @@ async def openapi(req: Req) -> web.StreamResponse:
 async def login(req: Req) -> web.StreamResponse:
     data = await _body(req)
     address = client_address(req)
-    wait = req.console.throttle.retry_after(address)
-    if wait:
+    stamp = req.console.throttle.attempt(address)
+    if stamp is None:
         response = _json({"error": 429, "message": "too many failed logins from this address"},
                          429)
-        response.headers["Retry-After"] = str(wait)
+        response.headers["Retry-After"] = str(req.console.throttle.retry_after(address))
         return response
     try:
         actor = await req.svc.authenticate(_text(data, "username") or "",
                                            _text(data, "password") or "")
     except AuthenticationFailed as exc:
-        req.console.throttle.failed(address)
         return _json({"error": 401, "message": exc.message}, 401)
+    req.console.throttle.succeeded(address, stamp)
     token = await req.console.sessions.create(actor)
     session = await req.console.sessions.load(token)
     assert session is not None

@@ -277,6 +277,10 @@ def local_path(target: str | None, default: str = "/") -> str:
     """A redirect target from user input: only a path on this site."""
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return default
+    # Browsers and yarl drop tabs and line breaks from a URL: "/\t/evil.example" would
+    # leave as "//evil.example", another site.
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in target):
+        return default
     return target
 
 

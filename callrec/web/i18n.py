@@ -199,6 +199,8 @@ FI: dict[str, str] = {
     "Disable": "Estä",
     "Enable": "Salli",
     "New password": "Uusi salasana",
+    "Current password": "Nykyinen salasana",
+    "This is not your current password.": "Tämä ei ole nykyinen salasanasi.",
     "Set password": "Aseta salasana",
     "Change my password": "Vaihda salasanani",
     "active": "käytössä",

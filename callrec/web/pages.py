@@ -147,18 +147,18 @@ async def login(req: Req) -> web.StreamResponse:
         return _login_page(req, 403, "missing or wrong CSRF token: reload the page and try again",
                            username)
     address = client_address(req)
-    wait = req.console.throttle.retry_after(address)
-    if wait:
+    stamp = req.console.throttle.attempt(address)
+    if stamp is None:
         response = _login_page(req, 429, req.t("Too many failed logins from this address. "
                                                "Try again later."), username)
-        response.headers["Retry-After"] = str(wait)
+        response.headers["Retry-After"] = str(req.console.throttle.retry_after(address))
         return response
     try:
         actor = await req.svc.authenticate(username, req.field("password"))
     except AuthenticationFailed:
-        req.console.throttle.failed(address)
         return _login_page(req, 401, req.t(
             "Wrong username or password, or the account is locked for a while."), username)
+    req.console.throttle.succeeded(address, stamp)
     token = await req.console.sessions.create(actor)
     response = web.HTTPSeeOther(local_path(req.field("next")))
     set_session_cookie(req, response, token)
@@ -551,12 +551,29 @@ async def account_page(req: Req) -> web.StreamResponse:
 async def own_password(req: Req) -> web.StreamResponse:
     session = req.logged_in
     try:
+        # the password in use first: a session left open (or a stolen cookie) is not enough;
+        # a wrong one counts towards the account's lockout like a failed login
+        await req.svc.authenticate(session.actor.username, req.field("current_password"))
+    except AuthenticationFailed:
+        return await _account_page(
+            req, errors={"current_password": req.t("This is not your current password.")},
+            status=400)
+    try:
         await req.svc.change_password(session.actor, session.actor.username,
                                       req.field("new_password"))
     except Invalid as exc:
         return await _account_page(req, errors={"new_password": exc.message},
                                               status=400)
-    raise _see_other("/account?done=password")
+    raise await _renewed(req, _see_other("/account?done=password"))
+
+
+async def _renewed(req: Req, response: web.HTTPSeeOther) -> web.HTTPSeeOther:
+    """A new password ends every session opened before it, the one that set it too: that
+    one goes on in a new session."""
+    session = req.logged_in
+    await req.console.sessions.end(session.token_hash)
+    set_session_cookie(req, response, await req.console.sessions.create(session.actor))
+    return response
 
 
 async def _accounts_page(req: Req, *, errors: dict[str, str] | None = None,
@@ -633,7 +650,10 @@ async def account_password(req: Req) -> web.StreamResponse:
             raise
         return await _accounts_page(req, errors={f"user:{name}": exc.message},
                                                status=exc.http_status)
-    raise _see_other("/admin/accounts?done=password")
+    done = _see_other("/admin/accounts?done=password")
+    if name.strip().lower() == req.logged_in.actor.username:
+        raise await _renewed(req, done)
+    raise done
 
 
 # -- prompts and routing ----------------------------------------------------------------------

@@ -74,7 +74,8 @@ class SessionStore:
         async with self._pool.acquire() as conn:
             row = await conn.fetchrow(
                 """SELECT s.*, u.roles, u.can_listen, u.disabled, u.full_name,
-                          u.expires_at AS account_expires, now() AS now
+                          u.expires_at AS account_expires, u.password_changed_at,
+                          now() AS now
                    FROM web_sessions s JOIN users u ON u.id = s.user_id
                    WHERE s.token_hash = $1""",
                 digest,
@@ -87,6 +88,9 @@ class SessionStore:
                 or row["last_seen"] + self.idle <= now
                 or row["disabled"]
                 or (row["account_expires"] is not None and row["account_expires"] <= now)
+                # a new password ends the sessions opened with the old one (a stolen cookie
+                # with them)
+                or row["created_at"] < row["password_changed_at"]
             )
             if dead:
                 await conn.execute("DELETE FROM web_sessions WHERE token_hash = $1", digest)

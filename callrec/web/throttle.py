@@ -3,6 +3,7 @@ guessing across many usernames from one address is slowed down too."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -39,9 +40,32 @@ class LoginThrottle:
             return 0
         return max(1, int(times[0] + self.window - self._clock()) + 1)
 
+    def attempt(self, address: str) -> float | None:
+        """Count a login as failed before it is checked, so that a burst of concurrent
+        guesses cannot all pass while the first are still being checked; None if the
+        address must wait (`retry_after`). A login that succeeds gives it back with
+        `succeeded(address, stamp)`."""
+        if self.retry_after(address):
+            return None
+        stamp = self._clock()
+        self._add(address, stamp)
+        return stamp
+
+    def succeeded(self, address: str, stamp: float) -> None:
+        times = self._failures.get(address)
+        if times is None:
+            return
+        with contextlib.suppress(ValueError):
+            times.remove(stamp)
+        if not times:
+            del self._failures[address]
+
     def failed(self, address: str) -> None:
+        self._add(address, self._clock())
+
+    def _add(self, address: str, stamp: float) -> None:
         times = self._recent(address)
-        times.append(self._clock())
+        times.append(stamp)
         self._failures[address] = times
         self._failures.move_to_end(address)
         while len(self._failures) > self.max_addresses:  # bounded memory under a flood

@@ -3,6 +3,7 @@ against the real service wiring and a real database."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from callrec.web.console import CONSOLE
 from callrec.web.throttle import LoginThrottle
 from tests.dbfixtures import ScratchDatabase
-from tests.integration.test_web_support import PASSWORD, console
+from tests.integration.test_web_support import _LOGIN, PASSWORD, console
 
 pytestmark = pytest.mark.db
 
@@ -247,3 +248,86 @@ async def test_session_cookie_is_secure_behind_tls(
         assert resp.status == 303 and resp.cookies["callrec_session"]["secure"]
         assert "Content-Security-Policy" in page.headers
         assert page.headers["X-Frame-Options"] == "DENY"
+
+
+async def test_a_burst_of_concurrent_guesses_is_braked_like_one_after_another(
+    db: ScratchDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The brake counted a failure only once its password was checked (argon2, in a thread):
+    # every request of a burst passed it before the first failure was counted.
+    async with console(db, tmp_path, monkeypatch) as c:
+        c.server.app[CONSOLE].throttle = LoginThrottle(limit=4, window=600)
+        await c.user("rita", "reviewer")
+        b = c.browser()
+
+        async def guess(n: int) -> int:
+            resp = await b.client.post("/api/session", json={"username": f"user{n}",
+                                                             "password": "guess guess"})
+            return int(resp.status)
+
+        statuses = await asyncio.gather(*(guess(n) for n in range(12)))
+        assert sorted(statuses) == [401] * 4 + [429] * 8
+        assert len(await c.audit("login_failed")) == 4  # only 4 passwords were checked
+
+
+async def test_a_login_that_succeeds_does_not_count_against_the_address(
+    db: ScratchDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with console(db, tmp_path, monkeypatch) as c:
+        c.server.app[CONSOLE].throttle = LoginThrottle(limit=2, window=600)
+        await c.user("rita", "reviewer")
+        for _ in range(3):
+            assert await c.browser().login("rita") == 303
+        assert await c.browser().login("rita", "wrong password") == 401
+        assert await c.browser().login("rita") == 303
+
+
+async def test_a_new_password_ends_the_sessions_opened_with_the_old_one(
+    db: ScratchDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    new = "a brand new passphrase"
+    async with console(db, tmp_path, monkeypatch) as c:
+        await c.user("rita", "reviewer")
+        stolen = await c.logged_in("rita")  # say, a cookie copied from her browser
+        own = await c.logged_in("rita")
+        # her own change needs the password in use: a session alone is not enough
+        resp = await stolen.post("/account/password", {"new_password": new})
+        assert resp.status == 400 and "ei ole nykyinen salasanasi" in await resp.text()
+        resp = await stolen.post("/account/password",
+                                 {"current_password": "not the password", "new_password": new})
+        assert resp.status == 400
+        assert await c.browser().login("rita", new) == 401  # unchanged
+        resp = await own.post("/account/password",
+                              {"current_password": PASSWORD, "new_password": new})
+        assert resp.status == 303 and resp.headers["Location"] == "/account?done=password"
+        # she goes on in a new session; the other one is over
+        assert (await own.client.get("/api/session")).status == 200
+        assert (await stolen.client.get("/api/session")).status == 401
+        assert await c.browser().login("rita", new) == 303
+        # an admin's reset ends her sessions too
+        admin = await c.logged_in("root")
+        resp = await admin.post("/admin/accounts/rita/password",
+                                {"new_password": "reset by the admin now"})
+        assert resp.status == 303
+        assert (await own.client.get("/api/session")).status == 401
+        assert (await admin.client.get("/api/session")).status == 200  # not the admin's
+
+
+@pytest.mark.parametrize("target", ["/\t/evil.example/x", "/\n/evil.example",
+                                    "/\r\n/evil.example", "//evil.example", "/\\evil.example"])
+async def test_redirects_after_login_and_language_stay_on_this_site(
+    db: ScratchDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str
+) -> None:
+    async with console(db, tmp_path, monkeypatch) as c:
+        await c.user("rita", "reviewer")
+        b = c.browser()
+        resp = await b.client.get("/lang/en", params={"next": target}, allow_redirects=False)
+        assert resp.status == 303 and resp.headers["Location"] == "/"
+        page = await b.client.get("/login", params={"next": target})
+        token = _LOGIN.search(await page.text())
+        assert token is not None
+        resp = await b.client.post(
+            "/login", data={"login_token": token.group(1), "username": "rita",
+                            "password": PASSWORD, "next": target},
+            allow_redirects=False)
+        assert resp.status == 303 and resp.headers["Location"] == "/"

@@ -51,5 +51,6 @@ def test_redirect_targets_stay_on_this_site() -> None:
 
     assert local_path("/calls?number=1") == "/calls?number=1"
     for hostile in ("//evil.example/x", "https://evil.example", "/\\evil.example", "", None,
+                    "/\t/evil.example", "/\n/evil.example", "/\x7f/x",
                     "calls"):
         assert local_path(hostile) == "/"
