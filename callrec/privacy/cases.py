@@ -155,7 +155,7 @@ class CasesMixin(ServiceCore):
                 rows = await conn.fetch(
                     f"""SELECT {CALL_COLUMNS} FROM calls c
                         LEFT JOIN recordings r ON r.call_id = c.id
-                        WHERE c.caller_number = ANY($1::text[])
+                        WHERE caller_number_key(c.caller_number) = ANY($1::text[])
                         ORDER BY c.started_at, c.id FOR SHARE OF c""",  # noqa: S608
                     list(number_variants(case["number"])),
                 )
@@ -258,7 +258,8 @@ class CasesMixin(ServiceCore):
             async with conn.transaction():
                 calls = await conn.fetch(
                     "SELECT id, caller_number, ended_at FROM calls"
-                    " WHERE caller_number = ANY($1::text[]) ORDER BY started_at FOR UPDATE",
+                    " WHERE caller_number_key(caller_number) = ANY($1::text[])"
+                    " ORDER BY started_at FOR UPDATE",
                     list(number_variants(canonical)),
                 )
                 held = await self._held(conn, calls)

@@ -67,7 +67,8 @@ class HoldsMixin(ServiceCore):
                 else:
                     # lock the number's calls so a purge cannot queue them mid-way
                     await conn.execute(
-                        "SELECT 1 FROM calls WHERE caller_number = ANY($1::text[]) FOR UPDATE",
+                        "SELECT 1 FROM calls"
+                        " WHERE caller_number_key(caller_number) = ANY($1::text[]) FOR UPDATE",
                         list(number_variants(canonical_number(number or ""))),
                     )
                 row = await conn.fetchrow(

@@ -68,7 +68,8 @@ class ReviewsMixin(ServiceCore):
                 rows = await conn.fetch(
                     f"""SELECT {CALL_COLUMNS} FROM calls c
                         LEFT JOIN recordings r ON r.call_id = c.id
-                        WHERE ($1::text[] IS NULL OR c.caller_number = ANY($1::text[]))
+                        WHERE ($1::text[] IS NULL
+                               OR caller_number_key(c.caller_number) = ANY($1::text[]))
                           AND ($2::timestamptz IS NULL OR c.started_at >= $2)
                           AND ($3::timestamptz IS NULL OR c.started_at < $3)
                           AND NOT EXISTS (SELECT 1 FROM purge_queue q WHERE q.call_id = c.id)

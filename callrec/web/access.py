@@ -93,7 +93,9 @@ class ConsoleService(BundlesMixin, PrivacyService):
         if flt.number:
             canonical = canonical_number(flt.number)
             target = number_target(self.hasher.digest(canonical))
-            where.append(f"c.caller_number = ANY({arg(list(number_variants(canonical)))}::text[])")
+            where.append(
+                "caller_number_key(c.caller_number)"
+                f" = ANY({arg(list(number_variants(canonical)))}::text[])")
         if flt.service_number:
             where.append(f"c.service_number = {arg(flt.service_number.strip())}")
         if flt.agent:

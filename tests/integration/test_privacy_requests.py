@@ -56,6 +56,8 @@ async def test_access_request_export(db: ScratchDatabase, tmp_path: Path) -> Non
             await w.call("0401234567", freq=440),
             await w.call("+358401234567", freq=660, service_number="0103808001"),
             await w.call("00358401234567", freq=880),
+            # caller ID with separators: the same number (once left out of the export)
+            await w.call("040-123 4567", freq=1000),
         ]
         missing = await w.call("0401234567", with_file=False)
         others = [await w.call("0401234568"), await w.call("+46401234567")]
@@ -67,7 +69,7 @@ async def test_access_request_export(db: ScratchDatabase, tmp_path: Path) -> Non
 
         out = tmp_path / "case.zip"
         result = await w.service.export_access(dpo, case.id, out)
-        assert (result.calls, result.files, result.missing) == (4, 3, (str(missing),))
+        assert (result.calls, result.files, result.missing) == (5, 4, (str(missing),))
         assert sorted(p.name for p in out.parent.iterdir()) == ["archive", "case.zip"]
 
         with zipfile.ZipFile(out) as z:
@@ -97,7 +99,7 @@ async def test_access_request_export(db: ScratchDatabase, tmp_path: Path) -> Non
             "missing"
 
         (listed,) = [c for c in await w.service.list_requests(dpo, include_closed=True)]
-        assert listed.status == "answered" and listed.result["calls"] == 4
+        assert listed.status == "answered" and listed.result["calls"] == 5
         with pytest.raises(Conflict):
             await w.service.export_access(dpo, case.id, tmp_path / "again.zip")
         with pytest.raises(NotFound):
@@ -163,9 +165,11 @@ async def test_erasure_without_hold_leaves_no_trace_of_the_number(
     async with world(db, tmp_path) as w:
         dpo = await w.user("dpo", "privacy")
         reviewer = await w.user("rita", "reviewer")
-        mine = [await w.call("0401234567"), await w.call("+358401234567")]
+        mine = [await w.call("0401234567"), await w.call("+358401234567"),
+                await w.call("(040) 123-4567")]  # separators: once neither found nor erased
         other = await w.call("0407654321")
-        await w.service.search_calls(reviewer, number=NUMBER)
+        found = await w.service.search_calls(reviewer, number=NUMBER)
+        assert sorted(str(c.call_id) for c in found) == sorted(str(c) for c in mine)
         access = await w.service.open_access_request(
             dpo, number=NUMBER, verified_by="dpo", method="letter")
         # identity may be verified by any active colleague, e.g. at the front desk
