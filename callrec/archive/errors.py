@@ -27,6 +27,13 @@ class RecordingNotStored(ArchiveError):
     default_message = "no such stored recording"
 
 
+class CallPurged(ArchiveError):
+    """Retention or an erasure deleted the call: a recording of it arriving late goes too."""
+
+    http_status = 410
+    default_message = "the call was deleted (retention or erasure)"
+
+
 class CorruptRecording(ArchiveError):
     http_status = 422
     default_message = "the recording is not a readable WAV file"

@@ -17,7 +17,12 @@ from typing import Protocol
 
 import structlog
 
-from callrec.archive.errors import ArchiveDiskFull, CorruptRecording, RecordingNotStored
+from callrec.archive.errors import (
+    ArchiveDiskFull,
+    CallPurged,
+    CorruptRecording,
+    RecordingNotStored,
+)
 from callrec.archive.store import CallStore
 from callrec.ari.errors import AriNotFound, AriUnavailable
 from callrec.tasks import BlockingRunner
@@ -213,6 +218,14 @@ class RecordingArchiver:
             )
         except OSError as exc:  # the database away and the journal's disk full
             self._raise_if_full(call_id, exc)
+            raise
+        except CallPurged:
+            # an erasure (or retention) came first: nothing of the call may stay
+            await self._run_blocking(dest.unlink, True)
+            with contextlib.suppress(*_NOT_STORED):
+                await ari.delete_stored_recording(recording_name)
+            log.warning("recording_of_deleted_call_discarded", call_id=str(call_id),
+                        recording=recording_name)
             raise
         with contextlib.suppress(*_NOT_STORED):
             await ari.delete_stored_recording(recording_name)

@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 import structlog
 
-from callrec.archive.errors import ArchiveError, ArchiveUnavailable
+from callrec.archive.errors import ArchiveError, ArchiveUnavailable, CallPurged
 from callrec.archive.journal import Journal
 from callrec.tasks import BlockingRunner, cancel_and_wait
 
@@ -178,6 +178,10 @@ class CallStore:
                 return
             except _UNREACHABLE as exc:
                 self._went_away(exc)
+            except asyncpg.ForeignKeyViolationError as exc:
+                if op["op"] == "recording" and await self._purged(op["id"]):
+                    raise CallPurged(f"call {op['id']}: deleted before its recording") from exc
+                log.error("call_write_deferred", error=repr(exc), op=op["op"], call_id=op["id"])
             except Exception as exc:
                 # Whatever stopped this write, the call's record must not be lost: journal it.
                 # The drainer retries it, and sets it aside for an operator if the database
@@ -239,6 +243,22 @@ class CallStore:
         return done
 
     # ---- reads
+    async def was_purged(self, call_id: uuid.UUID) -> bool:
+        """Whether retention or an erasure deleted this call (its purge is in the audit log,
+        which keeps the ids of the calls it deleted)."""
+        rows = await self._fetch(
+            "SELECT EXISTS (SELECT 1 FROM audit_log WHERE action = 'purge'"
+            " AND details::text LIKE $1) AS purged",
+            f'%"{call_id}"%',
+        )
+        return bool(rows[0]["purged"])
+
+    async def _purged(self, call_id: str) -> bool:
+        try:
+            return await self.was_purged(uuid.UUID(call_id))
+        except ArchiveUnavailable:
+            return False  # not known: the write is journalled and kept, as any other
+
     async def open_calls(self) -> list[dict[str, Any]]:
         """Calls not yet ended (for reconciliation after a restart)."""
         return await self._fetch(

@@ -23,6 +23,7 @@ from typing import Any
 
 import structlog
 
+from callrec.archive.errors import CallPurged
 from callrec.ari import events as ari_events
 from callrec.ari.errors import (
     AriBadRequest,
@@ -650,6 +651,8 @@ class CallManager:
             result = await self._archiver.archive(self._ari, call_id, name, started_at)
         except asyncio.CancelledError:
             raise
+        except CallPurged:
+            return False  # the archive discarded it and said so
         except Exception:
             log.exception("recording not archived", recording=name)
             return False
@@ -926,6 +929,10 @@ class CallManager:
             if call_id in self._calls:
                 continue  # its call archives it
             row = open_rows.get(call_id) or await self._find_row(call_id)
+            if row is None and await self._purged(call_id):
+                # deleted by retention or an erasure before its recording was archived: the
+                # archive discards it, Asterisk's copy too
+                row = {"started_at": self._clock()}
             if row is None:
                 log.warning("recording of an unknown call left in Asterisk", recording=stored.name)
                 continue
@@ -937,6 +944,13 @@ class CallManager:
         with structlog.contextvars.bound_contextvars(call_id=str(call_id)):
             if await self._archive(call_id, name, started_at):
                 log.info("recording of an earlier run archived", recording=name)
+
+    async def _purged(self, call_id: uuid.UUID) -> bool:
+        try:
+            return await self._store.was_purged(call_id)
+        except Exception:
+            log.exception("purges not readable", row_id=str(call_id))
+            return False
 
     async def _find_row(self, call_id: uuid.UUID) -> CallRow | None:
         try:

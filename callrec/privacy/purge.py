@@ -105,10 +105,13 @@ async def finish(
         # one transaction per batch: claim the rows (skipping any another worker holds),
         # remove the files, delete the rows. A crash before commit leaves the rows queued.
         async with conn.transaction():
+            # the recording's path as of now: one archived after the call was queued
+            # (Asterisk was away, say) has its file removed too
             batch = await conn.fetch(
-                """SELECT call_id, path, cause, case_id FROM purge_queue
-                   WHERE $1::bigint IS NULL OR case_id = $1
-                   ORDER BY queued_at, call_id LIMIT $2 FOR UPDATE SKIP LOCKED""",
+                """SELECT q.call_id, coalesce(r.path, q.path) AS path, q.cause, q.case_id
+                   FROM purge_queue q LEFT JOIN recordings r ON r.call_id = q.call_id
+                   WHERE $1::bigint IS NULL OR q.case_id = $1
+                   ORDER BY q.queued_at, q.call_id LIMIT $2 FOR UPDATE OF q SKIP LOCKED""",
                 case_id, batch_size,
             )
             if not batch:

@@ -17,10 +17,11 @@ import asyncpg
 import pytest
 
 from callrec.archive import files as files_module
-from callrec.archive.errors import ArchiveDiskFull, CorruptRecording
+from callrec.archive.errors import ArchiveDiskFull, CallPurged, CorruptRecording
 from callrec.archive.files import RecordingArchiver, relative_path
 from callrec.archive.store import CallStore
 from callrec.ari.errors import AriNotFound, AriUnavailable
+from callrec.privacy import purge
 from tests.dbfixtures import ScratchDatabase
 
 pytestmark = pytest.mark.db
@@ -257,3 +258,60 @@ async def test_recording_cut_by_an_asterisk_crash_is_repaired_not_refused(
     assert result is not None
     assert result.duration_ms == 1500
     assert (tmp_path / "archive" / result.path).read_bytes() == whole
+
+
+async def _purge(dsn: str, root: Path, call_id: uuid.UUID, *, finish: bool = True) -> None:
+    """Delete the call as retention or an erasure does (queue, then files and rows)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with conn.transaction():
+            await conn.execute("SELECT 1 FROM calls WHERE id = $1 FOR UPDATE", call_id)
+            await purge.enqueue(conn, [call_id], "erasure")
+        if finish:
+            await purge.finish(conn, root, actor="dpo")
+    finally:
+        await conn.close()
+
+
+async def test_a_recording_of_a_call_erased_before_it_was_archived_is_discarded(
+    db: ScratchDatabase, tmp_path: Path
+) -> None:
+    # Asterisk away at the call's end: the recording waits while the caller's erasure runs.
+    # Archived afterwards, it once stayed as a file no row pointed at, never purged.
+    data = _wav_bytes(tmp_path, 1)
+    spool = Spool({"callrec-x": data})
+    call_id = uuid.uuid4()
+    root = tmp_path / "archive"
+    async with CallStore(db.app_dsn, tmp_path / "journal") as store:
+        await _start_call(store, call_id)
+        await _purge(db.app_dsn, root, call_id)
+        assert await store.was_purged(call_id)
+        assert not await store.was_purged(uuid.uuid4())
+        archiver = RecordingArchiver(root, store)
+        with pytest.raises(CallPurged):
+            await archiver.archive(spool, call_id, "callrec-x", STARTED)
+        assert store.journal_backlog == 0  # not kept for a retry either
+    assert not (root / relative_path(call_id, STARTED)).exists()
+    assert spool.deleted == ["callrec-x"]  # nor in Asterisk
+    assert await _recording_row(db.app_dsn, call_id) is None
+
+
+async def test_a_recording_archived_while_its_call_is_queued_for_deletion_goes_with_it(
+    db: ScratchDatabase, tmp_path: Path
+) -> None:
+    data = _wav_bytes(tmp_path, 1)
+    spool = Spool({"callrec-x": data})
+    call_id = uuid.uuid4()
+    root = tmp_path / "archive"
+    async with CallStore(db.app_dsn, tmp_path / "journal") as store:
+        await _start_call(store, call_id)
+        await _purge(db.app_dsn, root, call_id, finish=False)  # queued with no file yet
+        result = await RecordingArchiver(root, store).archive(
+            spool, call_id, "callrec-x", STARTED)
+        assert result is not None and (root / result.path).exists()
+    conn = await asyncpg.connect(db.app_dsn)
+    try:
+        await purge.finish(conn, root, actor="dpo")
+    finally:
+        await conn.close()
+    assert not (root / relative_path(call_id, STARTED)).exists()
