@@ -66,11 +66,15 @@ class HoldsMixin(ServiceCore):
                         raise Conflict(f"call {cid} is being deleted")
                 else:
                     # lock the number's calls so a purge cannot queue them mid-way
-                    await conn.execute(
-                        "SELECT 1 FROM calls"
+                    ids = [r["id"] for r in await conn.fetch(
+                        "SELECT id FROM calls"
                         " WHERE caller_number_key(caller_number) = ANY($1::text[]) FOR UPDATE",
                         list(number_variants(canonical_number(number or ""))),
-                    )
+                    )]
+                    # as for one call: a hold that cannot keep them must not say it does
+                    if queued := await purge.queued_ids(conn, ids):
+                        raise Conflict(f"{len(queued)} call(s) of this number are being "
+                                       "deleted: place the hold when that has finished")
                 row = await conn.fetchrow(
                     "INSERT INTO legal_holds (call_id, number_hmac, reason, created_by)"
                     " VALUES ($1, $2, $3, $4) RETURNING *",

@@ -47,7 +47,8 @@ async def enqueue(
         """INSERT INTO purge_queue (call_id, path, cause, case_id)
            SELECT c.id, r.path, $2, $3 FROM calls c LEFT JOIN recordings r ON r.call_id = c.id
            WHERE c.id = ANY($1::uuid[])
-           ON CONFLICT (call_id) DO NOTHING""",
+           ON CONFLICT (call_id) DO UPDATE
+               SET case_id = coalesce(purge_queue.case_id, EXCLUDED.case_id)""",
         list(call_ids), cause, case_id,
     )
 
@@ -134,17 +135,17 @@ async def finish(
         log.info("purge_batch", calls=len(ids), done=len(done), total=total)
         if progress:
             progress(min(len(done), total), max(total, len(done)))
-    if cases:
-        await close_erasure_cases(conn, sorted(cases))
+    # every erasing case whose queue is empty, not only this run's: one whose calls another
+    # run took (or whose last batch a crash cut off before this step) is closed too
+    await close_erasure_cases(conn)
     return Finished(tuple(done), tuple(sorted(cases)))
 
 
-async def close_erasure_cases(conn: asyncpg.Connection, case_ids: Sequence[int]) -> None:
+async def close_erasure_cases(conn: asyncpg.Connection) -> None:
     """Give erasure cases whose queue is empty their final status."""
     await conn.execute(
         """UPDATE privacy_requests p
            SET status = p.result->>'final_status', closed_at = now()
-           WHERE p.id = ANY($1::bigint[]) AND p.status = 'erasing'
-             AND NOT EXISTS (SELECT 1 FROM purge_queue q WHERE q.case_id = p.id)""",
-        list(case_ids),
+           WHERE p.status = 'erasing'
+             AND NOT EXISTS (SELECT 1 FROM purge_queue q WHERE q.case_id = p.id)"""
     )

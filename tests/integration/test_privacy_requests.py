@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import soundfile
 
+from callrec.privacy import purge
 from callrec.privacy.errors import Conflict, Invalid, NotFound
 from callrec.privacy.numbers import NumberHasher
 from callrec.privacy.service import ExportResult, RetentionReport
@@ -270,3 +271,41 @@ async def test_erasure_skips_a_call_still_in_progress(db: ScratchDatabase, tmp_p
         assert "1 call(s) still in progress" in (case.refusal_reason or "")
         assert case.result["erased_calls"] == [str(done)]
         assert await w.call_ids() == {ongoing}
+
+
+async def _queue_by_retention(w: World, call_ids: list[Any]) -> None:
+    """What an interrupted retention run leaves: the calls queued, not yet deleted."""
+    async with w.pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT 1 FROM calls WHERE id = ANY($1::uuid[]) FOR UPDATE",
+                           call_ids)
+        await purge.enqueue(conn, call_ids, "retention")
+
+
+async def test_an_erasure_meeting_calls_queued_by_another_run_is_still_closed(
+    db: ScratchDatabase, tmp_path: Path
+) -> None:
+    # Its calls kept the other run's (empty) case: its own part of the queue was empty, so
+    # the case stayed "erasing" for ever, shown open and overdue.
+    async with world(db, tmp_path) as w:
+        dpo = await w.user("dpo", "privacy")
+        queued, fresh = await w.call("0401234567"), await w.call("0401234567")
+        await _queue_by_retention(w, [queued])
+        case = await w.service.erase_number(dpo, number=NUMBER, verified_by="dpo",
+                                            method="letter")
+        assert case.status == "erased"
+        assert sorted(case.result["erased_calls"]) == sorted(str(c) for c in (queued, fresh))
+        assert await w.call_ids() == set()
+        assert await w.orphans() == (set(), set())
+
+
+async def test_a_number_hold_is_refused_while_the_numbers_calls_are_being_deleted(
+    db: ScratchDatabase, tmp_path: Path
+) -> None:
+    # as a hold on one such call is: accepted, it would not have kept them
+    async with world(db, tmp_path) as w:
+        dpo = await w.user("dpo", "privacy")
+        queued = await w.call("0401234567")
+        await _queue_by_retention(w, [queued])
+        with pytest.raises(Conflict, match="being deleted"):
+            await w.service.add_hold(dpo, number=NUMBER, reason="police request 9/2026")
+        assert await w.service.list_holds(dpo) == []
