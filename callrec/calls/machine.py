@@ -193,6 +193,9 @@ class CallState:
     snoop_unconfirmed: bool = False
     # channels whose add to the call's bridge was asked for again after an unanswered one
     readded: frozenset[str] = frozenset()
+    # bridges whose create went unanswered and that the call no longer counts on: Asterisk
+    # may have made them late, so the call's end destroys them too
+    stray_bridges: frozenset[str] = frozenset()
     recording: RecState = RecState.NONE
     recording_name: str | None = None
     timers: frozenset[str] = frozenset()
@@ -1292,11 +1295,15 @@ def _on_command_failed(step: _Step, ev: CommandFailed) -> None:
         # after the bridge's own failure was)
         if isinstance(cmd, CreateBridge):
             step.set(legs_bridge=None)
+            _maybe_stray(step, ev, cmd.bridge_id)
     elif isinstance(cmd, CreateBridge):
         if s.phase in (Phase.CONNECTING, Phase.CONVERSATION):
             _fail_call(step)
         elif s.phase is Phase.RINGING and s.bridge_id == cmd.bridge_id:
-            step.set(bridge_id=None)  # made again when an agent answers
+            # made again when an agent answers (Asterisk's "already exists" to that, after
+            # a create done late, counts as made)
+            step.set(bridge_id=None)
+            _maybe_stray(step, ev, cmd.bridge_id)
     elif isinstance(cmd, AddToBridge):
         if s.phase not in (Phase.CONNECTING, Phase.CONVERSATION):
             return
@@ -1325,6 +1332,11 @@ def _on_command_failed(step: _Step, ev: CommandFailed) -> None:
         and cmd.name == s.recording_name
     ):
         _on_recording_archived(step, RecordingArchived(ev.at, cmd.name, ok=False))
+
+
+def _maybe_stray(step: _Step, ev: CommandFailed, bridge_id: str) -> None:
+    if ev.unanswered:
+        step.set(stray_bridges=step.s.stray_bridges | {bridge_id})
 
 
 def _on_end_call(step: _Step, ev: EndCall) -> None:
@@ -1380,10 +1392,9 @@ def _maybe_done(step: _Step) -> None:
         return
     for name in sorted(s.timers):
         step.cancel_timer(name)
-    if s.bridge_id is not None:
-        step.emit(DestroyBridge(s.bridge_id))
-    if s.legs_bridge is not None:
-        step.emit(DestroyBridge(s.legs_bridge))
+    held = [b for b in (s.bridge_id, s.legs_bridge) if b is not None]
+    for bridge in [*held, *sorted(s.stray_bridges - set(held))]:
+        step.emit(DestroyBridge(bridge))
     step.set(phase=Phase.DONE)
 
 

@@ -27,6 +27,7 @@ from callrec.archive.errors import CallPurged
 from callrec.ari import events as ari_events
 from callrec.ari.errors import (
     AriBadRequest,
+    AriConflict,
     AriError,
     AriNoAnswer,
     AriNotFound,
@@ -541,7 +542,12 @@ class CallManager:
                 call.hangups.add(task)
                 task.add_done_callback(call.hangups.discard)
             case m.CreateBridge(bridge_id=bridge_id, kind=kind):
-                await ari.create_bridge(bridge_id, bridge_type=kind)
+                try:
+                    await ari.create_bridge(bridge_id, bridge_type=kind)
+                except AriConflict:
+                    # "already exists": the id is the call's own, so an earlier create of
+                    # it that Asterisk did not answer in time was done after all
+                    log.info("bridge made by an earlier, unanswered request", bridge_id=bridge_id)
             case m.AddToBridge(bridge_id=bridge_id, channel_id=channel_id):
                 await ari.add_channel(bridge_id, channel_id)
                 if channel_id == call.state.winner:

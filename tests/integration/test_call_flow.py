@@ -678,7 +678,8 @@ async def test_hostile_caller_ids_are_data_never_paths(flow: Flow) -> None:
 
 @pytest.mark.parametrize(
     ("request_name", "number"),
-    [("snoop", "0401000040"), ("record_channel", "0401000041"), ("add_channel", "0401000042")],
+    [("snoop", "0401000040"), ("record_channel", "0401000041"), ("add_channel", "0401000042"),
+     ("create_bridge", "0401000043")],
 )
 async def test_request_answered_late_by_a_stalled_asterisk_is_still_recorded(
     flow: Flow, request_name: str, number: str
@@ -687,7 +688,9 @@ async def test_request_answered_late_by_a_stalled_asterisk_is_still_recorded(
     # and made the snoop late, under the same id; a second request was then refused (the id
     # in use) and the call went unrecorded. Here Asterisk is stopped (SIGSTOP) as the snoop's
     # or the recording's request goes out, or the agent's into the call's bridge (its second
-    # add: the first is to the bridge it rings in), and let go once callrec has given up.
+    # add: the first is to the bridge it rings in), or the call's bridge's create as the
+    # ringing starts (made again at the answer, where Asterisk says it exists already: once
+    # taken for a refusal that failed the call), and let go once callrec has given up.
     pid = read_pid(flow.stack.asterisk.pidfile)
     assert pid is not None
     real_request = getattr(flow.ari, request_name)

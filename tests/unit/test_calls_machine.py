@@ -849,6 +849,33 @@ def test_agent_legs_ring_in_a_holding_bridge_of_the_calls_own() -> None:
     assert m.DestroyBridge(LEGS) in out and m.DestroyBridge(BRIDGE) in out
 
 
+def test_bridges_whose_create_went_unanswered_are_destroyed_at_the_end() -> None:
+    # Asterisk may make them late: once forgotten, they stayed in Asterisk until its restart
+    sim = Sim()
+    sim.to_ringing(plan())
+    for bridge in (m.CreateBridge(BRIDGE), m.CreateBridge(LEGS, "holding")):
+        sim.feed(m.CommandFailed(sim.at(), bridge, "no answer within 10 s", unanswered=True))
+    assert sim.state.bridge_id is None and sim.state.legs_bridge is None
+    sim.timer(m.MAX_WAIT)
+    sim.feed(m.PromptFinished(sim.at(), CLOSED_PB))
+    assert sim.state.done and sim.persisted()["end_reason"] == "no_agent"
+    assert sim.all(m.DestroyBridge) == [m.DestroyBridge(BRIDGE), m.DestroyBridge(LEGS)]
+
+
+def test_a_bridge_made_again_at_the_answer_is_destroyed_once() -> None:
+    sim = Sim()
+    sim.to_ringing(plan())
+    sim.feed(m.CommandFailed(sim.at(), m.CreateBridge(BRIDGE), "no answer", unanswered=True))
+    out = sim.agent_answers(1)
+    assert m.CreateBridge(BRIDGE) in out
+    sim.feed(m.RecordingStarted(sim.at(), REC))
+    sim.feed(m.CallerGone(sim.at(), 16))
+    sim.feed(m.RecordingFinished(sim.at(), REC))
+    sim.feed(m.RecordingArchived(sim.at(), REC, True))
+    assert sim.state.done and sim.persisted()["end_reason"] == "completed"
+    assert sim.all(m.DestroyBridge) == [m.DestroyBridge(BRIDGE), m.DestroyBridge(LEGS)]
+
+
 def test_no_holding_bridge_and_the_legs_ring_all_the_same() -> None:
     sim = Sim()
     sim.enter(plan())

@@ -10,7 +10,7 @@ from typing import Any, cast
 import pytest
 from structlog.testing import capture_logs
 
-from callrec.ari.errors import AriUnavailable
+from callrec.ari.errors import AriConflict, AriUnavailable
 from callrec.calls import machine as m
 from callrec.calls.manager import SLOW_JOIN_S, CallManager, _Call
 
@@ -28,10 +28,17 @@ class Clock:
 
 
 class QuickAri:
-    """Answers at once; `add_channel` fails while `broken`."""
+    """Answers at once; `add_channel` fails while `broken`, `create_bridge` while
+    `bridge_exists`."""
 
     def __init__(self) -> None:
         self.broken = False
+        self.bridge_exists = False
+
+    async def create_bridge(self, bridge_id: str, *, bridge_type: str = "mixing") -> None:
+        if self.bridge_exists:
+            raise AriConflict(f"POST /ari/bridges/{bridge_id}: 409 Bridge with id "
+                              f"'{bridge_id}' already exists")
 
     async def play(self, channel_id: str, media: str, *, playback_id: str) -> None:
         pass
@@ -90,3 +97,12 @@ async def test_a_long_wait_is_a_warning_of_its_own() -> None:
     assert [(e["event"], e["log_level"], e["seconds"]) for e in logs] == [
         ("agent waited long to be connected", "warning", SLOW_JOIN_S + 0.5)]
     assert manager.agent_join.cumulative()[-2:] == [("10", 1), ("+Inf", 1)]
+
+
+async def test_a_bridge_asterisk_says_exists_was_made_by_an_earlier_request() -> None:
+    # the bridge's id is the call's own: "already exists" means an earlier create that went
+    # unanswered was done after all (the machine asks again at the answer)
+    manager, call, _, ari = _setup()
+    ari.bridge_exists = True
+    await manager._execute(call, m.CreateBridge("bridge.1"))
+    assert call.queue.empty(), "not a failure of the call"
