@@ -22,7 +22,7 @@ import structlog
 from callrec.prompts import audio
 from callrec.prompts.errors import PromptError, PromptSourceError
 from callrec.prompts.index import Entry, Index, file_name, read_index, write_atomically, write_index
-from callrec.prompts.sources import PromptSource, find_sources
+from callrec.prompts.sources import PromptSource, find_source, find_sources
 from callrec.prompts.speech_settings import SpeechSettings, load_speech_settings
 from callrec.prompts.tts import synthesize
 
@@ -81,10 +81,28 @@ def build_prompts(prompts_dir: Path, cache_dir: Path, *, force: bool = False) ->
             results.append(_build_one(source, prompts_dir, cache_dir, index, settings, force))
         present = {f"{s.name}/{s.language}" for s in sources}
         for key in sorted(set(index.prompts) - present):
-            entry = index.prompts.pop(key)
+            entry = index.prompts[key]
+            if not _source_gone(prompts_dir, entry.name, entry.language):
+                # there but not usable this time (two studio files, a wrong or unmounted
+                # prompts directory: reported above): the version built before stays live,
+                # else every call of the service would go without its notice, unrecorded
+                log.error("prompt.source_unusable_live_version_kept", name=entry.name,
+                          language=entry.language, live_version=entry.version)
+                continue
+            index.prompts.pop(key)
             log.warning("prompt.source_removed", name=entry.name, language=entry.language)
         write_index(cache_dir, index)
     return BuildReport(results=tuple(results), problems=tuple(problems))
+
+
+def _source_gone(prompts_dir: Path, name: str, language: str) -> bool:
+    """The prompt's source was removed (not: could not be read or taken this time)."""
+    if not prompts_dir.is_dir():
+        return False
+    try:
+        return find_source(prompts_dir, name, language) is None
+    except PromptSourceError:
+        return False
 
 
 def _build_one(

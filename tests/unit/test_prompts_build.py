@@ -175,3 +175,22 @@ def test_removed_source_leaves_the_index(dirs: tuple[Path, Path]) -> None:
         catalog(dirs).resolve("notice", "fi")
     # the audio itself stays: calls rows name that version as proof of the notice
     assert (cache / f"notice-fi-{version}.wav").is_file()
+
+
+def test_a_source_that_cannot_be_taken_keeps_its_live_version(dirs: tuple[Path, Path]) -> None:
+    # Once taken for removed: the live notice left the index and every call of the service
+    # went without it, unrecorded.
+    prompts, cache = dirs
+    version = build_prompts(prompts, cache).results[0].version
+    write_tone(prompts / "fi" / "notice.flac", 660.0)  # a second studio file: refused
+    report = build_prompts(prompts, cache)
+    assert any("several studio recordings" in p for p in report.problems)
+    assert catalog(dirs).resolve("notice", "fi").version == version
+
+
+def test_a_wrong_prompts_directory_removes_nothing(dirs: tuple[Path, Path]) -> None:
+    prompts, cache = dirs
+    version = build_prompts(prompts, cache).results[0].version
+    report = build_prompts(prompts.with_name("prompts-typo"), cache)  # or not mounted
+    assert any("prompts directory does not exist" in p for p in report.problems)
+    assert catalog(dirs).resolve("notice", "fi").version == version
