@@ -29,6 +29,10 @@ Samples = npt.NDArray[np.float64]
 TARGET_RMS_DBFS = -20.0
 PEAK_CEILING_DBFS = -1.0
 MAX_DURATION_S = 60.0
+# What a source file may claim before it is read at all: resampling a rate of millions of Hz
+# or reading hours of audio would take the machine's memory first.
+SOURCE_RATES = (8000, 192000)
+MAX_SOURCE_S = 600.0
 OUTPUT_RATES = {"wav": 8000, "wav16": 16000}
 _FRAME_S = 0.010
 _SILENCE_BELOW_LOUDEST_DB = 40.0  # a frame this far under the loudest one counts as silence
@@ -43,6 +47,13 @@ class AudioError(Exception):
 def read_audio(path: Path) -> tuple[Samples, int]:
     """Samples as float64 in [-1, 1], shape (frames,) or (frames, channels), and the rate."""
     try:
+        info = sf.info(str(path))
+        if not SOURCE_RATES[0] <= info.samplerate <= SOURCE_RATES[1]:
+            raise AudioError(f"a sample rate of {info.samplerate} Hz (a prompt is recorded at "
+                             f"{SOURCE_RATES[0]}-{SOURCE_RATES[1]} Hz)")
+        if info.frames > info.samplerate * MAX_SOURCE_S:
+            raise AudioError(f"the file lasts {info.frames / info.samplerate:.0f} s, over the "
+                             f"{MAX_SOURCE_S:.0f} s a source may have")
         data, rate = sf.read(str(path), dtype="float64", always_2d=False)
     except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
         raise AudioError(f"unreadable or corrupt audio ({exc})") from exc
@@ -50,6 +61,11 @@ def read_audio(path: Path) -> tuple[Samples, int]:
         raise AudioError("no audio in the file")
     if not np.all(np.isfinite(data)):
         raise AudioError("audio holds invalid sample values")
+    peak = float(np.max(np.abs(data)))
+    if peak > 1.0:
+        # a floating-point file beyond full scale (1e200 once made the level maths overflow
+        # into a silent prompt): scaled into range; the level is set later anyway
+        data = data / peak
     return data, int(rate)
 
 
@@ -106,6 +122,8 @@ def normalise(samples: Samples, rate: int) -> Samples:
     if rms <= 0 or peak <= 0:
         raise AudioError("the audio is silent")
     gain = min(10 ** (TARGET_RMS_DBFS / 20) / rms, 10 ** (PEAK_CEILING_DBFS / 20) / peak)
+    if not math.isfinite(gain) or gain <= 0:
+        raise AudioError("the audio's level cannot be set")
     return samples * gain
 
 

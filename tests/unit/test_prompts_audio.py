@@ -112,3 +112,25 @@ def test_wav_bytes_is_what_asterisk_reads() -> None:
 def test_conversion_is_deterministic() -> None:
     signal = tone([300.0, 900.0], 22050, 1.5)
     assert audio.convert(signal, 22050) == audio.convert(signal.copy(), 22050)
+
+
+def test_float_audio_beyond_full_scale_is_scaled_not_silenced(tmp_path: Path) -> None:
+    # Samples of 1e200 once overflowed the level maths: the prompt built "fine" and silent.
+    path = tmp_path / "loud.wav"
+    t = np.arange(8000) / 8000
+    sf.write(str(path), 1e200 * np.sin(2 * np.pi * 440 * t), 8000, subtype="DOUBLE")
+    data, rate = audio.read_audio(path)
+    assert float(np.max(np.abs(data))) == pytest.approx(1.0)
+    pcm = np.frombuffer(audio.convert(data, rate)["wav"], dtype="<i2")
+    assert int(np.max(np.abs(pcm))) > 1000, "not silent"
+
+
+@pytest.mark.parametrize("rate", [4000, 999_983])
+def test_a_sample_rate_no_recording_has_is_refused_before_reading(
+    tmp_path: Path, rate: int
+) -> None:
+    # 0.5 s claimed at ~1 MHz took 7.7 s and 1 GB to resample
+    path = tmp_path / "odd.wav"
+    sf.write(str(path), np.zeros(rate // 100), rate, subtype="PCM_16")
+    with pytest.raises(audio.AudioError, match="sample rate"):
+        audio.read_audio(path)
