@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,8 @@ POOL_SIZE = 10
 # writes nobody waits for held every connection and a call's first write waited up to 22 s
 # for one.
 URGENT_RESERVE = 3
+# Seconds without contact with the database after which it is asked (`SELECT 1`).
+WATCH_SECONDS = 10.0
 
 
 def _encode(value: Any) -> Any:
@@ -67,7 +70,7 @@ class CallStore:
 
     def __init__(
         self, dsn: str, journal_dir: Path, *, retry_seconds: float = 1.0,
-        run_blocking: BlockingRunner = asyncio.to_thread,
+        run_blocking: BlockingRunner = asyncio.to_thread, watch_seconds: float = WATCH_SECONDS,
     ) -> None:
         self._dsn = dsn
         self.journal = Journal(journal_dir, run_blocking=run_blocking)
@@ -81,6 +84,9 @@ class CallStore:
         self._retry = retry_seconds
         self.db_available = False
         self._first_failure = True
+        self._watch_seconds = watch_seconds
+        self._watcher: asyncio.Task[None] | None = None
+        self._last_contact = time.monotonic()
 
     async def start(self) -> None:
         await self.journal.recover()
@@ -88,12 +94,14 @@ class CallStore:
             await self._connect()
             self.db_available = True
         self._drainer = asyncio.create_task(self._drain_forever(), name="journal-drainer")
+        self._watcher = asyncio.create_task(self._watch_forever(), name="database-watch")
         self._wake.set()
 
     async def close(self) -> None:
-        if self._drainer is not None:
-            await cancel_and_wait(self._drainer)
-            self._drainer = None
+        for task in (self._drainer, self._watcher):
+            if task is not None:
+                await cancel_and_wait(task)
+        self._drainer = self._watcher = None
         pools = [p for p in (self._pool, self._lazy_pool) if p is not None]
         self._pool = self._lazy_pool = None
         for pool in pools:
@@ -130,7 +138,28 @@ class CallStore:
             server_settings=server_settings or None, reset=_keep_session,
         )
 
+    async def _watch_forever(self) -> None:
+        """Ask the database now and then while nothing else does: health and metrics say
+        whether it is there from the last contact, which an idle service does not renew."""
+        while True:
+            await asyncio.sleep(self._watch_seconds)
+            if time.monotonic() - self._last_contact >= self._watch_seconds:
+                await self.ping()
+
+    async def ping(self) -> bool:
+        """Whether the database answers a `SELECT 1` (within 5 s)."""
+        try:
+            pool = await self._connect()
+            async with asyncio.timeout(5), pool.acquire() as conn:
+                await conn.fetchval("SELECT 1")
+        except _UNREACHABLE as exc:
+            self._went_away(exc)
+            return False
+        self._came_back()
+        return True
+
     def _came_back(self) -> None:
+        self._last_contact = time.monotonic()
         if not self.db_available:
             log.info("database_reachable")
         self.db_available = True
@@ -191,6 +220,7 @@ class CallStore:
         self._wake.set()
 
     def _went_away(self, exc: BaseException) -> None:
+        self._last_contact = time.monotonic()
         if self.db_available or self._first_failure:
             self._first_failure = False
             log.error("database_unreachable", error=repr(exc), action="journalling writes")

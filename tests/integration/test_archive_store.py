@@ -159,6 +159,33 @@ async def test_writes_survive_a_database_outage(tmp_path: Path) -> None:
         await asyncio.to_thread(cluster_gen.close)
 
 
+async def test_an_idle_store_notices_the_database_going_and_coming_back(tmp_path: Path) -> None:
+    # Health and metrics read the last contact: with no calls, a database that went away
+    # was reported up until the next call's write.
+    cluster_gen = start_cluster()
+    pg = await asyncio.to_thread(next, cluster_gen)
+    try:
+        async with CallStore(pg.url("callrec_app"), tmp_path / "journal",
+                             watch_seconds=0.2) as store:
+            assert store.db_available
+            await asyncio.to_thread(pg.stop, "fast")
+            await eventually(lambda: _down(store), timeout=15, interval=0.1,
+                             what="the database reported down")
+            await asyncio.to_thread(pg.start)
+            await eventually(lambda: _up(store), timeout=30, interval=0.1,
+                             what="the database reported up again")
+    finally:
+        await asyncio.to_thread(cluster_gen.close)
+
+
+async def _down(store: CallStore) -> bool:
+    return not store.db_available
+
+
+async def _up(store: CallStore) -> bool:
+    return store.db_available
+
+
 async def _zero(store: CallStore) -> bool:
     return store.journal_backlog == 0
 
