@@ -49,7 +49,8 @@ class Settings:
         web_url = env.get("CALLREC_WEB_URL", "http://127.0.0.1:8080").rstrip("/")
         host_port = web_url.split("://", 1)[-1].split("/", 1)[0]
         host, _, port = host_port.rpartition(":")
-        if not host or not port.isdigit():
+        # isdigit() takes '²' too, which int() refuses: ASCII digits only, a real port
+        if not host or not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
             raise ConfigError(f"CALLREC_WEB_URL must look like http://host:port, got {web_url!r}")
         archive_dir = Path(need("CALLREC_ARCHIVE_DIR"))
         state_dir = Path(env.get("CALLREC_STATE_DIR", str(archive_dir.parent / "state")))
@@ -57,7 +58,7 @@ class Settings:
         if log_format not in ("json", "console"):
             raise ConfigError("CALLREC_LOG_FORMAT must be 'json' or 'console'")
         months = env.get("CALLREC_RETENTION_MONTHS", "12")
-        if not months.isdigit() or not 1 <= int(months) <= 120:
+        if not (months.isascii() and months.isdigit()) or not 1 <= int(months) <= 120:
             raise ConfigError("CALLREC_RETENTION_MONTHS must be a whole number from 1 to 120")
         spool = env.get("CALLREC_ASTERISK_RECORDINGS_DIR", "").strip()
         if spool and not Path(spool).is_absolute():

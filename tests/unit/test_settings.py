@@ -56,6 +56,10 @@ def test_missing_setting_is_named(missing: str) -> None:
 
 @pytest.mark.parametrize(("key", "value", "match"), [
     ("CALLREC_WEB_URL", "localhost", "CALLREC_WEB_URL"),
+    # digits to str.isdigit(), not to int(): once a traceback instead of this error
+    ("CALLREC_WEB_URL", "http://127.0.0.1:8²", "CALLREC_WEB_URL"),
+    ("CALLREC_WEB_URL", "http://127.0.0.1:99999", "CALLREC_WEB_URL"),
+    ("CALLREC_RETENTION_MONTHS", "1²", "CALLREC_RETENTION_MONTHS"),
     ("CALLREC_RETENTION_MONTHS", "0", "CALLREC_RETENTION_MONTHS"),
     ("CALLREC_RETENTION_MONTHS", "twelve", "CALLREC_RETENTION_MONTHS"),
     ("CALLREC_LOG_FORMAT", "xml", "CALLREC_LOG_FORMAT"),
