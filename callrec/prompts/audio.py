@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import soundfile as sf
-from scipy.signal import resample_poly
 
 Samples = npt.NDArray[np.float64]
 
@@ -101,6 +100,10 @@ def resample(samples: Samples, src_rate: int, dst_rate: int) -> Samples:
     """Polyphase resampling with scipy's anti-aliasing FIR (Kaiser window)."""
     if src_rate == dst_rate:
         return samples
+    # imported here: scipy.signal takes 0.6 s to import, which every start of the service
+    # and every `callrec` command paid, though only a prompt build resamples
+    from scipy.signal import resample_poly
+
     ratio = Fraction(dst_rate, src_rate)
     return np.asarray(resample_poly(samples, ratio.numerator, ratio.denominator), dtype=np.float64)
 
