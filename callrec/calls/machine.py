@@ -1307,7 +1307,11 @@ def _on_command_failed(step: _Step, ev: CommandFailed) -> None:
     elif isinstance(cmd, AddToBridge):
         if s.phase not in (Phase.CONNECTING, Phase.CONVERSATION):
             return
-        if ev.unanswered and cmd.channel_id not in s.readded:
+        if (
+            ev.unanswered
+            and cmd.channel_id in (s.caller_channel, s.winner)
+            and cmd.channel_id not in s.readded
+        ):
             # done late in a stall, or lost: Asterisk takes a second add of a member as a
             # re-join of the same bridge, so asking once more is safe either way
             step.log("info", "bridge add asked again after an unanswered request",

@@ -981,6 +981,16 @@ def test_an_unanswered_add_to_the_bridge_is_asked_again_once(channel: str) -> No
     assert set(sim.hangups()) == {CALLER_CHANNEL, leg_id(1)}
 
 
+def test_only_the_calls_own_parties_are_asked_into_its_bridge_again() -> None:
+    # found by the property test: an unanswered add of another channel was sent again, into
+    # the recorded bridge
+    sim = Sim()
+    sim.to_conversation()
+    add = m.AddToBridge(BRIDGE, leg_id(2))
+    out = sim.feed(m.CommandFailed(sim.at(), add, "no answer within 10 s", unanswered=True))
+    assert add not in out
+
+
 def test_a_refused_add_to_the_bridge_is_not_asked_again() -> None:
     sim = Sim()
     sim.to_ringing(plan())
