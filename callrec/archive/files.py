@@ -11,6 +11,7 @@ import hashlib
 import os
 import uuid
 import wave
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -116,8 +117,10 @@ class RecordingArchiver:
         # Recordings Asterisk still holds because archiving them failed for a reason that
         # passes (disk full, Asterisk unreachable): retried by `run_retries`.
         self._pending: dict[str, tuple[RecordingSource, uuid.UUID, dt.datetime]] = {}
-        # per recording being archived: its lock and how many callers hold or want it
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        # per recording being archived, its lock; an entry goes when no caller holds the lock
+        # or waits for it
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary())
 
     @property
     def pending(self) -> int:
@@ -158,20 +161,15 @@ class RecordingArchiver:
         a reconnection can ask for the same one together, and two downloads into one file
         would make a garbled recording that passes for whole."""
         source = self.spool or ari
-        lock, users = self._locks.get(recording_name, (asyncio.Lock(), 0))
-        self._locks[recording_name] = (lock, users + 1)
+        lock = self._locks.get(recording_name)
+        if lock is None:
+            lock = self._locks[recording_name] = asyncio.Lock()
         try:
             async with lock:
                 result = await self._archive(source, call_id, recording_name, started_at)
         except (ArchiveDiskFull, AriUnavailable):
             self._pending[recording_name] = (ari, call_id, started_at)
             raise
-        finally:
-            lock, users = self._locks[recording_name]
-            if users == 1:
-                del self._locks[recording_name]
-            else:
-                self._locks[recording_name] = (lock, users - 1)
         self._pending.pop(recording_name, None)
         return result
 

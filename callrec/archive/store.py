@@ -207,11 +207,10 @@ class CallStore:
                 return
             except _UNREACHABLE as exc:
                 self._went_away(exc)
-            except asyncpg.ForeignKeyViolationError as exc:
-                if op["op"] == "recording" and await self._purged(op["id"]):
-                    raise CallPurged(f"call {op['id']}: deleted before its recording") from exc
-                log.error("call_write_deferred", error=repr(exc), op=op["op"], call_id=op["id"])
             except Exception as exc:
+                if (isinstance(exc, asyncpg.ForeignKeyViolationError) and op["op"] == "recording"
+                        and await self._purged(op["id"])):
+                    raise CallPurged(f"call {op['id']}: deleted before its recording") from exc
                 # Whatever stopped this write, the call's record must not be lost: journal it.
                 # The drainer retries it, and sets it aside for an operator if the database
                 # keeps refusing it.

@@ -165,9 +165,6 @@ class CallManager:
         # agent channels created but not yet reported in our application: dialling them
         # before their StasisStart fails with 409 (seen under load)
         self._in_stasis: dict[str, asyncio.Future[None]] = {}
-        # agent channels whose create is under way: not in Asterisk's list of our channels
-        # yet, which does not make them gone
-        self._creating: set[str] = set()
         self._reconcile_lock = asyncio.Lock()
         self._reconcile_generation = 0
         self._reconcile_pauses = reconcile_pauses
@@ -522,7 +519,6 @@ class CallManager:
             case m.CreateAgentChannel(channel_id=channel_id, endpoint=endpoint):
                 self._own(call, self._by_channel, channel_id)
                 self._in_stasis[channel_id] = asyncio.get_running_loop().create_future()
-                self._creating.add(channel_id)
                 try:
                     await ari.create_channel(
                         endpoint, channel_id=channel_id, app_args=f"{AGENT_ARGS_PREFIX}{call.id}"
@@ -530,8 +526,6 @@ class CallManager:
                 except BaseException:
                     self._in_stasis.pop(channel_id, None)
                     raise
-                finally:
-                    self._creating.discard(channel_id)
                 # Asterisk answers the create before the new leg is in our application (it
                 # enters on a thread of its own), and refuses adds and dials until it is
                 await self._until_in_stasis(channel_id)
@@ -740,9 +734,10 @@ class CallManager:
         started = await self._ari.asterisk_started_at()
         restarted = self._asterisk_started is not None and started > self._asterisk_started
         self._asterisk_started = started
-        # Channels Asterisk has made, as of before the list is asked for: one whose create is
-        # under way (or starts meanwhile) may be missing from the list without being gone.
-        made = self._by_channel.keys() - self._creating
+        # Channels in our application, as of before the list is asked for: an agent leg whose
+        # create is under way, or that has not entered the application yet (or one whose
+        # create starts meanwhile), may be missing from the list without being gone.
+        made = self._by_channel.keys() - self._in_stasis.keys()
         app = await self._ari.get_application()
         live = set(app.channel_ids)
         now = self._clock()

@@ -122,7 +122,8 @@ async def test_a_leg_being_created_is_not_taken_for_gone() -> None:
     call = manager._add_call(state, "100")
     for leg in ("leg.made", "leg.creating"):
         manager._own(call, manager._by_channel, leg)
-    manager._creating.add("leg.creating")
+    # created, not in the application yet (its StasisStart awaited)
+    manager._in_stasis["leg.creating"] = asyncio.get_running_loop().create_future()
     assert await manager.reconcile() is True
     gone = [e.channel_id for e in _drain(call.queue) if isinstance(e, m.AgentGone)]
     assert gone == ["leg.made"]
