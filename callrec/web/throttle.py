@@ -60,9 +60,6 @@ class LoginThrottle:
         if not times:
             del self._failures[address]
 
-    def failed(self, address: str) -> None:
-        self._add(address, self._clock())
-
     def _add(self, address: str, stamp: float) -> None:
         times = self._recent(address)
         times.append(stamp)

@@ -18,10 +18,14 @@ def test_throttle_blocks_after_the_limit_and_forgets_after_the_window() -> None:
     clock = Clock()
     t = LoginThrottle(limit=3, window=60, clock=clock)
     for _ in range(2):
-        t.failed("10.0.0.1")
+        assert t.attempt("10.0.0.1") is not None
     assert t.retry_after("10.0.0.1") == 0
-    t.failed("10.0.0.1")
+    stamp = t.attempt("10.0.0.1")
+    assert stamp is not None
     assert 59 <= t.retry_after("10.0.0.1") <= 61
+    assert t.attempt("10.0.0.1") is None  # braked: not checked, not counted
+    t.succeeded("10.0.0.1", stamp)  # the third one turned out right
+    assert t.retry_after("10.0.0.1") == 0
     assert t.retry_after("10.0.0.2") == 0  # other addresses unaffected
     clock.now += 61
     assert t.retry_after("10.0.0.1") == 0
@@ -30,7 +34,7 @@ def test_throttle_blocks_after_the_limit_and_forgets_after_the_window() -> None:
 def test_throttle_memory_is_bounded() -> None:
     t = LoginThrottle(limit=1, window=60, max_addresses=100, clock=Clock())
     for i in range(1000):
-        t.failed(f"10.0.{i // 256}.{i % 256}")
+        t.attempt(f"10.0.{i // 256}.{i % 256}")
     assert len(t._failures) == 100
     assert t.retry_after("10.0.3.231") > 0  # the newest are kept
 
