@@ -10,7 +10,7 @@ from uuid import UUID
 from aiohttp import BodyPartReader, web
 
 from callrec.privacy.audit import ACTIONS, AuditFilter
-from callrec.privacy.core import parse_call_id
+from callrec.privacy.core import parse_call_id, username_field
 from callrec.privacy.deadlines import parse_date
 from callrec.privacy.errors import AuthenticationFailed, Forbidden, Invalid, PrivacyError
 from callrec.privacy.roles import Operation, Role, permits
@@ -651,7 +651,7 @@ async def account_password(req: Req) -> web.StreamResponse:
         return await _accounts_page(req, errors={f"user:{name}": exc.message},
                                                status=exc.http_status)
     done = _see_other("/admin/accounts?done=password")
-    if name.strip().lower() == req.logged_in.actor.username:
+    if username_field(name) == req.logged_in.actor.username:  # valid: it was just changed
         raise await _renewed(req, done)
     raise done
 
