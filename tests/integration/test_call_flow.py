@@ -720,7 +720,11 @@ async def test_request_answered_late_by_a_stalled_asterisk_is_still_recorded(
     setattr(flow.ari, request_name, in_a_stall)
     try:
         flow.agent("agent1", answer_after=1.0)
-        caller = flow.call(IN_ORDER, number, talk_seconds=NOTICE_SECONDS + 8)
+        # a stall as the ringing starts (the bridge's create) delays the agent's answer by
+        # its 2 s, and the caller hangs up at a fixed time: more talk, so that the
+        # conversation still lasts the 5 s checked below
+        talk = NOTICE_SECONDS + 8 + (3 if request_name == "create_bridge" else 0)
+        caller = flow.call(IN_ORDER, number, talk_seconds=talk)
         live = await until(lambda: _conversation(flow, number), 60, "the conversation")
         # the agent's add may still be under way in the conversation (recorded from before)
         await until(lambda: _true(bool(given_up)), 10, "callrec giving up on the request")
