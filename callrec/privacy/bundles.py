@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
 import zipfile
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeAlias, TypeVar
+
+import asyncpg
+import structlog
 
 from callrec.privacy.errors import Conflict, Invalid
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+log = structlog.get_logger(__name__)
+
 _CHUNK = 1 << 20
+
+#: Called in the transaction that registers a bundle, with what the bundle is of
+#: ("case:<n>", "disclosure:<n>") and its SHA-256: the console keeps its own record of the
+#: bundle in the same commit, so that a bundle made is never one it cannot hand out.
+Keeper: TypeAlias = Callable[[asyncpg.Connection, str, str], Awaitable[None]]
 
 
 def sha256_file(path: Path) -> str:
@@ -112,3 +128,40 @@ class BundleWriter:
             os.close(dir_fd)
         return self.out
 
+
+
+async def write_to_the_end(fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+    """`asyncio.to_thread` for a bundle's writer: cancelled, it still waits for the thread
+    (which cannot be stopped) before raising, so that cleanup sees the file it renamed."""
+    work = asyncio.ensure_future(asyncio.to_thread(fn, *args, **kwargs))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        await asyncio.wait([work])
+        raise
+
+
+@contextlib.asynccontextmanager
+async def withdrawn_unless_registered(out: Path) -> AsyncIterator[None]:
+    """Around a bundle's writing and the transaction that registers and audits it: if that
+    transaction does not commit (the database gone, a cancellation), the zip written to
+    `out` is removed, so that no bundle of personal data is left without its audit entry.
+
+    The zip is written before the commit because an answered access request drops the clear
+    number: a commit without its zip could not be done again."""
+    if await asyncio.to_thread(out.exists):
+        raise Conflict(f"refusing to overwrite {out}")
+    try:
+        yield
+    except (Exception, asyncio.CancelledError):
+        try:
+            # on the loop, not a thread: a second cancellation must not cut the cleanup
+            out.unlink()  # noqa: ASYNC240 (one unlink, on the failure path only)
+        except FileNotFoundError:
+            pass  # the failure came before the zip was in place
+        except OSError as exc:
+            log.error("bundle_not_withdrawn", out=str(out), error=exc.strerror)
+        else:
+            log.warning("bundle_withdrawn", out=str(out),
+                        why="its register and audit entry did not commit")
+        raise

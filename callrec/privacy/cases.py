@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import json
@@ -16,7 +15,13 @@ from typing import Any
 import structlog
 
 from callrec.privacy import audit, purge
-from callrec.privacy.bundles import BundleWriter, sha256_file
+from callrec.privacy.bundles import (
+    BundleWriter,
+    Keeper,
+    sha256_file,
+    withdrawn_unless_registered,
+    write_to_the_end,
+)
 from callrec.privacy.core import (
     CALL_COLUMNS,
     ServiceCore,
@@ -136,12 +141,14 @@ class CasesMixin(ServiceCore):
             )
         return [self._case(r, today) for r in rows]
 
-    async def export_access(self, actor: Actor, case_id: int, out: Path) -> ExportResult:
+    async def export_access(
+        self, actor: Actor, case_id: int, out: Path, *, keep: Keeper | None = None
+    ) -> ExportResult:
         """Write every call of the case's number (recordings, JSON+CSV metadata, manifest)
         to `out` atomically; the case is answered and the clear number dropped from it."""
         async with self._pool.acquire() as conn:
             await self._authorize(conn, actor, Operation.REQUEST_EXPORT, f"case:{case_id}")
-            async with conn.transaction():
+            async with withdrawn_unless_registered(out), conn.transaction():
                 case = await conn.fetchrow(
                     "SELECT * FROM privacy_requests WHERE id = $1 FOR UPDATE", case_id
                 )
@@ -161,7 +168,7 @@ class CasesMixin(ServiceCore):
                 )
                 leaving = await purge.queued_ids(conn, [r["id"] for r in rows])
                 rows = [r for r in rows if r["id"] not in leaving]
-                result = await asyncio.to_thread(
+                result = await write_to_the_end(
                     self._write_export, out, case_id, case["number_hmac"], actor.username, rows
                 )
                 await conn.execute(
@@ -178,6 +185,8 @@ class CasesMixin(ServiceCore):
                              "calls": [str(r["id"]) for r in rows],
                              "missing": list(result.missing), "zip_sha256": result.zip_sha256},
                 )
+                if keep is not None:
+                    await keep(conn, f"case:{case_id}", result.zip_sha256)
         log.info("access_export", case=case_id, calls=result.calls, missing=len(result.missing))
         return result
 

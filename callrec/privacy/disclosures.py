@@ -12,7 +12,13 @@ from uuid import UUID
 import structlog
 
 from callrec.privacy import audit, clips, purge
-from callrec.privacy.bundles import BundleWriter, sha256_file
+from callrec.privacy.bundles import (
+    BundleWriter,
+    Keeper,
+    sha256_file,
+    withdrawn_unless_registered,
+    write_to_the_end,
+)
 from callrec.privacy.core import (
     CALL_COLUMNS,
     ServiceCore,
@@ -57,6 +63,7 @@ class DisclosuresMixin(ServiceCore):
         legal_basis: str,
         approved_by: str,
         out: Path,
+        keep: Keeper | None = None,
     ) -> Disclosure:
         """Cut [from, to) of one recording into a zip with a manifest; register and audit."""
         cid = parse_call_id(call_id)
@@ -67,7 +74,7 @@ class DisclosuresMixin(ServiceCore):
         async with self._pool.acquire() as conn:
             await self._authorize(conn, actor, Operation.DISCLOSE, f"call:{cid}")
             approver = await self._active_user(conn, approved_by, Role.PRIVACY)
-            async with conn.transaction():
+            async with withdrawn_unless_registered(out), conn.transaction():
                 call = await conn.fetchrow(
                     f"SELECT {CALL_COLUMNS} FROM calls c LEFT JOIN recordings r"  # noqa: S608
                     " ON r.call_id = c.id WHERE c.id = $1 FOR SHARE OF c",
@@ -121,8 +128,11 @@ class DisclosuresMixin(ServiceCore):
                                  "clip_sha256": clip_sha},
                     )
                     # the zip appears only once everything above succeeded; the register row
-                    # and audit entry commit right after it
-                    await asyncio.to_thread(self._bundle_disclosure, out, clip_path, manifest)
+                    # and audit entry commit right after it, or the zip is withdrawn
+                    zip_sha = await write_to_the_end(
+                        self._bundle_disclosure, out, clip_path, manifest)
+                    if keep is not None:
+                        await keep(conn, f"disclosure:{register['id']}", zip_sha)
         log.info("disclosure", call=str(cid), disclosure=register["id"])
         return Disclosure(register["id"], cid, out, rng.from_ms, rng.to_ms, rng.start_sample,
                           rng.end_sample, original_sha, clip_sha)
@@ -134,8 +144,9 @@ class DisclosuresMixin(ServiceCore):
         return original_sha, sha256_file(clip_path)
 
     @staticmethod
-    def _bundle_disclosure(out: Path, clip_path: Path, manifest: dict[str, Any]) -> None:
+    def _bundle_disclosure(out: Path, clip_path: Path, manifest: dict[str, Any]) -> str:
         with BundleWriter(out) as bundle:
             bundle.add_file("clip.wav", clip_path)
             bundle.add_manifest({**manifest, "files": bundle.files})
             bundle.commit()
+        return sha256_file(out)

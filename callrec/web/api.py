@@ -13,7 +13,6 @@ from uuid import UUID
 from aiohttp import web
 
 from callrec.privacy.audit import ACTIONS, AuditFilter
-from callrec.privacy.bundles import sha256_file
 from callrec.privacy.core import parse_call_id
 from callrec.privacy.deadlines import parse_date
 from callrec.privacy.errors import AuthenticationFailed, Invalid
@@ -201,9 +200,8 @@ async def disclose(req: Req) -> web.StreamResponse:
         to_offset=_text(data, "to") or "", recipient=_text(data, "recipient") or "",
         legal_basis=_text(data, "legal_basis") or "",
         approved_by=_text(data, "approved_by") or "", out=out,
+        keep=req.svc.bundle_keeper(session.actor, bundle_id, "disclosure", out),
     )
-    await req.svc.register_bundle(session.actor, bundle_id, "disclosure",
-                                  f"disclosure:{result.id}", out, sha256_file(out))
     return _json({"disclosure": result.id, "from_ms": result.from_ms, "to_ms": result.to_ms,
                   "original_sha256": result.original_sha256, "clip_sha256": result.clip_sha256,
                   "bundle": f"/bundles/{bundle_id}"}, 201)
@@ -247,9 +245,9 @@ async def export(req: Req) -> web.StreamResponse:
         raise Invalid("a case id is a number") from None
     session = req.logged_in
     bundle_id, out = req.svc.new_bundle_path("access-export")
-    result = await req.svc.export_access(session.actor, case_id, out)
-    await req.svc.register_bundle(session.actor, bundle_id, "access-export", f"case:{case_id}",
-                                  out, result.zip_sha256)
+    result = await req.svc.export_access(
+        session.actor, case_id, out,
+        keep=req.svc.bundle_keeper(session.actor, bundle_id, "access-export", out))
     return _json({"case": case_id, "calls": result.calls, "files": result.files,
                   "missing": list(result.missing), "zip_sha256": result.zip_sha256,
                   "bundle": f"/bundles/{bundle_id}"}, 201)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -16,9 +18,11 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import asyncpg
 import structlog
 
 from callrec.privacy import audit
+from callrec.privacy.bundles import Keeper
 from callrec.privacy.core import ServiceCore
 from callrec.privacy.errors import NotFound, Unavailable
 from callrec.privacy.roles import Actor, Operation
@@ -52,16 +56,18 @@ class BundlesMixin(ServiceCore):
         self.bundle_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         return bundle_id, self.bundle_dir / f"{kind}-{bundle_id}.zip"
 
-    async def register_bundle(
-        self, actor: Actor, bundle_id: UUID, kind: str, ref: str, path: Path, sha256: str
-    ) -> Bundle:
-        async with self._pool.acquire() as conn:
+    def bundle_keeper(self, actor: Actor, bundle_id: UUID, kind: str, path: Path) -> Keeper:
+        """What the privacy layer calls in the transaction that registers the bundle: the
+        console's own row commits with it or not at all."""
+
+        async def keep(conn: asyncpg.Connection, ref: str, sha256: str) -> None:
             await conn.execute(
                 "INSERT INTO web_bundles (id, kind, ref, file_name, created_by, expires_at,"
                 " sha256) VALUES ($1, $2, $3, $4, $5, now() + $6::interval, $7)",
                 bundle_id, kind, ref, path.name, actor.username, KEEP, sha256,
             )
-        return Bundle(bundle_id, kind, ref, path, sha256)
+
+        return keep
 
     async def bundles_by(self, actor: Actor) -> list[dict[str, Any]]:
         async with self._pool.acquire() as conn:
@@ -94,13 +100,35 @@ class BundlesMixin(ServiceCore):
         return Bundle(row["id"], row["kind"], row["ref"], path, row["sha256"])
 
     async def remove_expired_bundles(self) -> int:
+        """Expired bundles, and any file of the bundle directory older than `KEEP` that no
+        row names (a zip or temp file left by a crash of the process while it was written)."""
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(
                 "DELETE FROM web_bundles WHERE expires_at <= now() RETURNING file_name"
             )
-        for row in rows:
+            known = {r["file_name"] for r in await conn.fetch("SELECT file_name FROM web_bundles")}
+        expired = [row["file_name"] for row in rows]
+        stray = await asyncio.to_thread(self._stray_bundle_files, known)
+        for name in [*expired, *stray]:
             with contextlib.suppress(FileNotFoundError):
-                await asyncio.to_thread((self.bundle_dir / row["file_name"]).unlink)
-        if rows:
-            log.info("web.bundles_removed", count=len(rows))
-        return len(rows)
+                await asyncio.to_thread((self.bundle_dir / name).unlink)
+        if expired or stray:
+            log.info("web.bundles_removed", count=len(expired), stray=len(stray))
+        return len(expired) + len(stray)
+
+    def _stray_bundle_files(self, known: set[str]) -> list[str]:
+        cutoff = time.time() - KEEP.total_seconds()
+        try:
+            entries = list(os.scandir(self.bundle_dir))
+        except FileNotFoundError:
+            return []
+        stray = []
+        for entry in entries:
+            try:
+                old = entry.is_file(follow_symlinks=False) and \
+                    entry.stat(follow_symlinks=False).st_mtime < cutoff
+            except FileNotFoundError:
+                continue
+            if old and entry.name not in known:
+                stray.append(entry.name)
+        return stray

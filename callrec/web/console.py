@@ -122,12 +122,16 @@ class Console:
             try:
                 await self.sessions.remove_expired()
                 await self.svc.remove_expired_bundles()
-            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+            except (*_DATABASE_GONE, OSError) as exc:
                 log.warning("web.housekeeping_failed", error=str(exc))
             await asyncio.sleep(HOUSEKEEPING_EVERY)
 
 
 CONSOLE = web.AppKey("console", Console)
+
+#: What asyncpg raises when PostgreSQL refuses or goes away; a connection cut in the middle of
+#: a transaction can also surface as a protocol-state error (InternalClientError).
+_DATABASE_GONE = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 
 
 def template_environment(tz: ZoneInfo | None = None) -> jinja2.Environment:
@@ -245,7 +249,7 @@ def handler(kind: str, *, login: bool = True, multipart: bool = False) -> Callab
                     log.error("web.error", path=request.path, error=exc.message)
                 return _error(req, kind, exc.http_status, exc.message,
                               denied=isinstance(exc, Forbidden))
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            except (*_DATABASE_GONE, OSError) as exc:
                 log.error("web.unavailable", path=request.path, error=str(exc))
                 return _error(req, kind, 503, "the archive database is unavailable")
 

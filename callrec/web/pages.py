@@ -341,10 +341,11 @@ async def disclose(req: Req) -> web.StreamResponse:
     session = req.logged_in
     bundle_id, out = req.svc.new_bundle_path("disclosure")
     try:
-        result = await req.svc.disclose(
+        await req.svc.disclose(
             session.actor, call_id=cid, from_offset=req.field("from"),
             to_offset=req.field("to"), recipient=req.field("recipient"),
             legal_basis=req.field("legal_basis"), approved_by=req.field("approved_by"), out=out,
+            keep=req.svc.bundle_keeper(session.actor, bundle_id, "disclosure", out),
         )
     except Invalid as exc:
         errors = field_errors("d", exc.message,
@@ -353,12 +354,7 @@ async def disclose(req: Req) -> web.StreamResponse:
             errors = {"f-from": errors["d-from"]}
         elif "not an active account" in exc.message:
             errors = {"d-approved_by": exc.message}
-        return await _call_page(req, errors=errors,
-                                           status=400)
-    from callrec.privacy.bundles import sha256_file
-
-    await req.svc.register_bundle(session.actor, bundle_id, "disclosure",
-                                  f"disclosure:{result.id}", out, sha256_file(out))
+        return await _call_page(req, errors=errors, status=400)
     raise _see_other(f"/calls/{cid}?bundle={bundle_id}#disclosure")
 
 
@@ -437,9 +433,9 @@ async def export(req: Req) -> web.StreamResponse:
         raise web.HTTPNotFound() from None
     session = req.logged_in
     bundle_id, out = req.svc.new_bundle_path("access-export")
-    result = await req.svc.export_access(session.actor, case_id, out)
-    await req.svc.register_bundle(session.actor, bundle_id, "access-export", f"case:{case_id}",
-                                  out, result.zip_sha256)
+    await req.svc.export_access(
+        session.actor, case_id, out,
+        keep=req.svc.bundle_keeper(session.actor, bundle_id, "access-export", out))
     raise _see_other(f"/privacy/requests?bundle={bundle_id}")
 
 
