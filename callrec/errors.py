@@ -19,3 +19,11 @@ class ConfigError(CallrecError):
 
     http_status = 400
     default_message = "invalid configuration"
+
+
+class NotConfigured(ConfigError):
+    """The server lacks a setting this operation needs: its operator's to fix, not the
+    client's (503, and logged as an error)."""
+
+    http_status = 503
+    default_message = "the server is not configured for this"

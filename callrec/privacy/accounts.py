@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ from callrec.privacy.roles import Actor, Operation, Role, parse_roles
 log = structlog.get_logger(__name__)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _BOOTSTRAP_LOCK = 0x75736572  # advisory lock: two bootstraps never both succeed
 
 @dataclass(frozen=True)
@@ -82,7 +84,9 @@ class AccountsMixin(ServiceCore):
 
         After `lockout_failures` failures within `lockout_window` the name is locked until
         the oldest failure leaves the window, whatever password is given."""
-        name = username.strip().lower()[:64] or "(empty)"
+        # no control characters (a NUL would abort the transaction, and with it the audit
+        # entry and the failure's count)
+        name = _CONTROL.sub("", username).strip().lower()[:64] or "(empty)"
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", name)
             await conn.execute(
@@ -163,26 +167,27 @@ class AccountsMixin(ServiceCore):
         role_set = self._roles(roles)
         self._check_expiry(role_set, expires_at)
         passwords.check_policy(password, name)
-        hashed = await asyncio.to_thread(passwords.hash_password, password)
+        # authorised before the hash: argon2's CPU and memory are not for anyone to spend
         async with self._pool.acquire() as conn:
             await self._authorize(conn, actor, Operation.USERS_MANAGE, f"user:{name}")
-            async with conn.transaction():
-                try:
-                    row = await conn.fetchrow(
-                        "INSERT INTO users (username, full_name, password_hash, roles, can_listen,"
-                        " expires_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
-                        name, text_field(full_name or name, "full name", 200), hashed,
-                        sorted(r.value for r in role_set), can_listen, expires_at,
-                    )
-                except asyncpg.UniqueViolationError:
-                    raise Conflict(f"user {name} exists already") from None
-                await audit.append(
-                    conn, actor=actor.username, action="user_change", target=f"user:{name}",
-                    details={
-                        "change": "add", "roles": sorted(r.value for r in role_set),
-                        "can_listen": can_listen, "expires_at": iso(expires_at),
-                    },
+        hashed = await asyncio.to_thread(passwords.hash_password, password)
+        async with self._pool.acquire() as conn, conn.transaction():
+            try:
+                row = await conn.fetchrow(
+                    "INSERT INTO users (username, full_name, password_hash, roles, can_listen,"
+                    " expires_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
+                    name, text_field(full_name or name, "full name", 200), hashed,
+                    sorted(r.value for r in role_set), can_listen, expires_at,
                 )
+            except asyncpg.UniqueViolationError:
+                raise Conflict(f"user {name} exists already") from None
+            await audit.append(
+                conn, actor=actor.username, action="user_change", target=f"user:{name}",
+                details={
+                    "change": "add", "roles": sorted(r.value for r in role_set),
+                    "can_listen": can_listen, "expires_at": iso(expires_at),
+                },
+            )
         return UserInfo.from_row(row)
 
     @staticmethod
@@ -229,24 +234,25 @@ class AccountsMixin(ServiceCore):
         """Anyone may change their own password; an admin may set anyone's."""
         name = username_field(username)
         passwords.check_policy(new_password, name)
-        hashed = await asyncio.to_thread(passwords.hash_password, new_password)
+        # authorised before the hash, as in add_user
         async with self._pool.acquire() as conn:
             if name != actor.username or actor.is_system:
                 await self._authorize(conn, actor, Operation.USERS_MANAGE, f"user:{name}")
             else:
                 await self._authorize_self(conn, actor)
-            async with conn.transaction():
-                done = await conn.execute(
-                    "UPDATE users SET password_hash = $2, password_changed_at = now(),"
-                    " updated_at = now() WHERE username = $1",
-                    name, hashed,
-                )
-                if done.endswith(" 0"):
-                    raise NotFound(f"no user {name}")
-                await audit.append(
-                    conn, actor=actor.username, action="user_change", target=f"user:{name}",
-                    details={"change": "password"},
-                )
+        hashed = await asyncio.to_thread(passwords.hash_password, new_password)
+        async with self._pool.acquire() as conn, conn.transaction():
+            done = await conn.execute(
+                "UPDATE users SET password_hash = $2, password_changed_at = now(),"
+                " updated_at = now() WHERE username = $1",
+                name, hashed,
+            )
+            if done.endswith(" 0"):
+                raise NotFound(f"no user {name}")
+            await audit.append(
+                conn, actor=actor.username, action="user_change", target=f"user:{name}",
+                details={"change": "password"},
+            )
 
     async def _authorize_self(self, conn: asyncpg.Connection, actor: Actor) -> None:
         ok = await conn.fetchval(

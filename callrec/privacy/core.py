@@ -14,7 +14,7 @@ import asyncpg
 import structlog
 
 from callrec.clinic_time import DEFAULT_ZONE, day_start, end_of_day
-from callrec.errors import ConfigError
+from callrec.errors import ConfigError, NotConfigured
 from callrec.privacy import audit
 from callrec.privacy.errors import (
     Forbidden,
@@ -98,13 +98,13 @@ class ServiceCore:
     @property
     def archive_root(self) -> Path:
         if self._root is None or not self._root.is_dir():
-            raise ConfigError("CALLREC_ARCHIVE_DIR is not set or not a directory")
+            raise NotConfigured("CALLREC_ARCHIVE_DIR is not set or not a directory")
         return self._root
 
     @property
     def hasher(self) -> NumberHasher:
         if self._hasher is None:
-            raise ConfigError("CALLREC_SECRET_KEY or CALLREC_SECRET_KEY_FILE is not set")
+            raise NotConfigured("CALLREC_SECRET_KEY or CALLREC_SECRET_KEY_FILE is not set")
         return self._hasher
 
     async def _authorize(

@@ -61,8 +61,9 @@ class Cursor:
             started = datetime.fromisoformat(when)
             if started.tzinfo is None:
                 raise ValueError(when)
-            return cls(started, UUID(cid))
-        except (ValueError, UnicodeDecodeError):
+            # in UTC, as PostgreSQL will take it: year 1 at +01:00 has no such instant
+            return cls(started.astimezone(UTC), UUID(cid))
+        except (ValueError, UnicodeDecodeError, OverflowError):
             raise Invalid("not a page cursor") from None
 
 

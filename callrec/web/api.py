@@ -19,6 +19,7 @@ from callrec.privacy.errors import AuthenticationFailed, Invalid
 from callrec.routing.errors import RoutingError
 from callrec.web import config
 from callrec.web.access import Cursor
+from callrec.web.bodies import read_body
 from callrec.web.console import Req, client_address, handler, set_session_cookie
 from callrec.web.errors import FormInvalid, UploadRejected, WebError
 from callrec.web.openapi import document
@@ -83,12 +84,10 @@ async def _body(req: Req) -> dict[str, Any]:
     """A JSON object body (Content-Type application/json: a cross-site form cannot send it)."""
     if req.request.content_type != "application/json":
         raise WebError("the body must be application/json")
-    raw = await req.request.content.read(MAX_JSON + 1)
-    if len(raw) > MAX_JSON:
-        raise WebError("the body is too large")
+    raw = await read_body(req.request, MAX_JSON, WebError("the body is too large"))
     try:
         data = json.loads(raw or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested past the parser's depth
         raise WebError("the body is not valid JSON") from None
     if not isinstance(data, dict):
         raise WebError("the body must be a JSON object")
@@ -392,9 +391,8 @@ async def prompt_studio(req: Req) -> web.StreamResponse:
     language, name = req.request.match_info["language"], req.request.match_info["name"]
     session = req.logged_in
     await req.svc.authorize_config(session.actor, f"prompt:{name}/{language}")
-    data = await req.request.content.read(config.MAX_UPLOAD_BYTES + 1)
-    if len(data) > config.MAX_UPLOAD_BYTES:
-        raise UploadRejected(f"the file is over {config.MAX_UPLOAD_BYTES // (1024 * 1024)} MB")
+    data = await read_body(req.request, config.MAX_UPLOAD_BYTES, UploadRejected(
+        f"the file is over {config.MAX_UPLOAD_BYTES // (1024 * 1024)} MB"))
     config.save_studio(req.console.prompts_dir, language, name, data)
     report = await config.rebuild(req.console.prompts_dir, req.console.prompt_cache_dir)
     await req.svc.config_changed(session.actor, "prompts", "studio recording uploaded",

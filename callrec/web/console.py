@@ -27,7 +27,7 @@ from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 
 from callrec.clinic_time import DEFAULT_ZONE, last_day, local
-from callrec.errors import CallrecError, ConfigError
+from callrec.errors import CallrecError, ConfigError, NotConfigured
 from callrec.privacy.errors import Forbidden
 from callrec.privacy.keys import load_secret_key
 from callrec.privacy.roles import Operation, Role, permits
@@ -35,6 +35,7 @@ from callrec.routing.loader import RoutingProvider
 from callrec.tasks import cancel_and_wait
 from callrec.web import i18n
 from callrec.web.access import ConsoleService
+from callrec.web.bodies import read_form
 from callrec.web.errors import CsrfRejected, NotLoggedIn
 from callrec.web.sessions import COOKIE, Session, SessionStore
 from callrec.web.throttle import LoginThrottle
@@ -88,13 +89,13 @@ class Console:
     @property
     def svc(self) -> ConsoleService:
         if self._svc is None:
-            raise ConfigError("the web console is not started")
+            raise NotConfigured("the web console is not started")
         return self._svc
 
     @property
     def sessions(self) -> SessionStore:
         if self._sessions is None:
-            raise ConfigError("the web console is not started")
+            raise NotConfigured("the web console is not started")
         return self._sessions
 
     async def start(self) -> None:
@@ -232,7 +233,7 @@ def handler(kind: str, *, login: bool = True, multipart: bool = False) -> Callab
                 if request.method not in SAFE_METHODS:
                     _check_origin(request)
                     if kind == "page" and not multipart:
-                        req.form = await request.post()
+                        req.form = await read_form(request)
                     if login and not multipart:
                         given = (request.headers.get("X-CSRF-Token") if kind == "api"
                                  else req.field("csrf_token"))
@@ -249,6 +250,11 @@ def handler(kind: str, *, login: bool = True, multipart: bool = False) -> Callab
                     log.error("web.error", path=request.path, error=exc.message)
                 return _error(req, kind, exc.http_status, exc.message,
                               denied=isinstance(exc, Forbidden))
+            except asyncpg.DataError as exc:
+                # a value PostgreSQL cannot take (a NUL in text, a number past bigint) came
+                # with the request: the client's mistake, not the database's absence
+                log.info("web.bad_value", path=request.path, error=str(exc))
+                return _error(req, kind, 400, f"a value in the request is not valid: {exc}")
             except (*_DATABASE_GONE, OSError) as exc:
                 log.error("web.unavailable", path=request.path, error=str(exc))
                 return _error(req, kind, 503, "the archive database is unavailable")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from datetime import date
 from typing import Any
@@ -17,6 +18,7 @@ from callrec.privacy.roles import Operation, Role, permits
 from callrec.routing.errors import RoutingError
 from callrec.web import config, i18n
 from callrec.web.access import END_REASONS, CallFilter, Cursor
+from callrec.web.bodies import require_multipart
 from callrec.web.console import (
     LOGIN_COOKIE,
     Req,
@@ -27,7 +29,7 @@ from callrec.web.console import (
     new_login_token,
     set_session_cookie,
 )
-from callrec.web.errors import FormInvalid, UploadRejected
+from callrec.web.errors import CsrfRejected, FormInvalid, UploadRejected
 from callrec.web.ranges import send_file
 from callrec.web.sessions import COOKIE
 
@@ -699,8 +701,8 @@ async def prompt_text(req: Req) -> web.StreamResponse:
 async def prompt_studio(req: Req) -> web.StreamResponse:
     language, name = _prompt_key(req)
     session = req.logged_in
-    data = await _read_upload(req)
-    await req.svc.authorize_config(session.actor, f"prompt:{name}/{language}")
+    data = await _read_upload(
+        req, lambda: req.svc.authorize_config(session.actor, f"prompt:{name}/{language}"))
     try:
         config.save_studio(req.console.prompts_dir, language, name, data)
     except (UploadRejected, FormInvalid) as exc:
@@ -711,11 +713,17 @@ async def prompt_studio(req: Req) -> web.StreamResponse:
     return await _prompts_page(req, report=report)
 
 
-async def _read_upload(req: Req) -> bytes:
-    """A multipart form: csrf_token first (checked before any file byte is read), then
-    `file`, at most config.MAX_UPLOAD_BYTES."""
-    from callrec.web.errors import CsrfRejected
+async def _read_upload(req: Req, authorize: Callable[[], Awaitable[None]]) -> bytes:
+    """A multipart form: csrf_token first, then `file`, at most config.MAX_UPLOAD_BYTES.
+    The token and then `authorize` are checked before any byte of the file is read."""
+    require_multipart(req.request)
+    try:
+        return await _read_parts(req, authorize)
+    except ValueError:  # aiohttp's multipart reader on a malformed body
+        raise UploadRejected("the form could not be read as multipart/form-data") from None
 
+
+async def _read_parts(req: Req, authorize: Callable[[], Awaitable[None]]) -> bytes:
     reader = await req.request.multipart()
     token: str | None = None
     data = b""
@@ -732,6 +740,7 @@ async def _read_upload(req: Req) -> bytes:
         elif part.name == "file":
             if token is None:
                 raise CsrfRejected()
+            await authorize()
             chunks = []
             size = 0
             while chunk := await part.read_chunk(64 * 1024):

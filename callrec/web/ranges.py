@@ -29,6 +29,16 @@ class ByteRange:
         return self.end - self.start + 1
 
 
+def _position(digits: str) -> int:
+    """A byte position; one past any file's size if longer than 18 digits (Python's int()
+    refuses over 4,300, and no file is that large)."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 18 else _BEYOND_ANY_FILE
+
+
+_BEYOND_ANY_FILE = 10**18
+
+
 def parse_range(header: str | None, size: int) -> ByteRange | None:
     """The one range asked for, None for the whole file; RangeNotSatisfiable if it lies
     wholly past the end (or the file is empty)."""
@@ -41,12 +51,12 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
     if not first and not last:
         return None
     if not first:  # suffix: the last N bytes
-        count = int(last)
+        count = _position(last)
         if count == 0 or size == 0:
             raise RangeNotSatisfiable()
         return ByteRange(max(0, size - count), size - 1)
-    start = int(first)
-    end = int(last) if last else size - 1
+    start = _position(first)
+    end = _position(last) if last else size - 1
     if last and end < start:
         return None  # syntactically invalid: ignore
     if start >= size:

@@ -27,6 +27,10 @@ from callrec.web.ranges import ByteRange, parse_range
         ("bytes=9-0", 100, None),
         ("bytes=-", 100, None),
         ("bytes=abc", 100, None),
+        # numbers past what int() takes (4,300 digits) or any file's size
+        ("bytes=0-" + "9" * 5000, 100, ByteRange(0, 99)),
+        ("bytes=-" + "9" * 5000, 100, ByteRange(0, 99)),
+        ("bytes=" + "0" * 5000 + "7-9", 100, ByteRange(7, 9)),  # leading zeros
     ],
 )
 def test_parse_range(header: str | None, size: int, expected: ByteRange | None) -> None:
@@ -34,7 +38,9 @@ def test_parse_range(header: str | None, size: int, expected: ByteRange | None) 
 
 
 @pytest.mark.parametrize(("header", "size"), [("bytes=100-", 100), ("bytes=-0", 100),
-                                              ("bytes=0-", 0), ("bytes=-5", 0)])
+                                              ("bytes=0-", 0), ("bytes=-5", 0),
+                                              ("bytes=" + "1" * 5000 + "-", 100),
+                                              ("bytes=" + "0" * 5000 + "-", 0)])
 def test_unsatisfiable(header: str, size: int) -> None:
     with pytest.raises(RangeNotSatisfiable):
         parse_range(header, size)
