@@ -32,9 +32,12 @@ def hash_password(password: str) -> str:
 
 
 def verify_password(stored_hash: str | None, password: str) -> bool:
-    """True if the password matches; a missing account still spends one verification."""
+    """True if the password matches; a missing account still spends one verification.
+    A password longer than any the policy allows is checked as its first MAX_LENGTH + 1
+    characters (it cannot match; a megabyte of it would cost its hashing)."""
     try:
-        return _hasher.verify(stored_hash or _DUMMY_HASH, password) and stored_hash is not None
+        return _hasher.verify(stored_hash or _DUMMY_HASH, password[:MAX_LENGTH + 1]) \
+            and stored_hash is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 

@@ -73,6 +73,25 @@ def test_password_policy_and_argon2id() -> None:
     assert not passwords.verify_password("garbage", "x")
 
 
+def test_a_login_password_past_the_policys_length_is_not_hashed_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hashed = passwords.hash_password("correct horse battery")
+    seen: list[int] = []
+    real = passwords._hasher.verify
+
+    class Counting:
+        def verify(self, stored: str, password: str) -> bool:
+            seen.append(len(password))
+            return real(stored, password)
+
+    monkeypatch.setattr(passwords, "_hasher", Counting())
+    assert not passwords.verify_password(hashed, "correct horse battery" * 500_000)
+    assert not passwords.verify_password(None, "y" * 10_000_000)
+    assert passwords.verify_password(hashed, "correct horse battery")
+    assert seen == [passwords.MAX_LENGTH + 1, passwords.MAX_LENGTH + 1, 21]
+
+
 def test_progress_bar_draws_on_one_line() -> None:
     out = io.StringIO()
     bar = ProgressBar("purging", out, width=10)
