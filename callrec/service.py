@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
+import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,8 +76,7 @@ def build_service(settings: Settings) -> Service:
                     run_blocking=threads.run)
     manager = CallManager(ari, store, archiver, routing, prompts, settings.app_name)
     return Service(settings, store, archiver, routing, prompts, ari, manager, threads,
-                   retention_interval=float(os.environ.get(
-                       "CALLREC_RETENTION_INTERVAL_HOURS", "24")) * 3600)
+                   retention_interval=settings.retention_interval_hours * 3600)
 
 
 def create_service(settings: Settings) -> web.Application:
@@ -164,7 +163,6 @@ async def _retention_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _retention_loop(svc: Service) -> None:
     """The daily retention run (§9), evidence in the audit log."""
-    from callrec.privacy.keys import load_secret_key
     from callrec.privacy.service import run_retention
 
     await asyncio.sleep(svc.retention_first_delay)
@@ -172,7 +170,8 @@ async def _retention_loop(svc: Service) -> None:
         try:
             pool = await asyncpg.create_pool(svc.settings.database_url, min_size=1, max_size=2)
             try:
-                report = await run_retention(pool, svc.settings.archive_dir, load_secret_key(),
+                # retention hashes no numbers: it runs whether or not the key is set
+                report = await run_retention(pool, svc.settings.archive_dir, None,
                                              months=svc.settings.retention_months)
             finally:
                 await pool.close()
@@ -193,6 +192,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
+    # a reload (SIGHUP) is the routing provider's once it runs; until then and after it, the
+    # signal's default (terminate) would cut the start or the journal's last writes
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     configure_logging(settings.log_format, logging.INFO, cache=True)
     if settings.nice is not None:
         apply_nice(settings.nice)  # first: the threads started later inherit it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ class Settings:
     timezone: ZoneInfo = DEFAULT_ZONE
     # CPU priority to take at start (callrec.scheduling); None: leave it as started
     nice: int | None = None
+    # hours between the service's retention runs (CALLREC_RETENTION_INTERVAL_HOURS)
+    retention_interval_hours: float = 24.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -53,13 +56,20 @@ class Settings:
         if not host or not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
             raise ConfigError(f"CALLREC_WEB_URL must look like http://host:port, got {web_url!r}")
         archive_dir = Path(need("CALLREC_ARCHIVE_DIR"))
-        state_dir = Path(env.get("CALLREC_STATE_DIR", str(archive_dir.parent / "state")))
+        state_dir = default_state_dir(env)
         log_format = env.get("CALLREC_LOG_FORMAT", "json")
         if log_format not in ("json", "console"):
             raise ConfigError("CALLREC_LOG_FORMAT must be 'json' or 'console'")
-        months = env.get("CALLREC_RETENTION_MONTHS", "12")
-        if not (months.isascii() and months.isdigit()) or not 1 <= int(months) <= 120:
-            raise ConfigError("CALLREC_RETENTION_MONTHS must be a whole number from 1 to 120")
+        months = retention_months_from(env)
+        interval = env.get("CALLREC_RETENTION_INTERVAL_HOURS", "24").strip()
+        try:
+            hours = float(interval)
+        except ValueError:
+            hours = math.nan
+        if not MIN_INTERVAL_HOURS <= hours <= MAX_INTERVAL_HOURS:  # NaN fails too
+            raise ConfigError(
+                f"CALLREC_RETENTION_INTERVAL_HOURS must be a number of hours from "
+                f"{MIN_INTERVAL_HOURS} to {MAX_INTERVAL_HOURS:g}, got {interval!r}")
         spool = env.get("CALLREC_ASTERISK_RECORDINGS_DIR", "").strip()
         if spool and not Path(spool).is_absolute():
             raise ConfigError("CALLREC_ASTERISK_RECORDINGS_DIR must be an absolute path")
@@ -74,7 +84,8 @@ class Settings:
             nice=nice,
             timezone=clinic_timezone(env),
             asterisk_recordings_dir=Path(spool) if spool else None,
-            retention_months=int(months),
+            retention_months=months,
+            retention_interval_hours=hours,
             database_url=need("CALLREC_DATABASE_URL"),
             ari_url=need("CALLREC_ARI_URL").rstrip("/"),
             ari_user=need("CALLREC_ARI_USER"),
@@ -92,3 +103,27 @@ class Settings:
             ),
             log_format=log_format,
         )
+
+
+#: Retention runs no more often than every 6 minutes (each is an audit entry and a scan) and
+#: no less often than monthly (§9: deletion when the 12 months are up, not weeks later).
+MIN_INTERVAL_HOURS, MAX_INTERVAL_HOURS = 0.1, 24.0 * 31
+
+
+def default_state_dir(env: Mapping[str, str]) -> Path:
+    """CALLREC_STATE_DIR, else `state` beside CALLREC_ARCHIVE_DIR, else (a checkout with
+    neither set: the commands run by hand) `.stack/state`, where the local stack keeps it."""
+    state = env.get("CALLREC_STATE_DIR", "").strip()
+    if state:
+        return Path(state)
+    archive = env.get("CALLREC_ARCHIVE_DIR", "").strip()
+    return Path(archive).parent / "state" if archive else Path(".stack/state")
+
+
+def retention_months_from(env: Mapping[str, str]) -> int:
+    """CALLREC_RETENTION_MONTHS (default 12, from 1 to 120)."""
+    months = env.get("CALLREC_RETENTION_MONTHS", "12").strip()
+    # isdigit() takes '²' too, which int() refuses: ASCII digits only
+    if not (months.isascii() and months.isdigit()) or not 1 <= int(months) <= 120:
+        raise ConfigError("CALLREC_RETENTION_MONTHS must be a whole number from 1 to 120")
+    return int(months)

@@ -37,6 +37,7 @@ from callrec.privacy.numbers import canonical_number, number_target
 from callrec.privacy.progress import ProgressBar
 from callrec.privacy.roles import Actor
 from callrec.privacy.service import PrivacyService, report_dict
+from callrec.settings import retention_months_from
 
 Body = Callable[[PrivacyService, argparse.Namespace], Awaitable[int]]
 
@@ -175,9 +176,7 @@ async def _session(body: Body, args: argparse.Namespace) -> int:
     key_set = os.environ.get("CALLREC_SECRET_KEY") or os.environ.get("CALLREC_SECRET_KEY_FILE")
     key = load_secret_key() if key_set else None
     archive = os.environ.get("CALLREC_ARCHIVE_DIR", "").strip()
-    months_text = os.environ.get("CALLREC_RETENTION_MONTHS", "12").strip()
-    if not months_text.isdigit():
-        raise ConfigError("CALLREC_RETENTION_MONTHS must be a whole number of months")
+    months = retention_months_from(os.environ)
     timezone = clinic_timezone()
     try:
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=3)
@@ -185,7 +184,7 @@ async def _session(body: Body, args: argparse.Namespace) -> int:
         raise ConfigError(f"cannot connect to the database: {exc}") from exc
     try:
         service = PrivacyService(
-            pool, Path(archive) if archive else None, key, retention_months=int(months_text),
+            pool, Path(archive) if archive else None, key, retention_months=months,
             timezone=timezone,
         )
         args.actor = await _login(service, args) if args.needs_actor else None

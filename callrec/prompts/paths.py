@@ -1,8 +1,8 @@
 """Where prompts live, for the commands (which run without the service's full settings).
 
-CALLREC_PROMPTS_DIR (default `prompts`), CALLREC_PROMPT_CACHE_DIR (default
-`<CALLREC_STATE_DIR>/prompt-cache`, else `.stack/state/prompt-cache`) and CALLREC_PUBLIC_URL
-(default http://127.0.0.1:8080): the same defaults as callrec.settings where it has them.
+CALLREC_PROMPTS_DIR (default `prompts`), CALLREC_PROMPT_CACHE_DIR (default `prompt-cache`
+in callrec.settings' state directory) and CALLREC_PUBLIC_URL (default http://127.0.0.1:8080):
+the same defaults as callrec.settings.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from callrec.settings import default_state_dir
 
 
 @dataclass(frozen=True)
@@ -22,8 +24,7 @@ class PromptPaths:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> PromptPaths:
         env = os.environ if env is None else env
-        state = env.get("CALLREC_STATE_DIR")
-        default_cache = Path(state) / "prompt-cache" if state else Path(".stack/state/prompt-cache")
+        default_cache = default_state_dir(env) / "prompt-cache"
         return cls(
             prompts_dir=Path(env.get("CALLREC_PROMPTS_DIR", "prompts")),
             cache_dir=Path(env.get("CALLREC_PROMPT_CACHE_DIR", str(default_cache))),

@@ -32,6 +32,15 @@ def find_source(prompts_dir: Path, name: str, language: str) -> PromptSource | N
     if not NAME_RE.fullmatch(name) or not LANGUAGE_RE.fullmatch(language):
         return None
     folder = prompts_dir / language
+    try:
+        return _find(folder, name, language)
+    except OSError as exc:  # a folder callrec may not read: say which, not a traceback
+        raise PromptSourceError(
+            f"{folder}: cannot look for prompt {name}/{language}: {exc.strerror or exc}"
+        ) from exc
+
+
+def _find(folder: Path, name: str, language: str) -> PromptSource | None:
     studio = [folder / f"{name}{suffix}" for suffix in STUDIO_SUFFIXES]
     present = [path for path in studio if path.is_file()]
     if len(present) > 1:

@@ -97,7 +97,12 @@ def _reload(args: argparse.Namespace) -> int:
                 print(problem, file=sys.stderr)
             print("not reloaded: the service keeps its current routing", file=sys.stderr)
             return 1
+    else:
+        print("warning: the routing file was not checked first (no --config, "
+              "CALLREC_CONFIG unset); the service checks it and keeps its routing if it is "
+              "wrong", file=sys.stderr)
     pid = _read_pid(args.pid_file)
+    _check_is_callrec(pid)
     try:
         os.kill(pid, signal.SIGHUP)
     except ProcessLookupError:
@@ -106,6 +111,19 @@ def _reload(args: argparse.Namespace) -> int:
         raise ConfigError(f"not allowed to signal process {pid}") from None
     print(f"sent SIGHUP to callrec (pid {pid})")
     return 0
+
+
+def _check_is_callrec(pid: int) -> None:
+    """A stale pid file may name a process that is not callrec now: SIGHUP would end it."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+    except FileNotFoundError:
+        raise ConfigError(f"no process {pid} (is the service running?)") from None
+    except OSError:
+        return  # no /proc to ask (another system): signal as told
+    if not any(b"callrec" in part for part in argv[:4]):
+        shown = b" ".join(argv[:3]).decode(errors="replace")[:80]
+        raise ConfigError(f"process {pid} is not callrec ({shown!r}): the pid file is stale")
 
 
 def _read_pid(pid_file: Path | None) -> int:

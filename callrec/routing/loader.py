@@ -55,6 +55,11 @@ __all__ = ["RoutingError", "RoutingProvider", "default_prompts_dir", "load_routi
 
 log = structlog.get_logger(__name__)
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+#: Seconds between readings of a rejected routing file whose content has not changed.
+RETRY_REJECTED_EVERY = 30.0
+
 _TOP_KEYS = frozenset({"defaults", "agent", "service"})
 _DEFAULT_KEYS = frozenset({"ring_timeout", "max_wait", "strategy", "timezone", "notice", "closed"})
 _AGENT_KEYS = frozenset({"id", "endpoint", "name"})
@@ -146,7 +151,7 @@ class _Checker:
         services = self.services(
             self.array_of_tables(data.get("service", []), ("service",)), defaults, agents
         )
-        if not services and "service" not in data:
+        if not services and not data.get("service"):  # missing, or `service = []`
             self.error((), "no [[service]] defined")
         return Routing(
             services=MappingProxyType(services), agents=MappingProxyType(agents), version=version
@@ -389,6 +394,9 @@ class _Checker:
         if not isinstance(value, str) or not value.strip():
             self.error((*where, key), f"{key} must be a non-empty string")
             return None
+        if _CONTROL.search(value):  # a NUL is refused by PostgreSQL in every call's row
+            self.error((*where, key), f"{key} must not contain control characters")
+            return None
         if pattern is not None and not pattern.fullmatch(value):
             self.error((*where, key), f"bad {key} {value!r}" + (f" ({hint})" if hint else ""))
             return None
@@ -484,10 +492,15 @@ class RoutingProvider:
         self._seen_hash = ""  # routing_version() of the content last read
         self._task: asyncio.Task[None] | None = None
         self._sighup_installed = False
+        self._sighup_before: signal._HANDLER = signal.SIG_DFL
         self._reload_tasks: set[asyncio.Task[bool]] = set()
         self._reload_lock = threading.Lock()  # reloads run in worker threads
         self.reloads = 0
         self.rejected = 0
+        # a rejected file is read again now and then: what made it wrong may lie outside it
+        # (a prompt not yet added, a folder callrec could not read)
+        self._retry_at: float | None = None
+        self._rejected_problems: tuple[str, ...] = ()
 
     def current(self) -> Routing:
         """The configuration in force (loaded on first use; raises RoutingError if that fails)."""
@@ -504,14 +517,17 @@ class RoutingProvider:
         try:
             routing = self._load()
         except RoutingError as exc:
-            self.rejected += 1
-            log.error(
-                "routing.rejected",
-                path=str(self.path),
-                problems=list(exc.problems),
-                kept_version=self._routing.version if self._routing else None,
-            )
+            if exc.problems != self._rejected_problems:  # the same again is not news
+                self.rejected += 1
+                log.error(
+                    "routing.rejected",
+                    path=str(self.path),
+                    problems=list(exc.problems),
+                    kept_version=self._routing.version if self._routing else None,
+                )
+            self._rejected_problems = exc.problems
             return False
+        self._rejected_problems = ()
         previous = self._routing
         self._routing = routing
         if previous is None or previous.version != routing.version:
@@ -534,6 +550,9 @@ class RoutingProvider:
         self._seen = None
         loop = asyncio.get_running_loop()
         if self.handle_sighup:
+            # put back on close: asyncio's removal restores the default (terminate), and a
+            # reload asked for while the service shuts down must not kill it
+            self._sighup_before = signal.getsignal(signal.SIGHUP)
             try:
                 loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
                 self._sighup_installed = True
@@ -544,6 +563,7 @@ class RoutingProvider:
     async def close(self) -> None:
         if self._sighup_installed:
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+            signal.signal(signal.SIGHUP, self._sighup_before)
             self._sighup_installed = False
         tasks = [task for task in (self._task, *self._reload_tasks) if task is not None]
         for task in tasks:
@@ -581,7 +601,11 @@ class RoutingProvider:
 
     async def _reload_in_thread(self) -> bool:
         self._seen, self._seen_hash = await asyncio.to_thread(self._fingerprint)
-        return await asyncio.to_thread(self.reload)
+        try:
+            return await self._reload_and_note(asyncio.get_running_loop().time(), asked=True)
+        except Exception:  # nobody awaits this task: say it here
+            log.exception("routing.reload_failed", path=str(self.path))
+            return False
 
     async def _watch(self) -> None:
         while True:
@@ -597,7 +621,10 @@ class RoutingProvider:
             stamp: tuple[int, int, int] | None = (st.st_ino, st.st_mtime_ns, st.st_size)
         except OSError:
             stamp = None
+        now = asyncio.get_running_loop().time()
         if stamp == self._seen:
+            if self._retry_at is not None and now >= self._retry_at:
+                await self._reload_and_note(now, asked=False)
             return
         # a stamp change alone (touch, editor rewrite) is not a change of content
         self._seen, digest = await asyncio.to_thread(self._fingerprint)
@@ -607,4 +634,13 @@ class RoutingProvider:
         if not digest:
             log.error("routing.file_missing", path=str(self.path))
             return
-        await asyncio.to_thread(self.reload)
+        await self._reload_and_note(now, asked=True)
+
+    async def _reload_and_note(self, now: float, *, asked: bool) -> bool:
+        """asked: a new content or a SIGHUP, whose rejection is always logged; else a timed
+        retry, logged only when its problems changed."""
+        if asked:
+            self._rejected_problems = ()
+        ok = await asyncio.to_thread(self.reload)
+        self._retry_at = None if ok else now + RETRY_REJECTED_EVERY
+        return ok

@@ -182,3 +182,37 @@ async def test_one_run_at_a_time(db: ScratchDatabase, tmp_path: Path) -> None:
             finally:
                 await conn.execute("SELECT pg_advisory_unlock($1)", 0x72657465)
         await w.service.run_retention(dpo, now=NOW)
+
+
+async def test_the_services_daily_run_needs_no_secret_key(
+    db: ScratchDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retention hashes no numbers: a service started without the key (the console then
+    says what it cannot do) still deletes what is due."""
+    from callrec.service import _retention_loop, build_service
+    from callrec.settings import Settings
+
+    monkeypatch.delenv("CALLREC_SECRET_KEY", raising=False)
+    monkeypatch.delenv("CALLREC_SECRET_KEY_FILE", raising=False)
+    async with world(db, tmp_path) as w:
+        old = await w.call(ended_at=datetime.now(UTC) - timedelta(days=400))
+        kept = await w.call(ended_at=datetime.now(UTC) - timedelta(days=10))
+        settings = Settings.from_env({
+            "CALLREC_DATABASE_URL": db.app_dsn, "CALLREC_ARI_URL": "http://127.0.0.1:9",
+            "CALLREC_ARI_USER": "x", "CALLREC_ARI_PASSWORD": "x",
+            "CALLREC_ARCHIVE_DIR": str(w.root), "CALLREC_CONFIG": str(tmp_path / "r.toml"),
+        })
+        svc = build_service(settings)  # no I/O: only the retention loop runs below
+        svc.retention_first_delay = 0.0
+        task = asyncio.create_task(_retention_loop(svc))
+        try:
+            deadline = asyncio.get_running_loop().time() + 20
+            while await w.call_ids() != {kept}:
+                assert asyncio.get_running_loop().time() < deadline, "retention did not run"
+                assert not task.done(), task
+                await asyncio.sleep(0.1)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        assert svc.purged_total == 1 and old not in await w.call_ids()
+        assert (await _receipt(w))["count"] == 1

@@ -53,6 +53,7 @@ def test_reload_signals_the_process_in_the_pid_file(
             "signal.signal(signal.SIGHUP, lambda *a: sys.exit(42))\n"
             "print('ready', flush=True)\n"
             "time.sleep(60)\n",
+            "callrec.cli",  # its command line names callrec, as the service's does
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -111,3 +112,22 @@ def test_reload_with_a_stale_pid(
     monkeypatch.delenv("CALLREC_CONFIG", raising=False)
     assert main(["reload", "--pid-file", str(pid_file)]) == 1
     assert "is the service running?" in capsys.readouterr().err
+
+
+def test_reload_does_not_signal_a_process_that_is_not_callrec(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A stale pid file whose number now belongs to another process: SIGHUP would end it."""
+    with subprocess.Popen(["sleep", "60"]) as other:
+        try:
+            pid_file = tmp_path / "callrec.pid"
+            pid_file.write_text(f"{other.pid}\n", encoding="ascii")
+            monkeypatch.delenv("CALLREC_CONFIG", raising=False)
+            assert main(["reload", "--pid-file", str(pid_file)]) == 1
+            err = capsys.readouterr().err
+            assert "was not checked first" in err  # no routing file to check: said so
+            assert f"process {other.pid} is not callrec ('sleep 60')" in err
+            assert other.poll() is None
+        finally:
+            other.kill()
+            other.wait()

@@ -329,3 +329,38 @@ def test_prompt_names_are_checked_before_any_lookup(tmp_path: Path, prompts_dir:
     assert problems(tmp_path, prompts_dir, text) == [
         "16: closed must be a prompt name (a-z, 0-9 and _), not '../fi/notice'"
     ]
+
+
+def test_an_empty_service_array_is_no_service(tmp_path: Path, prompts_dir: Path) -> None:
+    assert problems(tmp_path, prompts_dir, "service = []\n" + AGENTS) == [
+        "1: no [[service]] defined"]
+
+
+@pytest.mark.parametrize("bad", ["Aja\\u0000nvaraus", "Aja\\nvaraus", "Aja\\u007fnvaraus"])
+def test_names_with_control_characters_are_refused(
+    tmp_path: Path, prompts_dir: Path, bad: str
+) -> None:
+    """A NUL would be refused by PostgreSQL in every row of the service's calls."""
+    text = AGENTS.replace('"Aino Agentti"', f'"{bad}"') + "\n" + SERVICE
+    assert problems(tmp_path, prompts_dir, text) == [
+        "4: name must not contain control characters"]
+    text = AGENTS + "\n" + SERVICE.replace('"Ajanvaraus"', f'"{bad}"')
+    assert problems(tmp_path, prompts_dir, text) == [
+        "13: name must not contain control characters"]
+
+
+def test_a_prompt_folder_callrec_cannot_read_is_a_clear_problem(
+    tmp_path: Path, prompts_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = Path.is_file
+
+    def is_file(path: Path) -> bool:
+        if path.parent == prompts_dir / "fi":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(Path, "is_file", is_file)
+    assert problems(tmp_path, prompts_dir, AGENTS + "\n" + SERVICE) == [
+        f"11: {prompts_dir / 'fi'}: cannot look for prompt notice/fi: Permission denied",
+        f"11: {prompts_dir / 'fi'}: cannot look for prompt closed/fi: Permission denied",
+    ]

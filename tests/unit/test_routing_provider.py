@@ -165,3 +165,38 @@ async def test_change_between_first_load_and_start_is_seen(config: Path, prompts
     rewrite(config, CONFIG.replace('agents = ["agent1"]', 'agents = ["agent2"]'))
     async with provider:
         await until(lambda: agents_of(provider) == ("agent2",))
+
+
+async def test_close_puts_back_the_sighup_handler_it_found(
+    config: Path, prompts_dir: Path
+) -> None:
+    """The service ignores SIGHUP until the provider runs and after: a reload asked for
+    during its start or shutdown must not end it (asyncio's removal sets the default)."""
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        async with RoutingProvider(config, prompts_dir=prompts_dir, poll_interval=3600):
+            assert signal.getsignal(signal.SIGHUP) not in (signal.SIG_IGN, signal.SIG_DFL)
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, before)
+
+
+async def test_a_rejected_file_is_read_again_until_what_it_lacked_is_there(
+    config: Path, prompts_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file rejected for something outside it (a prompt not added yet) is applied once
+    that is fixed, without an edit of its own; the same rejection is not reported again."""
+    monkeypatch.setattr("callrec.routing.loader.RETRY_REJECTED_EVERY", 0.2)
+    async with RoutingProvider(
+        config, prompts_dir=prompts_dir, poll_interval=0.05, handle_sighup=False
+    ) as provider:
+        rewrite(config, CONFIG.replace('language = "fi"', 'language = "sv"'))
+        await until(lambda: provider.rejected == 1)
+        await asyncio.sleep(0.7)  # several retries, all with the same problems
+        assert provider.rejected == 1
+        assert provider.current().services["0103808000"].language == "fi"
+        (prompts_dir / "sv").mkdir()
+        for name in ("notice", "closed"):
+            (prompts_dir / "sv" / f"{name}.txt").write_text("Samtalet spelas in.\n")
+        await until(lambda: provider.current().services["0103808000"].language == "sv")
+        assert provider.rejected == 1

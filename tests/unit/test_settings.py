@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from callrec.errors import ConfigError
+from callrec.prompts.paths import PromptPaths
 from callrec.settings import Settings
 
 BASE = {
@@ -63,6 +64,12 @@ def test_missing_setting_is_named(missing: str) -> None:
     ("CALLREC_RETENTION_MONTHS", "0", "CALLREC_RETENTION_MONTHS"),
     ("CALLREC_RETENTION_MONTHS", "twelve", "CALLREC_RETENTION_MONTHS"),
     ("CALLREC_LOG_FORMAT", "xml", "CALLREC_LOG_FORMAT"),
+    # once read by the service alone: a traceback, or runs back to back, or a dead task
+    ("CALLREC_RETENTION_INTERVAL_HOURS", "abc", "CALLREC_RETENTION_INTERVAL_HOURS"),
+    ("CALLREC_RETENTION_INTERVAL_HOURS", "0", "CALLREC_RETENTION_INTERVAL_HOURS"),
+    ("CALLREC_RETENTION_INTERVAL_HOURS", "-1", "CALLREC_RETENTION_INTERVAL_HOURS"),
+    ("CALLREC_RETENTION_INTERVAL_HOURS", "nan", "CALLREC_RETENTION_INTERVAL_HOURS"),
+    ("CALLREC_RETENTION_INTERVAL_HOURS", "inf", "CALLREC_RETENTION_INTERVAL_HOURS"),
     ("CALLREC_TIMEZONE", "Mars/Olympus", "CALLREC_TIMEZONE"),
     ("CALLREC_TIMEZONE", "../../etc/passwd", "CALLREC_TIMEZONE"),
 ])
@@ -75,3 +82,18 @@ def test_the_clinic_timezone_defaults_to_helsinki() -> None:
     assert Settings.from_env(BASE).timezone.key == "Europe/Helsinki"
     assert Settings.from_env({**BASE, "CALLREC_TIMEZONE": "Europe/Stockholm"}).timezone.key \
         == "Europe/Stockholm"
+
+
+def test_the_retention_interval_is_in_hours() -> None:
+    assert Settings.from_env(BASE).retention_interval_hours == 24.0
+    assert Settings.from_env(
+        {**BASE, "CALLREC_RETENTION_INTERVAL_HOURS": " 0.5 "}).retention_interval_hours == 0.5
+
+
+@pytest.mark.parametrize("extra", [
+    {},  # the state directory beside the archive
+    {"CALLREC_STATE_DIR": "/var/lib/callrec/state"},
+])
+def test_the_commands_build_prompts_where_the_service_reads_them(extra: dict[str, str]) -> None:
+    env = {**BASE, **extra}
+    assert PromptPaths.from_env(env).cache_dir == Settings.from_env(env).prompt_cache_dir
