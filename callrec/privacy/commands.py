@@ -25,6 +25,7 @@ from typing import Any
 
 import asyncpg
 
+from callrec.archive.commands import UNREACHABLE
 from callrec.clinic_time import clinic_timezone, local
 from callrec.errors import ConfigError
 from callrec.logs import configure_logging
@@ -180,7 +181,7 @@ async def _session(body: Body, args: argparse.Namespace) -> int:
     timezone = clinic_timezone()
     try:
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=3)
-    except (OSError, asyncpg.PostgresError) as exc:
+    except UNREACHABLE as exc:
         raise ConfigError(f"cannot connect to the database: {exc}") from exc
     try:
         service = PrivacyService(

@@ -147,6 +147,7 @@ class _Checker:
         self.unknown_keys(data, (), _TOP_KEYS, "top level")
         defaults = self.table(data.get("defaults", {}), ("defaults",))
         self.unknown_keys(defaults, ("defaults",), _DEFAULT_KEYS, "[defaults]")
+        self.defaults(defaults)
         agents = self.agents(self.array_of_tables(data.get("agent", []), ("agent",)))
         services = self.services(
             self.array_of_tables(data.get("service", []), ("service",)), defaults, agents
@@ -156,6 +157,20 @@ class _Checker:
         return Routing(
             services=MappingProxyType(services), agents=MappingProxyType(agents), version=version
         )
+
+    def defaults(self, defaults: Mapping[str, Any]) -> None:
+        """Each default on its own, whether or not a service takes it now: one that every
+        service overrides would otherwise fail only when a new service inherits it."""
+        for key, value in defaults.items():
+            at = ("defaults", key)
+            if key == "strategy":
+                self.strategy(value, at)
+            elif key in ("ring_timeout", "max_wait"):
+                self.seconds(value, at, key)
+            elif key == "timezone":
+                self.timezone(value, at)
+            elif key in ("notice", "closed"):
+                self.prompt(value, at, key, None)  # its sources: per service's language
 
     def unknown_keys(
         self, table: Mapping[str, Any], where: TomlPath, allowed: frozenset[str], what: str
@@ -339,8 +354,8 @@ class _Checker:
         if isinstance(value, bool) or not isinstance(value, int | float):
             self.error(at, f"{key} must be a number of seconds, not {value!r}")
             return None
-        if not value > 0:
-            self.error(at, f"{key} must be positive, not {value!r}")
+        if not value >= 1:  # a ring or a wait under a second reaches nobody
+            self.error(at, f"{key} must be at least 1 second, not {value!r}")
             return None
         if value > 86400:
             self.error(at, f"{key} of {value!r} s is more than a day")
@@ -410,6 +425,10 @@ class _Checker:
                 at,
                 'hours must be a list like [{ days = "mon-fri", open = "08:00", close = "16:00" }]',
             )
+            return None
+        if not value:
+            self.error(at, "hours = [] would keep the service closed for good: leave hours out "
+                           "for a service that is always open")
             return None
         intervals: list[OpeningInterval] = []
         ok = True

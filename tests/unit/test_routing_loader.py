@@ -203,8 +203,8 @@ def test_bad_strategy_timeouts_language_and_timezone(tmp_path: Path, prompts_dir
     assert found == [
         "14: bad language 'Finnish' (a lower-case code such as fi)",
         "16: bad strategy 'random' (known: in_order, ring_all, round_robin, longest_idle)",
-        "17: ring_timeout must be positive, not 0",
-        "18: max_wait must be positive, not -5",
+        "17: ring_timeout must be at least 1 second, not 0",
+        "18: max_wait must be at least 1 second, not -5",
         "19: unknown timezone 'Mars/Olympus' (e.g. \"Europe/Helsinki\")",
     ]
 
@@ -321,7 +321,7 @@ def test_bad_default_is_reported_once(tmp_path: Path, prompts_dir: Path) -> None
         + "\n"
         + SERVICE.replace("0103808000", "0103808001")
     )
-    assert problems(tmp_path, prompts_dir, text) == ["2: max_wait must be positive, not 0"]
+    assert problems(tmp_path, prompts_dir, text) == ["2: max_wait must be at least 1 second, not 0"]
 
 
 def test_prompt_names_are_checked_before_any_lookup(tmp_path: Path, prompts_dir: Path) -> None:
@@ -364,3 +364,27 @@ def test_a_prompt_folder_callrec_cannot_read_is_a_clear_problem(
         f"11: {prompts_dir / 'fi'}: cannot look for prompt notice/fi: Permission denied",
         f"11: {prompts_dir / 'fi'}: cannot look for prompt closed/fi: Permission denied",
     ]
+
+
+def test_defaults_every_service_overrides_are_checked_too(
+    tmp_path: Path, prompts_dir: Path
+) -> None:
+    """Else a wrong default would pass until a new service inherits it."""
+    text = (
+        '[defaults]\nstrategy = "bogus"\ntimezone = "Mars/Olympus"\nring_timeout = 0.001\n'
+        'notice = "../x"\n\n' + AGENTS + "\n"
+        + SERVICE.replace('agents = [', 'strategy = "in_order"\ntimezone = "Europe/Helsinki"\n'
+                          'ring_timeout = 10\nnotice = "notice"\nagents = [')
+    )
+    found = problems(tmp_path, prompts_dir, text)
+    assert [p.split(":")[0] for p in found] == ["2", "3", "4", "5"]
+    assert "bad strategy 'bogus'" in found[0] and "Mars/Olympus" in found[1]
+    assert "ring_timeout must be at least 1 second, not 0.001" in found[2]
+    assert "notice must be a prompt name" in found[3]
+
+
+def test_empty_opening_hours_are_refused(tmp_path: Path, prompts_dir: Path) -> None:
+    text = AGENTS + "\n" + SERVICE + "hours = []\n"
+    assert problems(tmp_path, prompts_dir, text) == [
+        "16: hours = [] would keep the service closed for good: leave hours out for a service "
+        "that is always open"]
