@@ -109,4 +109,4 @@ def _list(args: argparse.Namespace) -> int:
         )
     for problem in problems:
         print(f"problem: {problem}", file=sys.stderr)
-    return 0
+    return 1 if problems else 0

@@ -1,9 +1,10 @@
-"""The commands that connect to PostgreSQL say what is wrong with the connection, without a
-traceback, and run the schema's migrations only as its owner."""
+"""The commands say what is wrong (a database they cannot reach, prompts they cannot find)
+in their message and exit code, without a traceback; the schema migrates only as its owner."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import structlog
@@ -63,3 +64,12 @@ def test_privacy_commands_with_an_unreachable_database(
     assert main(["audit", "verify"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("callrec: cannot connect to the database:"), err
+
+
+def test_prompts_list_fails_when_it_finds_problems(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CALLREC_PROMPTS_DIR", f"{tmp_path}/absent")
+    monkeypatch.setenv("CALLREC_PROMPT_CACHE_DIR", f"{tmp_path}/cache")
+    assert main(["prompts", "list"]) == 1
+    assert "prompts directory does not exist" in capsys.readouterr().err
