@@ -1247,10 +1247,21 @@ def _on_command_failed(step: _Step, ev: CommandFailed) -> None:
                 step.hangup_caller()
                 _end(step, "failed")
     elif isinstance(cmd, Play):
-        if cmd.playback_id in (
+        if cmd.playback_id not in (
             playback_id_for(s.call_id, "notice"),
             playback_id_for(s.call_id, "closed"),
         ):
+            return
+        if ev.not_found:
+            # ARI's 404 to a play is the channel's: the caller left (its hang-up event may
+            # come after this answer)
+            _on_caller_gone(step, CallerGone(ev.at))
+        elif ev.unanswered:
+            # Asterisk may play it late (a stall): its end, or the prompt's guard, decides;
+            # agents are not rung over a notice that may still be playing
+            step.log("info", "prompt playback awaited after an unanswered request",
+                     playback_id=cmd.playback_id)
+        else:
             _on_prompt_finished(step, PromptFinished(ev.at, cmd.playback_id, failed=True))
     elif (
         isinstance(cmd, SnoopChannel)
@@ -1326,7 +1337,17 @@ def _on_command_failed(step: _Step, ev: CommandFailed) -> None:
                 step.hangup_leg(leg, "normal")
             _on_agent_gone(step, AgentGone(ev.at, cmd.channel_id))
         elif cmd.channel_id == s.caller_channel and ev.not_found:
-            _on_caller_gone(step, CallerGone(ev.at))
+            if (
+                s.phase is Phase.CONVERSATION
+                and cmd.channel_id not in s.readded  # a first add: the caller never joined
+                and not (s.caller_gone or s.caller_hung_up)
+            ):
+                # the caller left before reaching the agent (the add's answer came before
+                # the hang-up event): abandoned while being connected, not a conversation
+                step.set(caller_gone=True)
+                _end(step, "abandoned", abandoned_phase="connecting")
+            else:
+                _on_caller_gone(step, CallerGone(ev.at))
             step.hangup_caller(even_if_gone=True)
         else:
             _fail_call(step)

@@ -305,9 +305,14 @@ class CallManager:
             ready = self._in_stasis.pop(channel_id, None)
             if ready is not None and not ready.done():
                 ready.set_result(None)
-            if channel_id not in self._by_channel:
-                # a leg of a call that is over (or of an earlier run): nobody will bridge it
-                log.warning("agent channel of no live call hung up", channel_id=channel_id)
+            owner = self._by_channel.get(channel_id)
+            leg = owner.state.leg(channel_id) if owner is not None else None
+            if leg is None or leg.status in (m.LegStatus.HUNG_UP, m.LegStatus.GONE):
+                # a leg of a call that is over (or of an earlier run), or one its call gave
+                # up on and hung up before Asterisk made it (a stalled create): nobody will
+                # bridge it
+                log.warning("agent channel of no live call hung up", channel_id=channel_id,
+                            call_id=str(owner.state.call_id) if owner is not None else None)
                 self._spawn(self._hangup_quietly(channel_id, "normal"))
             return
         if channel_id in self._by_channel:

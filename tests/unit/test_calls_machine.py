@@ -1119,3 +1119,69 @@ def test_state_copies_match_dataclasses_replace() -> None:
         after.phase = m.Phase.NEW  # type: ignore[misc]  # frozen: what this checks
     with pytest.raises(TypeError, match="not a CallState field: phasee"):
         m._changed(before, {"phasee": m.Phase.DONE})
+
+
+def test_a_recorded_caller_gone_as_the_agent_answers_is_abandoned_not_completed() -> None:
+    # under load the 404s of the snoop's recording and of the caller's add come before the
+    # caller's hang-up event: the call was once archived as a completed conversation
+    sim = Sim()
+    sim.to_ringing(plan())
+    out = sim.agent_answers(1)
+    record = next(c for c in out if isinstance(c, m.RecordChannel))
+    add_caller = m.AddToBridge(BRIDGE, CALLER_CHANNEL)
+    assert add_caller in out
+    sim.feed(m.CommandFailed(sim.at(), record, "404 Channel not found", not_found=True))
+    sim.feed(m.CommandFailed(sim.at(), add_caller, "404 Channel not found", not_found=True))
+    sim.feed(m.CallerGone(sim.at(), 16))
+    row = sim.persisted()
+    assert (row["end_reason"], row["abandoned_phase"]) == ("abandoned", "connecting")
+    assert leg_id(1) in sim.hangups()
+
+
+def test_a_caller_gone_at_a_second_add_after_talking_is_a_conversation() -> None:
+    # the first add went unanswered (and may have been done): the caller may have talked
+    sim = Sim()
+    sim.to_conversation()
+    add = m.AddToBridge(BRIDGE, CALLER_CHANNEL)
+    sim.feed(m.CommandFailed(sim.at(), add, "no answer within 10 s", unanswered=True))
+    sim.feed(m.CommandFailed(sim.at(), add, "404 Channel not found", not_found=True))
+    assert sim.persisted()["end_reason"] == "completed"
+
+
+def test_a_notice_play_left_unanswered_is_awaited_not_taken_for_failed() -> None:
+    sim = Sim()
+    sim.enter(plan())
+    out = sim.answered()
+    play = next(c for c in out if isinstance(c, m.Play))
+    sim.snoop_ready()
+    out = sim.feed(m.CommandFailed(sim.at(), play, "no answer within 10 s", unanswered=True))
+    assert sim.state.phase is m.Phase.NOTICE, "agents are not rung over the notice"
+    assert not [c for c in out if isinstance(c, m.Ring | m.CreateAgentChannel | m.Dial)]
+    # Asterisk played it late, and through: the call is recorded as any other
+    sim.notice_done()
+    assert sim.state.phase is m.Phase.RINGING and sim.persisted()["notice_completed"] is True
+    sim.agent_answers(1)
+    sim.feed(m.RecordingStarted(sim.at(), REC))
+    assert sim.state.phase is m.Phase.CONVERSATION and sim.state.recording is m.RecState.STARTED
+
+
+def test_a_notice_play_left_unanswered_and_never_played_ends_unrecorded_by_its_guard() -> None:
+    sim = Sim()
+    sim.enter(plan())
+    play = next(c for c in sim.answered() if isinstance(c, m.Play))
+    sim.feed(m.CommandFailed(sim.at(), play, "no answer within 10 s", unanswered=True))
+    sim.feed(m.TimerFired(sim.at(), m.NOTICE_GUARD))
+    assert sim.state.phase is m.Phase.RINGING
+    assert sim.state.recording is m.RecState.DISABLED
+    assert sim.persisted()["notice_completed"] is False
+
+
+def test_a_notice_play_refused_for_a_channel_gone_is_the_caller_leaving() -> None:
+    sim = Sim()
+    sim.enter(plan())
+    play = next(c for c in sim.answered() if isinstance(c, m.Play))
+    out = sim.feed(m.CommandFailed(sim.at(), play, "404 Channel not found", not_found=True))
+    assert not [c for c in out if isinstance(c, m.Ring | m.CreateAgentChannel | m.Dial)]
+    sim.feed(m.CallerGone(sim.at(), 16))  # its event, late
+    row = sim.persisted()
+    assert (row["end_reason"], row["abandoned_phase"]) == ("abandoned", "notice")

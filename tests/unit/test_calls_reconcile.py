@@ -14,7 +14,7 @@ from structlog.testing import capture_logs
 from callrec.ari.errors import AriNoAnswer
 from callrec.ari.models import Application, StoredRecording
 from callrec.calls import machine as m
-from callrec.calls.manager import CallManager
+from callrec.calls.manager import AGENT_ARGS_PREFIX, CallManager
 from tests.polling import eventually
 
 pytestmark = pytest.mark.timeout(10)
@@ -153,3 +153,40 @@ async def test_a_recording_left_of_a_deleted_call_goes_to_the_archive_to_be_disc
     await eventually(lambda: _asked(archiver, 1), interval=0.01, what="archive asked")
     await manager.close()
     assert archiver.asked == [(erased, m.recording_name_for(erased))]
+
+
+class HangingUpAri(SlowAri):
+    def __init__(self) -> None:
+        super().__init__(unanswered=0)
+        self.hung_up: list[str] = []
+
+    async def hangup(self, channel_id: str, reason: str) -> None:
+        self.hung_up.append(channel_id)
+
+
+@pytest.mark.parametrize("status", [m.LegStatus.HUNG_UP, m.LegStatus.GONE, None])
+async def test_an_agent_leg_its_call_gave_up_on_is_hung_up_when_asterisk_makes_it(
+    status: m.LegStatus | None,
+) -> None:
+    # a create that Asterisk left unanswered, the leg hung up "even so" (404: not made yet),
+    # then made late: its StasisStart comes while the call lives on. It was left in the
+    # application, ringing nobody and bridged by nobody, until the next reconnection.
+    ari = HangingUpAri()
+    manager = _manager(ari)
+    agent = m.AgentTarget("agent1", "PJSIP/agent1", "Aino Agentti")
+    legs = (m.Leg("leg.late", agent, 1, 1, status=status),) if status is not None else ()
+    state = m._changed(m.initial_state(uuid.uuid4(), "caller.1"), {"legs": legs})
+    call = manager._add_call(state, "100")
+    manager._own(call, manager._by_channel, "leg.late")
+    manager._stasis_start("leg.late", None, (AGENT_ARGS_PREFIX + "x",), T0)
+    async def hung_up() -> bool:
+        return ari.hung_up == ["leg.late"]
+
+    await eventually(hung_up, interval=0.01, what="the late leg hung up")
+    # a leg the call is still dialling is the call's to bridge: left alone
+    state = m._changed(state, {"legs": (m.Leg("leg.live", agent, 2, 1),)})
+    call.state = state
+    manager._own(call, manager._by_channel, "leg.live")
+    manager._stasis_start("leg.live", None, (AGENT_ARGS_PREFIX + "x",), T0)
+    await asyncio.sleep(0.05)
+    assert ari.hung_up == ["leg.late"]
