@@ -343,6 +343,10 @@ async def _retention_run(service: PrivacyService, args: argparse.Namespace) -> i
         print(f"finished {report.resumed} call(s) queued by an interrupted run")
     if report.audit_seq:
         print(f"receipt: audit entry {report.audit_seq}")
+    if report.not_removed:
+        print(f"{report.not_removed} call(s) stay queued: their recording file could not be "
+              "removed (see the receipt and the log); the next run tries again", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -81,6 +81,9 @@ async def delete_rows(conn: asyncpg.Connection, call_ids: Sequence[UUID]) -> int
 class Finished:
     call_ids: tuple[UUID, ...]
     case_ids: tuple[int, ...]
+    # calls whose file could not be removed (the error for each): left queued, hidden from
+    # every reader, tried again by the next run; the others are not held up by them
+    stuck: tuple[tuple[UUID, str], ...] = ()
 
 
 async def finish(
@@ -97,6 +100,7 @@ async def finish(
     Runs on the caller's connection, outside any transaction of its own."""
     done: list[UUID] = []
     cases: set[int] = set()
+    stuck: dict[UUID, str] = {}
     total = await conn.fetchval(
         "SELECT count(*) FROM purge_queue WHERE $1::bigint IS NULL OR case_id = $1", case_id
     )
@@ -111,15 +115,31 @@ async def finish(
             batch = await conn.fetch(
                 """SELECT q.call_id, coalesce(r.path, q.path) AS path, q.cause, q.case_id
                    FROM purge_queue q LEFT JOIN recordings r ON r.call_id = q.call_id
-                   WHERE $1::bigint IS NULL OR q.case_id = $1
+                   WHERE ($1::bigint IS NULL OR q.case_id = $1)
+                     AND NOT (q.call_id = ANY($3::uuid[]))
                    ORDER BY q.queued_at, q.call_id LIMIT $2 FOR UPDATE OF q SKIP LOCKED""",
-                case_id, batch_size,
+                case_id, batch_size, list(stuck),
             )
             if not batch:
                 break
+            removed = []
             for row in batch:
-                if row["path"]:
-                    remove_file(root, row["path"])
+                try:
+                    if row["path"]:
+                        remove_file(root, row["path"])
+                except (OSError, Unavailable) as exc:
+                    # one file that cannot go (a wrong owner, a read-only disk, a path
+                    # outside the archive) must not stop every deletion queued after it
+                    why = exc.message if isinstance(exc, Unavailable) else (
+                        exc.strerror or str(exc))
+                    stuck[row["call_id"]] = why
+                    log.error("purge_file_not_removed", call_id=str(row["call_id"]),
+                              path=row["path"], error=why)
+                    continue
+                removed.append(row)
+            if not removed:
+                continue
+            batch = removed
             ids = [r["call_id"] for r in batch]
             await delete_rows(conn, ids)
             by_cause: dict[str, list[str]] = {}
@@ -138,7 +158,7 @@ async def finish(
     # every erasing case whose queue is empty, not only this run's: one whose calls another
     # run took (or whose last batch a crash cut off before this step) is closed too
     await close_erasure_cases(conn)
-    return Finished(tuple(done), tuple(sorted(cases)))
+    return Finished(tuple(done), tuple(sorted(cases)), tuple(stuck.items()))
 
 
 async def close_erasure_cases(conn: asyncpg.Connection) -> None:

@@ -35,6 +35,7 @@ class RetentionReport:
     resumed: int  # calls queued by an interrupted earlier run, finished now
     oldest_remaining_ended_at: datetime | None
     audit_seq: int | None = None
+    not_removed: int = 0  # queued calls whose file could not be removed: tried again later
 
 
 _RETENTION_LOCK = 0x72657465
@@ -117,12 +118,14 @@ class RetentionMixin(ServiceCore):
                     "held_skipped": len(held), "held_call_ids": [str(i) for i in held],
                     "resumed_from_earlier_run": resumed,
                     "oldest_remaining_ended_at": iso(oldest),
+                    "not_removed": [{"call_id": str(i), "error": why}
+                                    for i, why in finished.stuck],
                 },
             )
         log.info("retention_run", purged=len(finished.call_ids), held_skipped=len(held),
-                 resumed=resumed, cutoff=iso(cutoff))
+                 resumed=resumed, cutoff=iso(cutoff), not_removed=len(finished.stuck))
         return RetentionReport(False, months, cutoff, finished.call_ids, len(held), resumed,
-                               oldest, seq)
+                               oldest, seq, not_removed=len(finished.stuck))
 
     @staticmethod
     async def _oldest_remaining(

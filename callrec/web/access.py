@@ -256,7 +256,8 @@ class ConsoleService(BundlesMixin, PrivacyService):
             details = audit.json_value(receipt["details"])
             last = {"seq": receipt["seq"], "at": iso(receipt["at"]), "actor": receipt["actor"],
                     "count": details.get("count"), "held_skipped": details.get("held_skipped"),
-                    "cutoff": details.get("cutoff")}
+                    "cutoff": details.get("cutoff"),
+                    "not_removed": len(details.get("not_removed") or ())}
         return {
             "months": self.retention_months, "cutoff": iso(row["cutoff"]),
             "due_now": row["due_now"], "queued": row["queued"], "active_holds": row["holds"],

@@ -166,6 +166,8 @@ FI: dict[str, str] = {
     "Last run (receipt in the audit log)": "Viimeisin ajo (kuitti tapahtumalokissa)",
     "deleted": "poistettu",
     "held calls skipped": "pidossa olevia ohitettu",
+    "left queued: their file could not be removed (see the receipt)":
+        "jäi jonoon: tiedostoa ei voitu poistaa (katso kuitti)",
     "Never run yet.": "Ei vielä ajettu.",
     # audit
     "Chain verification": "Ketjun tarkistus",

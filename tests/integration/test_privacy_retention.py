@@ -216,3 +216,48 @@ async def test_the_services_daily_run_needs_no_secret_key(
             await asyncio.gather(task, return_exceptions=True)
         assert svc.purged_total == 1 and old not in await w.call_ids()
         assert (await _receipt(w))["count"] == 1
+
+
+async def test_a_file_that_cannot_be_removed_holds_up_no_other_deletion(
+    db: ScratchDatabase, tmp_path: Path
+) -> None:
+    """Once one such file failed the run, and every run after it, at the same first call:
+    nothing more was ever deleted."""
+    async with world(db, tmp_path) as w:
+        dpo = await w.user("dpo", "privacy")
+        old = CUTOFF - timedelta(days=30)
+        blocked = await w.call(ended_at=old - timedelta(days=2))  # the oldest: queued first
+        outside = await w.call(ended_at=old - timedelta(days=1))
+        fine = [await w.call(ended_at=old + timedelta(minutes=i)) for i in range(3)]
+        async with w.pool.acquire() as conn:
+            path = await conn.fetchval("SELECT path FROM recordings WHERE call_id = $1", blocked)
+        # a directory where the file was (unlink: EISDIR; as root, what a read-only disk or
+        # a wrong owner is for the service), and a row whose path leaves the archive
+        (w.root / path).unlink()
+        (w.root / path).mkdir()
+        (w.root / path / "x").write_bytes(b"")
+        owner = await w.owner()
+        try:
+            await owner.execute("UPDATE recordings SET path = '../elsewhere.wav'"
+                                " WHERE call_id = $1", outside)
+        finally:
+            await owner.close()
+
+        report = await w.service.run_retention(dpo, now=NOW, batch_size=2)
+        assert set(report.purged) == set(fine) and report.not_removed == 2
+        assert await w.call_ids() == {blocked, outside}  # their rows stay, queued (hidden)
+        async with w.pool.acquire() as conn:
+            queued = {r["call_id"] for r in await conn.fetch("SELECT call_id FROM purge_queue")}
+        assert queued == {blocked, outside}
+        receipt = await _receipt(w)
+        errors = {e["call_id"]: e["error"] for e in receipt["not_removed"]}
+        assert set(errors) == {str(blocked), str(outside)}
+        assert "directory" in errors[str(blocked)] and "outside" in errors[str(outside)]
+
+        # fixed on disk: the next run finishes it
+        (w.root / path / "x").unlink()
+        (w.root / path).rmdir()
+        report = await w.service.run_retention(dpo, now=NOW)
+        assert report.resumed == 2 and report.not_removed == 1
+        async with w.pool.acquire() as conn:
+            assert await conn.fetchval("SELECT array_agg(call_id) FROM purge_queue") == [outside]
