@@ -27,6 +27,7 @@ from callrec.archive.threads import ArchiveThreads
 from callrec.ari.client import AriClient
 from callrec.ari.events import Connected, Event
 from callrec.calls.manager import CallManager
+from callrec.errors import ConfigError
 from callrec.logs import configure_logging
 from callrec.loop_lag import LoopLag
 from callrec.prompts import http as prompts_http
@@ -170,8 +171,7 @@ async def _retention_loop(svc: Service) -> None:
         try:
             pool = await asyncpg.create_pool(svc.settings.database_url, min_size=1, max_size=2)
             try:
-                # retention hashes no numbers: it runs whether or not the key is set
-                report = await run_retention(pool, svc.settings.archive_dir, None,
+                report = await run_retention(pool, svc.settings.archive_dir, _secret_key(),
                                              months=svc.settings.retention_months)
             finally:
                 await pool.close()
@@ -183,6 +183,18 @@ async def _retention_loop(svc: Service) -> None:
         except Exception:  # the next run retries; the failure is logged with its cause
             log.exception("retention_run_failed")
         await asyncio.sleep(svc.retention_interval)
+
+
+def _secret_key() -> bytes | None:
+    """The key if it is set and usable: retention needs it only to match holds on a number
+    (without it such a run says so); the rest of it runs without."""
+    from callrec.privacy.keys import load_secret_key
+
+    try:
+        return load_secret_key()
+    except ConfigError as exc:
+        log.warning("retention_without_secret_key", error=exc.message)
+        return None
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -186,6 +186,11 @@ class ServiceCore:
                 by_call.setdefault(h["call_id"], []).append(h["id"])
             else:
                 by_number.setdefault(h["number_hmac"], []).append(h["id"])
+        if by_number and self._hasher is None:
+            # fail safe: without the key no call can be told apart from a held number's
+            raise NotConfigured("a hold on a phone number is in force and CALLREC_SECRET_KEY "
+                                "(or CALLREC_SECRET_KEY_FILE) is not set: nothing is deleted "
+                                "until it is")
         held: dict[UUID, list[int]] = {}
         for call in calls:
             ids = list(by_call.get(call["id"], []))

@@ -184,38 +184,75 @@ async def test_one_run_at_a_time(db: ScratchDatabase, tmp_path: Path) -> None:
         await w.service.run_retention(dpo, now=NOW)
 
 
-async def test_the_services_daily_run_needs_no_secret_key(
-    db: ScratchDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Retention hashes no numbers: a service started without the key (the console then
-    says what it cannot do) still deletes what is due."""
+async def _daily_run(db: ScratchDatabase, w: World, tmp_path: Path,
+                     gone: set[UUID]) -> Any:
+    """The service's own retention loop until exactly `gone` is deleted; its log lines."""
+    from structlog.testing import capture_logs
+
     from callrec.service import _retention_loop, build_service
     from callrec.settings import Settings
 
-    monkeypatch.delenv("CALLREC_SECRET_KEY", raising=False)
-    monkeypatch.delenv("CALLREC_SECRET_KEY_FILE", raising=False)
-    async with world(db, tmp_path) as w:
-        old = await w.call(ended_at=datetime.now(UTC) - timedelta(days=400))
-        kept = await w.call(ended_at=datetime.now(UTC) - timedelta(days=10))
-        settings = Settings.from_env({
-            "CALLREC_DATABASE_URL": db.app_dsn, "CALLREC_ARI_URL": "http://127.0.0.1:9",
-            "CALLREC_ARI_USER": "x", "CALLREC_ARI_PASSWORD": "x",
-            "CALLREC_ARCHIVE_DIR": str(w.root), "CALLREC_CONFIG": str(tmp_path / "r.toml"),
-        })
-        svc = build_service(settings)  # no I/O: only the retention loop runs below
-        svc.retention_first_delay = 0.0
+    settings = Settings.from_env({
+        "CALLREC_DATABASE_URL": db.app_dsn, "CALLREC_ARI_URL": "http://127.0.0.1:9",
+        "CALLREC_ARI_USER": "x", "CALLREC_ARI_PASSWORD": "x",
+        "CALLREC_ARCHIVE_DIR": str(w.root), "CALLREC_CONFIG": str(tmp_path / "r.toml"),
+    })
+    svc = build_service(settings)  # no I/O: only the retention loop runs below
+    svc.retention_first_delay = 0.0
+    before = await w.call_ids()
+    receipts = len(await w.audit("retention"))
+    with capture_logs() as logs:
         task = asyncio.create_task(_retention_loop(svc))
         try:
             deadline = asyncio.get_running_loop().time() + 20
-            while await w.call_ids() != {kept}:
+            while not (len(await w.audit("retention")) > receipts or any(
+                    e["event"] == "retention_run_failed" for e in logs)):
                 assert asyncio.get_running_loop().time() < deadline, "retention did not run"
-                assert not task.done(), task
                 await asyncio.sleep(0.1)
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        assert svc.purged_total == 1 and old not in await w.call_ids()
-        assert (await _receipt(w))["count"] == 1
+    assert await w.call_ids() == before - gone
+    assert svc.purged_total == len(gone)
+    return logs
+
+
+async def test_the_services_daily_run_needs_no_secret_key_without_number_holds(
+    db: ScratchDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a hold on a number needs the key (to match it): a service started without the
+    key (the console then says what it cannot do) still deletes what is due."""
+    monkeypatch.delenv("CALLREC_SECRET_KEY", raising=False)
+    monkeypatch.delenv("CALLREC_SECRET_KEY_FILE", raising=False)
+    async with world(db, tmp_path) as w:
+        dpo = await w.user("dpo", "privacy")
+        old = await w.call(ended_at=datetime.now(UTC) - timedelta(days=400))
+        held = await w.call(ended_at=datetime.now(UTC) - timedelta(days=400))
+        await w.call(ended_at=datetime.now(UTC) - timedelta(days=10))
+        await w.service.add_hold(dpo, reason="complaint 12/2026", call_id=str(held))
+        await _daily_run(db, w, tmp_path, {old})
+        assert (await _receipt(w))["held_skipped"] == 1
+
+
+async def test_the_services_daily_run_matches_number_holds_with_the_key(
+    db: ScratchDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CALLREC_SECRET_KEY", KEY.decode())
+    monkeypatch.delenv("CALLREC_SECRET_KEY_FILE", raising=False)
+    async with world(db, tmp_path) as w:
+        dpo = await w.user("dpo", "privacy")
+        old = await w.call("0409999999", ended_at=datetime.now(UTC) - timedelta(days=400))
+        await w.call("0401234567", ended_at=datetime.now(UTC) - timedelta(days=400))
+        await w.service.add_hold(dpo, reason="police request", number="040 123 4567")
+        await _daily_run(db, w, tmp_path, {old})
+        assert (await _receipt(w))["held_skipped"] == 1
+
+        # the same without the key: nothing is deleted (no call can be told from the held
+        # number's), and the run says why
+        monkeypatch.delenv("CALLREC_SECRET_KEY")
+        await w.call("0409999998", ended_at=datetime.now(UTC) - timedelta(days=400))
+        logs = await _daily_run(db, w, tmp_path, set())
+        assert any(e["event"] == "retention_run_failed" for e in logs)
 
 
 async def test_a_file_that_cannot_be_removed_holds_up_no_other_deletion(
