@@ -14,12 +14,16 @@ from callrec.privacy.errors import Invalid
 
 COUNTRY_CODE = "358"  # Finland, the controller's country (seed document)
 _SEPARATORS = re.compile(r"[ \-().]")
+#: What is trimmed around a number: ASCII whitespace only, as the database's
+#: caller_number_key() trims it (str.strip() would take Unicode spaces too, and the two would
+#: disagree on which calls are a number's).
+WHITESPACE = " \t\n\r\f\v"
 _SHAPE = re.compile(r"^\+?[0-9]{3,20}$")
 
 
 def canonical_number(text: str) -> str:
     """'040 123 4567' -> '+358401234567'; raise Invalid for anything not a phone number."""
-    compact = _SEPARATORS.sub("", text.strip())
+    compact = _SEPARATORS.sub("", text.strip(WHITESPACE))
     if not _SHAPE.match(compact):
         raise Invalid("a phone number has 3-20 digits, optionally a leading +")
     if compact.startswith("+"):

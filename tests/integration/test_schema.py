@@ -42,3 +42,29 @@ async def test_app_role_can_write_calls_but_not_change_schema(db: ScratchDatabas
             await conn.execute("UPDATE calls SET end_reason = 'bogus' WHERE id = $1", call_id)
     finally:
         await conn.close()
+
+
+@pytest.mark.parametrize(("raw", "theirs"), [
+    ("0401234567", True), (" 040-123 4567\t", True), ("(040) 123.4567", True),
+    ("\x0b0401234567", True), ("0401234567\f", True),
+    # not the number: a letter (once trimmed as if it were the vertical tab, '\v', which
+    # PostgreSQL's escape strings do not have), Unicode spaces str.strip() would drop
+    ("v0401234567", False), ("0401234567v", False), ("\u00a00401234567", False),
+    ("0401234567\u2003", False), ("\u30000401234567", False),
+])
+async def test_the_database_and_the_hash_of_holds_agree_on_whose_call_it_is(
+    db: ScratchDatabase, raw: str, theirs: bool
+) -> None:
+    """Export, erasure and search find a number's calls by caller_number_key() in SQL; holds
+    by the keyed hash of stored_number_key() in Python. A call one finds and the other does
+    not is erased under a hold, or left out of an export."""
+    from callrec.privacy.numbers import canonical_number, number_variants, stored_number_key
+
+    conn = await asyncpg.connect(db.app_dsn)
+    try:
+        key = await conn.fetchval("SELECT caller_number_key($1)", raw)
+    finally:
+        await conn.close()
+    number = canonical_number("0401234567")
+    assert (key in number_variants(number)) == theirs, key
+    assert (stored_number_key(raw) == number) == theirs, stored_number_key(raw)
