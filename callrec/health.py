@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -16,6 +17,19 @@ from callrec.histograms import Histogram
 from callrec.loop_lag import LoopLag
 
 MIN_FREE_BYTES = 64 * 1024 * 1024  # below this the archive is reported as (nearly) full
+# Seconds a look at the archive's filesystem may take: a hung network mount is reported as
+# an archive that cannot be written, and holds up no call.
+ARCHIVE_LOOK_TIMEOUT = 2.0
+
+
+@dataclass
+class RetentionRuns:
+    """What the service's retention runs did since it started."""
+
+    purged_total: int = 0
+    failures_total: int = 0
+    failing_since: float | None = None  # unix time of the first failure of a run of them
+    last_success: float | None = None  # unix time
 
 
 @dataclass
@@ -24,10 +38,21 @@ class Probes:
     store: CallStore
     archiver: RecordingArchiver
     manager: CallManager
-    purged_total: Callable[[], int]
+    retention: RetentionRuns
     loop_lag: LoopLag
 
-    def archive_state(self) -> tuple[bool, int]:
+    def __post_init__(self) -> None:
+        # one thread of its own: a filesystem that hangs holds this one, not asyncio's pool
+        self._looker = ThreadPoolExecutor(1, thread_name_prefix="health")
+
+    async def archive_state(self) -> tuple[bool, int]:
+        look = asyncio.get_running_loop().run_in_executor(self._looker, self._archive_state)
+        try:
+            return await asyncio.wait_for(look, ARCHIVE_LOOK_TIMEOUT)
+        except TimeoutError:
+            return False, 0
+
+    def _archive_state(self) -> tuple[bool, int]:
         root = self.archiver.root
         try:
             st = os.statvfs(root)
@@ -37,8 +62,8 @@ class Probes:
         writable = os.access(root, os.W_OK) and not self.archiver.disk_full
         return writable and free >= MIN_FREE_BYTES, free
 
-    def checks(self) -> dict[str, bool]:
-        archive_ok, _ = self.archive_state()
+    async def checks(self) -> dict[str, bool]:
+        archive_ok, _ = await self.archive_state()
         return {
             "ari_connected": self.ari.connected,
             "database_reachable": self.store.db_available,
@@ -46,11 +71,22 @@ class Probes:
         }
 
 
+def _sample(value: float) -> str:
+    """A sample in full: `:g` kept six digits (a counter past a million moved by tens)."""
+    if isinstance(value, bool | int):
+        return str(int(value))
+    return repr(float(value))
+
+
 def add_routes(app: web.Application, probes: Probes) -> None:
     async def healthz(request: web.Request) -> web.Response:
-        checks = probes.checks()
+        checks = await probes.checks()
         ok = all(checks.values())
+        runs = probes.retention
         body = {"status": "ok" if ok else "degraded", **checks,
+                # not a cause for 503 (nothing is lost while it fails), an alarm all the same
+                "retention_failing": runs.failing_since is not None,
+                "journal_rejected": probes.store.rejected_operations,
                 "journal_backlog": probes.store.journal_backlog,
                 "recordings_pending": probes.archiver.pending,
                 "active_calls": probes.manager.active_calls}
@@ -63,14 +99,14 @@ def add_routes(app: web.Application, probes: Probes) -> None:
             lines.append(f"# HELP {name} {help_text}")
             lines.append(f"# TYPE {name} {kind}")
             for labels, value in samples:
-                lines.append(f"{name}{labels} {value:g}")
+                lines.append(f"{name}{labels} {_sample(value)}")
 
         def histogram(name: str, help_text: str, h: Histogram) -> None:
             lines.append(f"# HELP {name} {help_text}")
             lines.append(f"# TYPE {name} histogram")
             for le, n in h.cumulative():
                 lines.append(f'{name}_bucket{{le="{le}"}} {n}')
-            lines.append(f"{name}_sum {h.sum:g}")
+            lines.append(f"{name}_sum {_sample(h.sum)}")
             lines.append(f"{name}_count {h.count}")
 
         reasons = probes.manager.calls_by_end_reason
@@ -102,14 +138,24 @@ def add_routes(app: web.Application, probes: Probes) -> None:
                [("", probes.archiver.pending)])
         metric("callrec_database_up", "gauge", "1 while PostgreSQL answers.",
                [("", 1 if probes.store.db_available else 0)])
-        archive_ok, free = probes.archive_state()
+        archive_ok, free = await probes.archive_state()
         metric("callrec_archive_writable", "gauge", "1 while recordings can be archived.",
                [("", 1 if archive_ok else 0)])
         metric("callrec_archive_free_bytes", "gauge", "Free bytes on the archive filesystem.",
                [("", free)])
+        runs = probes.retention
         metric("callrec_purged_calls_total", "counter",
                "Calls deleted by retention runs of this process.",
-               [("", probes.purged_total())])
+               [("", runs.purged_total)])
+        metric("callrec_retention_failures_total", "counter",
+               "Retention runs of this process that failed (each is retried).",
+               [("", runs.failures_total)])
+        metric("callrec_retention_last_success_timestamp_seconds", "gauge",
+               "When a retention run of this process last succeeded (0: none yet).",
+               [("", runs.last_success or 0)])
+        metric("callrec_journal_rejected_total", "counter",
+               "Journalled writes PostgreSQL refused, set aside in journal.rejected.jsonl.",
+               [("", probes.store.rejected_operations)])
         histogram("callrec_notice_wait_seconds",
                   "Caller's wait from entering the application to the notice playing.",
                   probes.manager.notice_wait)

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,12 +56,16 @@ class Service:
     threads: ArchiveThreads
     retention_interval: float = 24 * 3600.0
     retention_first_delay: float = 300.0
-    purged_total: int = 0
+    retention_runs: health.RetentionRuns = field(default_factory=health.RetentionRuns)
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     loop_lag: LoopLag = field(default_factory=LoopLag)
 
 
 SERVICE = web.AppKey("service", Service)
+
+#: Seconds before a failed retention run is tried again (doubling while it keeps failing, up
+#: to the interval between runs).
+RETENTION_RETRY_FIRST = 300.0
 
 
 def build_service(settings: Settings) -> Service:
@@ -86,7 +91,7 @@ def create_service(settings: Settings) -> web.Application:
     app[SERVICE] = svc
     prompts_http.add_routes(app, svc.prompts)
     health.add_routes(app, health.Probes(svc.ari, svc.store, svc.archiver, svc.manager,
-                                         lambda: svc.purged_total, svc.loop_lag))
+                                         svc.retention_runs, svc.loop_lag))
     add_console(app, svc)
     app.cleanup_ctx.extend([_loop_lag_ctx, _store_ctx, _routing_ctx, _calls_ctx,
                             _retention_ctx])
@@ -166,6 +171,7 @@ async def _retention_loop(svc: Service) -> None:
     """The daily retention run (§9), evidence in the audit log."""
     from callrec.privacy.service import run_retention
 
+    runs = svc.retention_runs
     await asyncio.sleep(svc.retention_first_delay)
     while True:
         try:
@@ -175,14 +181,23 @@ async def _retention_loop(svc: Service) -> None:
                                              months=svc.settings.retention_months)
             finally:
                 await pool.close()
-            svc.purged_total += len(report.purged)
+            runs.purged_total += len(report.purged)
+            runs.last_success, runs.failing_since = time.time(), None
             log.info("retention_run", purged=len(report.purged),
                      held_skipped=report.held_skipped, audit_seq=report.audit_seq)
+            pause = svc.retention_interval
         except asyncio.CancelledError:
             raise
-        except Exception:  # the next run retries; the failure is logged with its cause
-            log.exception("retention_run_failed")
-        await asyncio.sleep(svc.retention_interval)
+        except Exception:  # the failure is logged with its cause, and retried
+            runs.failures_total += 1
+            if runs.failing_since is None:
+                runs.failing_since = time.time()
+            # sooner than the next day's run (a database away for a moment must not cost a
+            # day of deletions), less often while it keeps failing
+            failing_for = time.time() - runs.failing_since
+            pause = min(svc.retention_interval, max(RETENTION_RETRY_FIRST, failing_for))
+            log.exception("retention_run_failed", retry_in_s=round(pause))
+        await asyncio.sleep(pause)
 
 
 def _secret_key() -> bytes | None:

@@ -104,6 +104,13 @@ class Journal:
             return []
         return split_lines(raw, settled=False)[0]
 
+    def is_empty(self) -> bool:
+        """No byte in the file (cheap: no read)."""
+        try:
+            return self.path.stat().st_size == 0
+        except FileNotFoundError:
+            return True
+
     def backlog(self) -> int:
         if self._count is None:
             self._count = len(self.read())

@@ -45,6 +45,17 @@ _UNREACHABLE: tuple[type[BaseException], ...] = (
 )
 
 
+
+
+def _refuses_writes(exc: BaseException) -> bool:
+    """PostgreSQL answers but takes no writes now (a full disk, a read-only standby after a
+    failover, our login refused, a table missing after a bad upgrade): the writes wait in the
+    journal and health says so. Only a refusal of the write itself (its data: class 22, or a
+    constraint: class 23) sets a write aside for an operator."""
+    return isinstance(exc, asyncpg.PostgresError) and not isinstance(
+        exc, asyncpg.DataError | asyncpg.IntegrityConstraintViolationError)
+
+
 # Connections per pool. Ten: with more commits in flight, PostgreSQL flushes more of them per
 # WAL write (at 20 calls/s, five connections queued the durable writes for seconds).
 POOL_SIZE = 10
@@ -87,25 +98,36 @@ class CallStore:
         self._watch_seconds = watch_seconds
         self._watcher: asyncio.Task[None] | None = None
         self._last_contact = time.monotonic()
+        self._refusing = False  # it answers but takes no writes (see _went_away)
+        self._run_blocking = run_blocking
+        # journalled writes set aside for an operator (journal.rejected.jsonl) since start
+        self.rejected_operations = 0
 
     async def start(self) -> None:
         await self.journal.recover()
-        with contextlib.suppress(*_UNREACHABLE):
+        try:
             await self._connect()
             self.db_available = True
+        except (*_UNREACHABLE, asyncpg.PostgresError) as exc:  # the calls start all the same
+            self._went_away(exc, refusing=isinstance(exc, asyncpg.PostgresError))
         self._drainer = asyncio.create_task(self._drain_forever(), name="journal-drainer")
         self._watcher = asyncio.create_task(self._watch_forever(), name="database-watch")
         self._wake.set()
 
     async def close(self) -> None:
-        for task in (self._drainer, self._watcher):
-            if task is not None:
-                await cancel_and_wait(task)
+        tasks = [t for t in (self._drainer, self._watcher) if t is not None]
         self._drainer = self._watcher = None
         pools = [p for p in (self._pool, self._lazy_pool) if p is not None]
         self._pool = self._lazy_pool = None
-        for pool in pools:
-            await pool.close()
+        try:
+            for task in tasks:
+                try:
+                    await cancel_and_wait(task)
+                except Exception:  # a task that had died: said here, the rest still closes
+                    log.exception("store_task_failed", task=task.get_name())
+        finally:
+            for pool in pools:
+                await pool.close()
 
     async def __aenter__(self) -> CallStore:
         await self.start()
@@ -144,18 +166,25 @@ class CallStore:
         while True:
             await asyncio.sleep(self._watch_seconds)
             if time.monotonic() - self._last_contact >= self._watch_seconds:
-                await self.ping()
+                try:
+                    await self.ping()
+                except Exception:  # the watcher must outlive anything: health depends on it
+                    log.exception("database_watch_failed")
 
     async def ping(self) -> bool:
-        """Whether the database answers a `SELECT 1` (within 5 s)."""
+        """Whether the database answers a `SELECT 1` (within 5 s) and takes writes (it is
+        not a read-only standby)."""
         try:
             pool = await self._connect()
             async with asyncio.timeout(5), pool.acquire() as conn:
-                await conn.fetchval("SELECT 1")
-        except _UNREACHABLE as exc:
+                read_only = await conn.fetchval("SELECT current_setting('transaction_read_only')")
+            if read_only == "on":
+                raise asyncpg.ReadOnlySQLTransactionError("the database takes no writes")
+        except (*_UNREACHABLE, asyncpg.PostgresError) as exc:
             self._went_away(exc)
             return False
-        self._came_back()
+        if self.journal_backlog == 0 or not self._refusing:
+            self._came_back()
         return True
 
     def _came_back(self) -> None:
@@ -163,6 +192,7 @@ class CallStore:
         if not self.db_available:
             log.info("database_reachable")
         self.db_available = True
+        self._refusing = False
 
     @property
     def journal_backlog(self) -> int:
@@ -211,19 +241,27 @@ class CallStore:
                 if (isinstance(exc, asyncpg.ForeignKeyViolationError) and op["op"] == "recording"
                         and await self._purged(op["id"])):
                     raise CallPurged(f"call {op['id']}: deleted before its recording") from exc
-                # Whatever stopped this write, the call's record must not be lost: journal it.
-                # The drainer retries it, and sets it aside for an operator if the database
-                # keeps refusing it.
-                log.error("call_write_deferred", error=repr(exc), op=op["op"], call_id=op["id"])
+                if _refuses_writes(exc):
+                    self._went_away(exc, refusing=True)
+                else:
+                    # Whatever stopped this write, the call's record must not be lost:
+                    # journal it. The drainer retries it, and sets it aside for an operator
+                    # if the database keeps refusing it.
+                    log.error("call_write_deferred", error=repr(exc), op=op["op"],
+                              call_id=op["id"])
         await self.journal.append(op)
         self._wake.set()
 
-    def _went_away(self, exc: BaseException) -> None:
+    def _went_away(self, exc: BaseException, *, refusing: bool = False) -> None:
+        """`refusing`: PostgreSQL answered but took no write; it counts as back only once
+        the journal drains, not when it next answers a ping."""
         self._last_contact = time.monotonic()
         if self.db_available or self._first_failure:
             self._first_failure = False
-            log.error("database_unreachable", error=repr(exc), action="journalling writes")
+            log.error("database_unreachable" if not refusing else "database_refuses_writes",
+                      error=repr(exc), action="journalling writes")
         self.db_available = False
+        self._refusing = self._refusing or refusing
 
     async def _drain_forever(self) -> None:
         while True:
@@ -237,6 +275,9 @@ class CallStore:
                 except _UNREACHABLE as exc:
                     self._went_away(exc)
                     await asyncio.sleep(self._retry)
+                except asyncpg.PostgresError as exc:  # answers, takes no writes: kept
+                    self._went_away(exc, refusing=True)
+                    await asyncio.sleep(self._retry)
                 except Exception:
                     # the drainer must outlive a bug: without it the journal only grows
                     log.exception("journal_drain_failed", retry_s=self._retry)
@@ -244,26 +285,33 @@ class CallStore:
 
     async def drain(self) -> int:
         """Apply journalled operations in order; returns how many reached the database."""
-        ops = self.journal.read()
-        if not ops:
-            return 0
+        if await self._run_blocking(self.journal.is_empty):
+            return 0  # nothing to connect for (a count gone wrong is set right by the caller)
         pool = await self._connect()
         done = 0
         try:
             async with pool.acquire() as conn:
+                # read once connected, in a thread: while the database is away the journal
+                # grows, and reading it on the event loop at every retry stalled the calls
+                ops = await self._run_blocking(self.journal.read)
                 for op in ops:
                     try:
                         await _apply(conn, op)
                     except _UNREACHABLE:
                         raise
                     except Exception as exc:
+                        if _refuses_writes(exc):
+                            raise  # not this write's fault: it stays first in the journal
                         # A write the database refuses, or a line that is not one of ours
                         # (no call id, say), would block the journal forever: keep it aside
                         # for an operator instead.
                         log.error("journal_operation_rejected", error=repr(exc), op=op.get("op"),
                                   call_id=op.get("id"))
                         await self.journal.reject(op)
+                        self.rejected_operations += 1
                     done += 1
+            if not ops:
+                return 0
             self._came_back()
         finally:
             if done:

@@ -279,3 +279,68 @@ async def test_agent_history_is_each_agents_latest_answer_and_end(
     history = {r["agent_id"]: (r["last_answered"], r["last_ended"]) for r in rows
                if str(r["agent_id"]).startswith("hist-")}
     assert history == {"hist-a1": (at(-9), at(-5)), "hist-a2": (at(-19), None)}
+
+
+async def _end_app_sessions(db: ScratchDatabase) -> None:
+    """Cut the store's connections: its pools reconnect, under the settings changed now."""
+    await asyncio.to_thread(db.cluster.psql, (
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"  # noqa: S608 (test's own name)
+        f" WHERE datname = '{db.name}' AND usename = 'callrec_app'"), "postgres")
+
+
+async def test_a_database_that_takes_no_writes_keeps_them_in_the_journal_and_says_so(
+    db: ScratchDatabase, tmp_path: Path
+) -> None:
+    """A read-only database (a standby after a failover; a full disk refuses the same way)
+    answers, so it was taken for up; each write it refused was set aside for good."""
+    call_id = uuid.uuid4()
+    journal = tmp_path / "journal"
+    async with CallStore(db.app_dsn, journal, retry_seconds=0.2, watch_seconds=0.2) as store:
+        assert store.db_available
+        await asyncio.to_thread(db.cluster.psql, (
+            f"ALTER DATABASE {db.name} SET default_transaction_read_only = on"), "postgres")
+        await _end_app_sessions(db)
+        await store.record_call(call_id, service_number="0103808000", started_at=T0,
+                                caller_number="0401234567")
+        assert store.journal_backlog == 1 and not store.db_available
+        await asyncio.sleep(1.0)  # drain retries and pings: all refused, none set aside
+        assert store.journal_backlog == 1 and not store.db_available
+        assert not (journal / "journal.rejected.jsonl").exists()
+        assert store.rejected_operations == 0
+
+        await asyncio.to_thread(db.cluster.psql, (
+            f"ALTER DATABASE {db.name} SET default_transaction_read_only = off"), "postgres")
+        await _end_app_sessions(db)
+        await eventually(lambda: _zero(store), what="journal drained")
+        await eventually(lambda: _up(store), what="the database reported up")
+    row = await _row(db.app_dsn, call_id)
+    assert row is not None and row["caller_number"] == "0401234567"
+
+
+async def test_a_refused_login_is_an_outage_the_watcher_survives(
+    db: ScratchDatabase, tmp_path: Path
+) -> None:
+    """The password changed under the service: its watcher died of the login error and the
+    database stayed 'up' in health while the writes piled up in the journal."""
+    call_id = uuid.uuid4()
+    good = db.cluster.app_password
+    try:
+        async with CallStore(db.app_dsn, tmp_path / "journal", retry_seconds=0.2,
+                             watch_seconds=0.2) as store:
+            await asyncio.to_thread(db.cluster.psql,
+                                    "ALTER ROLE callrec_app PASSWORD 'changed-elsewhere'",
+                                    "postgres")
+            await _end_app_sessions(db)
+            await eventually(lambda: _down(store), what="the database reported down")
+            await store.record_call(call_id, service_number="0103808000", started_at=T0)
+            assert store.journal_backlog == 1
+            await asyncio.sleep(0.6)  # several watches
+            assert store._watcher is not None and not store._watcher.done()
+            await asyncio.to_thread(db.cluster.psql,
+                                    f"ALTER ROLE callrec_app PASSWORD '{good}'", "postgres")
+            await eventually(lambda: _zero(store), what="journal drained")
+            await eventually(lambda: _up(store), what="the database reported up")
+    finally:
+        await asyncio.to_thread(db.cluster.psql,
+                                f"ALTER ROLE callrec_app PASSWORD '{good}'", "postgres")
+    assert await _row(db.app_dsn, call_id) is not None

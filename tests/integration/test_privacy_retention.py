@@ -213,7 +213,7 @@ async def _daily_run(db: ScratchDatabase, w: World, tmp_path: Path,
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
     assert await w.call_ids() == before - gone
-    assert svc.purged_total == len(gone)
+    assert svc.retention_runs.purged_total == len(gone)
     return logs
 
 
