@@ -10,8 +10,10 @@ COPY pyproject.toml README.md ./
 COPY callrec ./callrec
 COPY prompts ./prompts
 COPY config ./config
+COPY deploy/start-callrec.sh ./
 RUN pip install --no-cache-dir .
 USER callrec
 EXPOSE 8080
-# Schema and prompt audio first (both idempotent), then the service.
-CMD ["sh", "-c", "callrec db migrate && callrec prompts build && exec callrec serve"]
+# Example secrets refused, the editable routing and prompts seeded into the volume, schema
+# and prompt audio (both idempotent), then the service.
+CMD ["/opt/callrec/start-callrec.sh"]

@@ -11,6 +11,10 @@ while IFS='=' read -r key value; do
   case "$key" in ''|'#'*) continue ;; esac
   eval "override=\${$key:-}"
   [ -n "$override" ] && value=$override
+  case "$value" in
+    change-me*) echo "render-conf: $key still has the example value of deploy/env.example" >&2
+                exit 1 ;;
+  esac
   esc=$(printf '%s' "$value" | sed 's/[\/&|]/\\&/g')
   printf 's|@%s@|%s|g\n' "$key" "$esc" >> "$script"
 done < "$src/defaults.env"

@@ -150,12 +150,18 @@ async def _calls_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await cancel_and_wait(events)
-        for task in list(svc.background):
-            task.cancel()
-        await asyncio.gather(*svc.background, return_exceptions=True)
-        await svc.manager.close()
-        await svc.ari.close()
+        # each step whatever the one before raised (an events task that had died re-raises
+        # its error here): the calls' ends are written, the client closed
+        try:
+            await cancel_and_wait(events)
+        finally:
+            try:
+                for task in list(svc.background):
+                    task.cancel()
+                await asyncio.gather(*svc.background, return_exceptions=True)
+                await svc.manager.close()
+            finally:
+                await svc.ari.close()
 
 
 async def _retention_ctx(app: web.Application) -> AsyncIterator[None]:

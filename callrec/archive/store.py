@@ -235,6 +235,13 @@ class CallStore:
                     await _apply(conn, op)
                 self._came_back()
                 return
+            except asyncio.CancelledError:
+                # cut short (a shutdown): committed or not, it is journalled, since replaying
+                # an upsert is harmless and losing a call's record is not; the append runs
+                # in a thread to its end even if this task is cancelled again
+                await asyncio.shield(self.journal.append(op))
+                self._wake.set()
+                raise
             except _UNREACHABLE as exc:
                 self._went_away(exc)
             except Exception as exc:

@@ -242,10 +242,11 @@ class CallManager:
         await asyncio.gather(*tasks, return_exceptions=True)
         if waiting:
             handing = [asyncio.create_task(self._hand_back_waiting(s)) for s in waiting]
-            await asyncio.wait(handing, timeout=HANDBACK_TIMEOUT)
+            await _finish_or_cancel(handing, HANDBACK_TIMEOUT)
         if self._writes:
-            # row writes already under way are let finish (the store journals what fails)
-            await asyncio.wait(list(self._writes), timeout=WRITES_DRAIN_TIMEOUT)
+            # row writes already under way are let finish; one cut short is journalled by
+            # the store (replaying an upsert is harmless), as is one that fails
+            await _finish_or_cancel(list(self._writes), WRITES_DRAIN_TIMEOUT)
 
     # -- routing ARI events ---------------------------------------------------------------
 
@@ -705,17 +706,21 @@ class CallManager:
 
     async def _hand_back_waiting(self, state: m.CallState) -> None:
         with structlog.contextvars.bound_contextvars(call_id=str(state.call_id)):
+            # the row first: Asterisk may not answer the requests below before close() gives
+            # up on them; the last write carries the whole row, as the machine's own end does
+            end = {"ended_at": self._clock(), "end_reason": "interrupted", "state": "done"}
+            await self._write_row(state.call_id, durable=True, fields={**state.row, **end})
             legs = [leg.channel_id for leg in state.legs if leg.live]
             if state.snoop_channel is not None:
                 legs.append(state.snoop_channel)  # the unrecorded snoop waiting for an answer
-            if not (state.caller_gone or state.caller_hung_up):
-                await self._hand_back(state.caller_channel, legs)
-            for bridge in (state.bridge_id, state.legs_bridge):  # made while ringing
-                if bridge is not None:
-                    await self._destroy_bridge_quietly(bridge)
-            # the last write carries the whole row, as the machine's own end does
-            end = {"ended_at": self._clock(), "end_reason": "interrupted", "state": "done"}
-            await self._write_row(state.call_id, durable=True, fields={**state.row, **end})
+            try:
+                if not (state.caller_gone or state.caller_hung_up):
+                    await self._hand_back(state.caller_channel, legs)
+                for bridge in (state.bridge_id, state.legs_bridge):  # made while ringing
+                    if bridge is not None:
+                        await self._destroy_bridge_quietly(bridge)
+            except Exception:  # the ARI client closing under it, say: the row is written
+                log.exception("hand-back to the dialplan not finished")
 
     async def _hand_back(self, caller: str, channels: Iterable[str]) -> None:
         """Hang up our agent legs (and snoop) and send the caller on in the dialplan (the agents
@@ -964,3 +969,15 @@ class CallManager:
         except Exception:
             log.exception("call row not readable", row_id=str(call_id))
             return None
+
+
+async def _finish_or_cancel(tasks: list[asyncio.Task[Any]], within: float) -> None:
+    """Wait up to `within` seconds for the tasks, then cancel those left and await them all: none
+    may outlive the close (the ARI client and the store close next)."""
+    _, pending = await asyncio.wait(tasks, timeout=within)
+    for task in pending:
+        task.cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    for result in results:
+        if isinstance(result, Exception):
+            log.error("shutdown work failed", error=repr(result))

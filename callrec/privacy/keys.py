@@ -38,6 +38,8 @@ def load_secret_key(env: Mapping[str, str] | None = None) -> bytes:
             "set CALLREC_SECRET_KEY or CALLREC_SECRET_KEY_FILE "
             "(e.g. the output of: python -c 'import secrets; print(secrets.token_hex(32))')"
         )
+    if b"change-me" in data:
+        raise ConfigError("the secret key is still the example of deploy/env.example")
     if len(data) < MIN_KEY_BYTES:
         raise ConfigError(f"the secret key must be at least {MIN_KEY_BYTES} bytes")
     return data

@@ -344,3 +344,31 @@ async def test_a_refused_login_is_an_outage_the_watcher_survives(
         await asyncio.to_thread(db.cluster.psql,
                                 f"ALTER ROLE callrec_app PASSWORD '{good}'", "postgres")
     assert await _row(db.app_dsn, call_id) is not None
+
+
+async def test_a_write_cut_short_is_journalled_not_lost(
+    db: ScratchDatabase, tmp_path: Path
+) -> None:
+    """A shutdown cancels the writes still under way after its wait: each was lost; it is
+    journalled now (committed or not: replaying an upsert is harmless)."""
+    call_id = uuid.uuid4()
+    async with CallStore(db.app_dsn, tmp_path / "journal", retry_seconds=0.2) as store:
+        await store.record_call(call_id, service_number="0103808000", started_at=T0)
+        locker = await asyncpg.connect(db.app_dsn)
+        try:
+            tx = locker.transaction()
+            await tx.start()
+            await locker.execute("SELECT 1 FROM calls WHERE id = $1 FOR UPDATE", call_id)
+            write = asyncio.create_task(store.record_call(
+                call_id, ended_at=T0, end_reason="interrupted", state="done"))
+            await eventually(lambda: _waiting_on_locks(locker, 1), what="the write waiting")
+            write.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await write
+            assert store.journal_backlog == 1
+            await tx.rollback()
+        finally:
+            await locker.close()
+        await eventually(lambda: _zero(store), what="journal drained")
+    row = await _row(db.app_dsn, call_id)
+    assert row is not None and row["end_reason"] == "interrupted"

@@ -190,3 +190,50 @@ async def test_an_agent_leg_its_call_gave_up_on_is_hung_up_when_asterisk_makes_i
     manager._stasis_start("leg.live", None, (AGENT_ARGS_PREFIX + "x",), T0)
     await asyncio.sleep(0.05)
     assert ari.hung_up == ["leg.late"]
+
+
+class HungAri(SlowAri):
+    """Takes requests and never answers them (a hung Asterisk at shutdown)."""
+
+    def __init__(self) -> None:
+        super().__init__(unanswered=0)
+
+    async def hangup(self, channel_id: str, reason: str) -> None:
+        await asyncio.sleep(3600)
+
+    async def continue_in_dialplan(self, channel_id: str, *, label: str) -> None:
+        await asyncio.sleep(3600)
+
+    async def destroy_bridge(self, bridge_id: str) -> None:
+        await asyncio.sleep(3600)
+
+
+class RowStore(EmptyStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[tuple[uuid.UUID, dict[str, Any]]] = []
+
+    async def record_call(self, call_id: uuid.UUID, **fields: Any) -> None:
+        self.rows.append((call_id, fields))
+
+
+async def test_close_writes_a_waiting_callers_end_and_leaves_no_task_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # with Asterisk not answering, the hand-back's requests took the whole wait and the
+    # call's "interrupted" end, written after them, was never written; the tasks ran on
+    # into the closed ARI client and store
+    monkeypatch.setattr("callrec.calls.manager.HANDBACK_TIMEOUT", 0.2)
+    ari, store = HungAri(), RowStore()
+    manager = _manager(ari, store=store)
+    agent = m.AgentTarget("agent1", "PJSIP/agent1", "Aino Agentti")
+    call_id = uuid.uuid4()
+    state = m._changed(m.initial_state(call_id, "caller.1"), {
+        "phase": m.Phase.RINGING, "legs": (m.Leg("leg.1", agent, 1, 1),),
+        "bridge_id": "bridge.1"})
+    manager._add_call(state, "100")
+    before = set(asyncio.all_tasks())
+    await asyncio.wait_for(manager.close(), 5)
+    assert set(asyncio.all_tasks()) <= before, "a task outlived close()"
+    (written,) = [f for c, f in store.rows if c == call_id]
+    assert written["end_reason"] == "interrupted" and written["durable"] is True

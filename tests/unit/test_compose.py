@@ -76,7 +76,12 @@ def test_callrec_environment_is_a_complete_configuration() -> None:
         COMPOSE["services"]["callrec"]["ports"])
     assert "callrec_app" in settings.database_url  # the service never runs as the owner
     assert "@postgres:5432/" in settings.database_url
-    assert (REPO / Path(settings.config_path).relative_to("/opt/callrec")).is_file()
+    # routing and prompts are edited in the console: in the volume, seeded from the image
+    volume_root = next(v.split(":")[1] for v in COMPOSE["services"]["callrec"]["volumes"])
+    for path in (settings.config_path, settings.prompts_dir):
+        assert Path(path).is_relative_to(volume_root), path
+    start = (REPO / "deploy" / "start-callrec.sh").read_text()
+    assert "$seed/config/demo.toml" in start and (REPO / "config" / "demo.toml").is_file()
     # Every CALLREC_ variable the local stack sets for the service exists in compose too.
     stack_keys = {"CALLREC_DATABASE_URL", "CALLREC_DATABASE_OWNER_URL", "CALLREC_ARI_URL",
                   "CALLREC_ARI_USER", "CALLREC_ARI_PASSWORD", "CALLREC_SIP_HOST",
@@ -131,3 +136,28 @@ def test_asterisk_takes_every_connection_callrec_may_open() -> None:
     limit = re.search(r"^sessionlimit\s*=\s*(\d+)", text, re.MULTILINE)
     assert limit is not None, "http.conf sets no sessionlimit (Asterisk's default is 100)"
     assert int(limit.group(1)) > REST_CONNECTIONS + 1
+
+
+def test_the_containers_refuse_the_example_secrets(tmp_path: Path) -> None:
+    """deploy/env.example copied as it is would run with passwords anyone can read here."""
+    start = [str(REPO / "deploy" / "start-callrec.sh"), "--check-only"]
+    base = {"PATH": os.environ["PATH"]}
+    refused = subprocess.run(start, env={**base, **_env("callrec")}, capture_output=True,
+                             text=True, timeout=10)
+    assert refused.returncode == 1
+    assert "CALLREC_SECRET_KEY" in refused.stderr and "CALLREC_ARI_PASSWORD" in refused.stderr
+    real = {k: v.replace("change-me", "s3cret") for k, v in _env("callrec").items()}
+    assert subprocess.run(start, env={**base, **real}, timeout=10).returncode == 0
+    rendered = subprocess.run([str(ASTERISK_CONF / "render-conf.sh"), str(tmp_path / "out")],
+                              env={**os.environ, **_env("asterisk")}, capture_output=True,
+                              text=True, timeout=10)
+    assert rendered.returncode == 1 and "ARI_PASSWORD" in rendered.stderr
+    init = (REPO / "deploy" / "postgres-init.sh").read_text()
+    assert "change-me*)" in init and init.index("change-me*)") < init.index("psql")
+
+
+def test_compose_keeps_what_must_outlive_a_container() -> None:
+    assert "asterisk-spool:/var/spool/asterisk" in COMPOSE["services"]["asterisk"]["volumes"]
+    grace = COMPOSE["services"]["callrec"]["stop_grace_period"]
+    from callrec.calls.manager import HANDBACK_TIMEOUT, WRITES_DRAIN_TIMEOUT
+    assert int(grace.rstrip("s")) > HANDBACK_TIMEOUT + WRITES_DRAIN_TIMEOUT

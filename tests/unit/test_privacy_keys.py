@@ -31,6 +31,8 @@ def test_key_from_a_private_file(tmp_path: Path) -> None:
     ({"CALLREC_SECRET_KEY": "short"}, "at least 32 bytes"),
     ({"CALLREC_SECRET_KEY": KEY, "CALLREC_SECRET_KEY_FILE": "/x"}, "only one"),
     ({"CALLREC_SECRET_KEY_FILE": "/nonexistent/key"}, "cannot read"),
+    # deploy/env.example's, 37 bytes: long enough, and in every clone of the repository
+    ({"CALLREC_SECRET_KEY": "change-me-to-64-random-hex-characters"}, "example"),
 ])
 def test_bad_key_configuration(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
