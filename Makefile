@@ -37,5 +37,9 @@ bench:
 	@scripts/setup.sh --test
 	@$(PY) -m bench
 
-clean-stack: down
-	rm -rf .stack
+# Stops the stack and removes it (database, archive, Asterisk root); never leaves the
+# stack's filesystem, whatever a build cut short left mounted there.
+clean-stack:
+	@if [ -x $(PY) ]; then $(PY) -m devstack clean; else \
+	  awk -v d="$(CURDIR)/.stack/" 'index($$2, d) == 1 {print $$2}' /proc/mounts | sort -r | \
+	    xargs -r umount -l; rm -rf --one-file-system .stack; fi

@@ -1,10 +1,13 @@
-"""`python -m devstack up|down|status|demo-call|root`: the local stack from the Makefile."""
+"""`python -m devstack up|down|status|demo-call|env|clean`: the local stack from the
+Makefile."""
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
+from typing import NoReturn
 
 from devstack.errors import StackError
 from devstack.stack import Stack, demo_stack
@@ -43,10 +46,18 @@ def _demo_call(stack: Stack) -> int:
     return demo_call(stack)
 
 
+def _exit_on_signal(signum: int, _frame: object) -> NoReturn:
+    # SystemExit, not the default death: the `finally` blocks run (the mounts of an Asterisk
+    # root being built are undone, a half-started part is stopped)
+    sys.exit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="devstack")
-    parser.add_argument("action", choices=["up", "down", "status", "demo-call", "env"])
+    parser.add_argument("action", choices=["up", "down", "status", "demo-call", "env", "clean"])
     args = parser.parse_args(argv)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _exit_on_signal)
     try:
         stack = demo_stack()
         if args.action == "up":
@@ -62,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
 
             svc = read_pid(stack.service_pidfile)
             print(f"callrec:  {f'running (pid {svc})' if svc else 'stopped'}")
+        elif args.action == "clean":
+            stack.destroy()
+            print(f"callrec stack stopped and removed ({stack.cfg.dir})")
         elif args.action == "env":
             print(stack.write_env().read_text(), end="")
         elif args.action == "demo-call":

@@ -80,10 +80,10 @@ class AsteriskRoot:
                 return
             partial = self.path.parent / (self.path.name + ".partial")
             if partial.exists():
-                _unmount_below(partial)
+                unmount_below(partial)
                 shutil.rmtree(partial)
             if self.path.exists():  # a root without the ready mark: unusable, rebuild
-                _unmount_below(self.path)
+                unmount_below(self.path)
                 shutil.rmtree(self.path)
             out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
             try:
@@ -162,7 +162,7 @@ def _mounted(root: Path) -> Iterator[None]:
         subprocess.run(["umount", "-l", str(root / "proc")], check=False)
 
 
-def _unmount_below(path: Path) -> None:
+def unmount_below(path: Path) -> None:
     resolved = str(path.resolve())
     mounts = Path("/proc/mounts").read_text().splitlines()
     targets = [m.split()[1] for m in mounts if m.split()[1].startswith(resolved + "/")]
@@ -257,7 +257,10 @@ class AsteriskInstance:
             os.chown(dirpath, uid, gid)
             for f in _files:
                 os.chown(os.path.join(dirpath, f), uid, gid)
-        (self.home / "etc").chmod(0o750)  # holds the ARI and agent passwords
+        # the instance's own: etc holds the ARI and agent passwords, spool calls being
+        # recorded, log the numbers that called (Asterisk writes them 0644 within)
+        self.home.chmod(0o750)
+        (self.home / "etc").chmod(0o750)
         self.state.mkdir(parents=True, exist_ok=True)
 
     def running(self) -> bool:

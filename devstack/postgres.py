@@ -2,7 +2,9 @@
 
 Two roles, as in a real deployment: `callrec_owner` owns the schema and runs the
 migrations; `callrec_app` is what the service connects as (no DDL, no changes to
-audit rows). The superuser is reachable only over the cluster's private socket."""
+audit rows). The superuser is reachable only over the cluster's private socket: its
+directory and the socket are the postgres user's alone (0700), and a local connection must
+come from that user (peer authentication)."""
 
 from __future__ import annotations
 
@@ -53,10 +55,6 @@ class Postgres:
         password = self.app_password if role == "callrec_app" else self.owner_password
         return f"postgresql://{role}:{password}@127.0.0.1:{self.port}/{DB_NAME}"
 
-    @property
-    def superuser_dsn(self) -> str:
-        return f"postgresql:///{DB_NAME}?host={self.sock}&port={self.port}&user=postgres"
-
     # -- running as the postgres user: the server refuses to run as root
     def _as_pg(self, argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
         if os.geteuid() == 0:
@@ -83,10 +81,13 @@ class Postgres:
         for path in (self.root, self.sock):
             self._chown(path)
         self._check_traversable()
+        # peer: only the postgres OS user is the superuser; run as another user (not root),
+        # the socket's directory is that user's alone, which is what keeps others out
+        local = "peer" if os.geteuid() == 0 else "trust"
         self._as_pg(
             [
                 str(bindir / "initdb"), "-D", str(self.data), "-U", "postgres",
-                "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8",
+                f"--auth-local={local}", "--auth-host=scram-sha-256", "-E", "UTF8",
                 "--locale=C.UTF-8",
             ]
         )
@@ -107,13 +108,14 @@ class Postgres:
 
     def start(self) -> None:
         self.init()
+        self.sock.chmod(0o700)  # clusters made before it was so are closed now too
         if not self.running():
             self._as_pg(
                 [
                     str(_pg_bindir() / "pg_ctl"), "-D", str(self.data), "-l", str(self.log),
                     "-w", "-t", "60", "-o",
                     f"-p {self.port} -k {self.sock} -c listen_addresses=127.0.0.1 "
-                    "-c fsync=on -c max_connections=200",
+                    "-c unix_socket_permissions=0700 -c fsync=on -c max_connections=200",
                     "start",
                 ]
             )

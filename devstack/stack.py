@@ -6,16 +6,20 @@ on free ports with generated passwords, so both can run at once."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import secrets
 import shutil
 import signal
+import stat
 import subprocess
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
-from devstack.asterisk import AsteriskInstance, AsteriskRoot
+from devstack.asterisk import AsteriskInstance, AsteriskRoot, unmount_below
 from devstack.errors import StackError
 from devstack.paths import PROMPTS, REPO, stack_dir, venv_python
 from devstack.ports import free_block, require_free
@@ -47,20 +51,20 @@ class StackConfig:
     db_app_password: str
     secret_key: str
     demo: bool = False
+    # where the PostgreSQL cluster lives, when not in `dir` (see cluster_home)
+    pg_dir: str | None = None
 
     @classmethod
     def demo_profile(cls, directory: Path) -> StackConfig:
         """`make up`: the documented ports; any of them can be moved by environment."""
-        env = os.environ
         return cls(
             dir=directory,
             name="demo",
-            sip_port=int(env.get("CALLREC_SIP_PORT", 5060)),
-            ari_port=int(env.get("CALLREC_ARI_PORT", 8088)),
-            web_port=int(env.get("CALLREC_WEB_PORT", 8080)),
-            pg_port=int(env.get("CALLREC_PG_PORT", 55432)),
-            agent_ports={f"agent{i}": int(env.get(f"CALLREC_AGENT{i}_PORT", 5070 + i))
-                         for i in (1, 2, 3)},
+            sip_port=5060,
+            ari_port=8088,
+            web_port=8080,
+            pg_port=55432,
+            agent_ports={f"agent{i}": 5070 + i for i in (1, 2, 3)},
             rtp_start=10000,
             rtp_end=10999,
             ari_user="callrec",
@@ -69,7 +73,22 @@ class StackConfig:
             db_app_password="demo-app-secret",
             secret_key="demo-secret-key-not-for-production",
             demo=True,
-        )
+            pg_dir=cluster_home(directory),
+        ).with_ports_from(os.environ)
+
+    def with_ports_from(self, env: Mapping[str, str]) -> StackConfig:
+        """The ports the environment moves (README: `CALLREC_SIP_PORT=5070 make up`), over
+        those of the saved profile; the others stay."""
+        moved: dict[str, Any] = {}
+        for key, name in _PORT_SETTINGS.items():
+            if env.get(name, "").strip():
+                moved[key] = _port(env[name], name)
+        agents = dict(self.agent_ports)
+        for agent in agents:
+            name = f"CALLREC_{agent.upper()}_PORT"
+            if env.get(name, "").strip():
+                agents[agent] = _port(env[name], name)
+        return replace(self, **moved, agent_ports=agents)
 
     @classmethod
     def ephemeral(cls, directory: Path) -> StackConfig:
@@ -116,7 +135,8 @@ class Stack:
 
     def __post_init__(self) -> None:
         d = self.cfg.dir
-        self.pg = Postgres(d / "postgres", self.cfg.pg_port, self.cfg.db_owner_password,
+        pg_root = Path(self.cfg.pg_dir) if self.cfg.pg_dir else d / "postgres"
+        self.pg = Postgres(pg_root, self.cfg.pg_port, self.cfg.db_owner_password,
                            self.cfg.db_app_password)
         self.asterisk = AsteriskInstance(
             self.root,
@@ -335,18 +355,56 @@ class Stack:
             raise StackError("; ".join(errors))
 
     def destroy(self) -> None:
-        """Stop everything and remove this stack's state (tests)."""
+        """Stop everything and remove this stack's state (tests, `make clean-stack`)."""
         try:
             self.down()
         finally:
             self.asterisk.destroy()
             self.pg.destroy()
-            shutil.rmtree(self.cfg.dir, ignore_errors=True)
+            if self.cfg.pg_dir:  # its own directory outside the stack's
+                shutil.rmtree(Path(self.cfg.pg_dir).parent, ignore_errors=True)
+            remove_tree(self.cfg.dir)
+
+
+def remove_tree(path: Path) -> None:
+    """`rm -rf` that never leaves the tree's filesystem: a build of the Asterisk root cut
+    short by a signal can leave the host's /dev bind-mounted inside it."""
+    unmount_below(path)
+    subprocess.run(["rm", "-rf", "--one-file-system", str(path)], check=False)
+
+
+def cluster_home(directory: Path) -> str | None:
+    """None: the cluster lives in the stack directory. The postgres user must reach it, so
+    a stack directory others cannot reach (a clone in root's 0700 home) gets its cluster
+    under /var/lib/callrec-devstack instead: no permission of the clone's parents is
+    changed."""
+    for parent in directory.resolve().parents:
+        try:
+            if not parent.stat().st_mode & stat.S_IXOTH:
+                break
+        except FileNotFoundError:
+            continue
+    else:
+        return None
+    tag = hashlib.sha256(str(directory.resolve()).encode()).hexdigest()[:12]
+    return str(Path("/var/lib/callrec-devstack") / tag / "postgres")
+
+
+_PORT_SETTINGS = {"sip_port": "CALLREC_SIP_PORT", "ari_port": "CALLREC_ARI_PORT",
+                  "web_port": "CALLREC_WEB_PORT", "pg_port": "CALLREC_PG_PORT"}
+
+
+def _port(text: str, name: str) -> int:
+    value = text.strip()
+    if not (value.isascii() and value.isdigit() and 1 <= int(value) <= 65535):
+        raise StackError(f"{name} must be a port number (1-65535), got {text!r}")
+    return int(value)
 
 
 def demo_stack() -> Stack:
     directory = stack_dir()
-    cfg = StackConfig.load(directory) or StackConfig.demo_profile(directory)
+    saved = StackConfig.load(directory)
+    cfg = saved.with_ports_from(os.environ) if saved else StackConfig.demo_profile(directory)
     if not cfg.demo:
         raise StackError(f"{directory} holds a test stack, not the demo stack")
     return Stack(cfg)

@@ -68,3 +68,22 @@ async def test_the_database_and_the_hash_of_holds_agree_on_whose_call_it_is(
     number = canonical_number("0401234567")
     assert (key in number_variants(number)) == theirs, key
     assert (stored_number_key(raw) == number) == theirs, stored_number_key(raw)
+
+
+def test_only_the_postgres_user_reaches_the_superuser(db: ScratchDatabase) -> None:
+    """The cluster's socket was open to every local user, trusted as the superuser: any
+    account could read every call, or run commands as postgres."""
+    import os
+    import subprocess
+
+    assert db.cluster.sock.stat().st_mode & 0o777 == 0o700
+    if os.geteuid() != 0:
+        return  # only root can try as another user
+    probe = subprocess.run(
+        ["runuser", "-u", "nobody", "--", "psql", "-h", str(db.cluster.sock), "-p",
+         str(db.cluster.port), "-U", "postgres", "-c", "SELECT 1"],
+        capture_output=True, text=True, timeout=30)
+    assert probe.returncode != 0
+    hba = (db.cluster.data / "pg_hba.conf").read_text()
+    local = [line.split() for line in hba.splitlines() if line.startswith("local")]
+    assert local and all(fields[-1] == "peer" for fields in local)

@@ -4,7 +4,11 @@ configuration rendering."""
 from __future__ import annotations
 
 import itertools
+import os
+import shutil
 import socket
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -139,3 +143,62 @@ def test_sipp_port_blocks_hold_the_sip_audio_and_video_ports() -> None:
     assert sipp.SIPP_BLOCK > 4
     bases = sorted(sipp._ports() for _ in range(20))
     assert all(b - a >= sipp.SIPP_BLOCK for a, b in itertools.pairwise(bases))
+
+
+def test_a_stack_others_cannot_reach_gets_its_cluster_where_postgres_can() -> None:
+    """A clone in root's home (0700): `make up` stopped after building the Asterisk root,
+    asking for `chmod o+x` on the home, which would open the stack to every user."""
+    from devstack.stack import cluster_home
+
+    # pytest's own base directory is 0700: a directory of the test's with its parents open
+    base = Path(tempfile.mkdtemp(prefix="callrec-devstack-", dir="/tmp"))
+    try:
+        base.chmod(0o755)
+        closed = base / "home"
+        (closed / "clone" / ".stack").mkdir(parents=True)
+        closed.chmod(0o700)
+        home = cluster_home(closed / "clone" / ".stack")
+        assert home is not None and home.startswith("/var/lib/callrec-devstack/")
+        assert home == cluster_home(closed / "clone" / ".stack"), "the same each time"
+        open_dir = base / "open" / ".stack"
+        open_dir.mkdir(parents=True)
+        assert cluster_home(open_dir) is None
+    finally:
+        shutil.rmtree(base)
+
+
+def test_ports_set_in_the_environment_move_a_saved_stack(tmp_path: Path) -> None:
+    """README: `CALLREC_SIP_PORT=5070 make up`. The saved profile won over it after the
+    first run, and the error for a port in use pointed at the setting that was ignored."""
+    from devstack.stack import StackConfig
+
+    cfg = StackConfig.demo_profile(tmp_path)
+    cfg.save()
+    saved = StackConfig.load(tmp_path)
+    assert saved is not None and saved.sip_port == 5060
+    moved = saved.with_ports_from({"CALLREC_SIP_PORT": "5070", "CALLREC_AGENT2_PORT": "6072"})
+    assert (moved.sip_port, moved.web_port) == (5070, 8080)
+    assert moved.agent_ports == {"agent1": 5071, "agent2": 6072, "agent3": 5073}
+    with pytest.raises(StackError, match="CALLREC_WEB_PORT"):
+        saved.with_ports_from({"CALLREC_WEB_PORT": "eighty"})
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="mount needs root")
+def test_removing_a_stack_never_leaves_its_filesystem(tmp_path: Path) -> None:
+    """A root build cut short by a signal left the host's /dev bind-mounted inside it, and
+    `make clean-stack` ran a plain `rm -rf` through it."""
+    from devstack.stack import remove_tree
+
+    host = tmp_path / "host-dev"
+    host.mkdir()
+    (host / "null").write_text("precious")
+    stack = tmp_path / "stack"
+    (stack / "root" / "dev").mkdir(parents=True)
+    subprocess.run(["mount", "--bind", str(host), str(stack / "root" / "dev")], check=True)
+    try:
+        remove_tree(stack)
+    finally:
+        subprocess.run(["umount", "-l", str(stack / "root" / "dev")], check=False,
+                       capture_output=True)
+    assert (host / "null").read_text() == "precious"
+    assert not stack.exists()
