@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import structlog
 
 from callrec.privacy import audit, purge
@@ -156,20 +157,23 @@ class CasesMixin(ServiceCore):
                     raise NotFound(f"no access request {case_id}")
                 if case["status"] != "open":
                     raise Conflict(f"access request {case_id} is {case['status']} already")
-                if case["number"] is None:
-                    raise Conflict(f"the number of access request {case_id} has been erased")
-                # FOR SHARE: a purge or erasure cannot queue these calls until we commit
-                rows = await conn.fetch(
-                    f"""SELECT {CALL_COLUMNS} FROM calls c
-                        LEFT JOIN recordings r ON r.call_id = c.id
-                        WHERE caller_number_key(c.caller_number) = ANY($1::text[])
-                        ORDER BY c.started_at, c.id FOR SHARE OF c""",  # noqa: S608
-                    list(number_variants(case["number"])),
-                )
+                rows: list[asyncpg.Record] = []
+                # no number: an erasure of it took every call of it (it keeps the number on
+                # the case while any remains): the answer is that nothing is held
+                if case["number"] is not None:
+                    # FOR SHARE: a purge or erasure cannot queue these calls until we commit
+                    rows = await conn.fetch(
+                        f"""SELECT {CALL_COLUMNS} FROM calls c
+                            LEFT JOIN recordings r ON r.call_id = c.id
+                            WHERE caller_number_key(c.caller_number) = ANY($1::text[])
+                            ORDER BY c.started_at, c.id FOR SHARE OF c""",  # noqa: S608
+                        list(number_variants(case["number"])),
+                    )
                 leaving = await purge.queued_ids(conn, [r["id"] for r in rows])
                 rows = [r for r in rows if r["id"] not in leaving]
                 result = await write_to_the_end(
-                    self._write_export, out, case_id, case["number_hmac"], actor.username, rows
+                    self._write_export, out, case_id, case["number_hmac"], actor.username, rows,
+                    erased=case["number"] is None,
                 )
                 await conn.execute(
                     "UPDATE privacy_requests SET status = 'answered', closed_at = now(),"
@@ -192,7 +196,7 @@ class CasesMixin(ServiceCore):
 
     def _write_export(
         self, out: Path, case_id: int, number_hmac: str, actor: str,
-        rows: Sequence[Mapping[str, Any]],
+        rows: Sequence[Mapping[str, Any]], *, erased: bool = False,
     ) -> ExportResult:
         root = self.archive_root
         records: list[dict[str, Any]] = []
@@ -236,6 +240,8 @@ class CasesMixin(ServiceCore):
                 "generated_at": iso(datetime.now(UTC)), "generated_by": actor,
                 "calls": len(records), "files": bundle.files, "missing_recordings": missing,
                 "number_hmac": number_hmac,
+                **({"note": "every call of this number was erased on request before this "
+                            "answer: none is held"} if erased else {}),
             })
             files = sum(1 for rec in records if rec["recording_status"] == "included")
             bundle.commit()
@@ -314,7 +320,11 @@ class CasesMixin(ServiceCore):
                 )
                 if erasable:
                     await purge.enqueue(conn, erasable, "erasure", case["id"])
-                    # no open access case may keep the number in clear after erasure
+                if len(erasable) == len(calls):
+                    # nothing of the number stays: no open access case keeps it in clear (its
+                    # answer is that nothing is held). While a call stays (held, in
+                    # progress, refused on a ground), the number stays on such a case: it
+                    # is what the case is answered with.
                     await conn.execute(
                         "UPDATE privacy_requests SET number = NULL WHERE number_hmac = $1",
                         digest,

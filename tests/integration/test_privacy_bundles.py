@@ -48,8 +48,8 @@ def losing_the_database_after(
         finally:
             await conn.close()
 
-    def wrapped(*args: Any) -> Any:
-        result = write(*args)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        result = write(*args, **kwargs)
         assert asyncio.run_coroutine_threadsafe(terminate(), loop).result(10) == 1
         return result
 

@@ -184,10 +184,48 @@ async def test_erasure_without_hold_leaves_no_trace_of_the_number(
         assert len(w.wav_files()) == 1
         assert await _tables_mentioning(w, DIGITS) == {}
         assert await w.orphans() == (set(), set())
-        # the earlier access case cannot be exported any more: the number is gone
-        with pytest.raises(Conflict):
-            await w.service.export_access(dpo, access.id, tmp_path / "late.zip")
+        # the earlier access case is answered all the same, with what is held: nothing (it
+        # once stayed open and overdue for good, its export refused)
+        late = await w.service.export_access(dpo, access.id, tmp_path / "late.zip")
+        assert (late.calls, late.files) == (0, 0)
+        with zipfile.ZipFile(tmp_path / "late.zip") as z:
+            assert "erased on request" in json.loads(z.read("manifest.json"))["note"]
+        (answered,) = [c for c in await w.service.list_requests(dpo, include_closed=True)
+                       if c.id == access.id]
+        assert answered.status == "answered" and not answered.overdue
+        assert await _tables_mentioning(w, DIGITS) == {}
         assert (await w.service.audit_verify(dpo)).ok
+
+
+async def test_an_erasure_that_keeps_held_calls_keeps_the_access_case_answerable(
+    db: ScratchDatabase, tmp_path: Path
+) -> None:
+    async with world(db, tmp_path) as w:
+        dpo = await w.user("dpo", "privacy")
+        held, gone = await w.call("0401234567"), await w.call("0401234567")
+        await w.service.add_hold(dpo, reason="police request 5500/R/1", call_id=str(held))
+        access = await w.service.open_access_request(
+            dpo, number=NUMBER, verified_by="dpo", method="letter")
+        case = await w.service.erase_number(dpo, number=NUMBER, verified_by="dpo",
+                                            method="letter")
+        assert case.status == "partially_refused"
+        assert await w.call_ids() == {held}
+        result = await w.service.export_access(dpo, access.id, tmp_path / "access.zip")
+        assert (result.calls, result.files) == (1, 1), "the held call is the person's data"
+        assert gone not in await w.call_ids()
+
+
+async def test_an_erasure_with_nothing_to_erase_clears_the_number_from_open_cases(
+    db: ScratchDatabase, tmp_path: Path
+) -> None:
+    async with world(db, tmp_path) as w:
+        dpo = await w.user("dpo", "privacy")
+        await w.service.open_access_request(dpo, number=NUMBER, verified_by="dpo",
+                                            method="letter")
+        case = await w.service.erase_number(dpo, number=NUMBER, verified_by="dpo",
+                                            method="letter")
+        assert case.status == "erased"
+        assert await _tables_mentioning(w, DIGITS) == {}
 
 
 async def test_erasure_refused_by_hold_and_by_recorded_ground(
