@@ -271,6 +271,14 @@ class CasesMixin(ServiceCore):
             today = await self._today(conn)
             got = received_date(received, today)
             async with conn.transaction():
+                # the queue rows of the number's calls first, then the calls: the order a
+                # deletion batch takes them in (the other order deadlocked with one)
+                await conn.execute(
+                    "SELECT q.call_id FROM purge_queue q JOIN calls c ON c.id = q.call_id"
+                    " WHERE caller_number_key(c.caller_number) = ANY($1::text[])"
+                    " FOR UPDATE OF q",
+                    list(number_variants(canonical)),
+                )
                 calls = await conn.fetch(
                     "SELECT id, caller_number, ended_at FROM calls"
                     " WHERE caller_number_key(caller_number) = ANY($1::text[])"

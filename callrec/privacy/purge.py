@@ -162,10 +162,15 @@ async def finish(
 
 
 async def close_erasure_cases(conn: asyncpg.Connection) -> None:
-    """Give erasure cases whose queue is empty their final status."""
+    """Give erasure cases their final status once their queue is empty and none of the
+    calls they erase is left (one queued under another case first, whose file could not be
+    removed yet, say: the later case was closed as erased while the call was still there)."""
     await conn.execute(
         """UPDATE privacy_requests p
            SET status = p.result->>'final_status', closed_at = now()
            WHERE p.status = 'erasing'
-             AND NOT EXISTS (SELECT 1 FROM purge_queue q WHERE q.case_id = p.id)"""
+             AND NOT EXISTS (SELECT 1 FROM purge_queue q WHERE q.case_id = p.id)
+             AND NOT EXISTS (
+                 SELECT 1 FROM calls c WHERE c.id::text IN (
+                     SELECT jsonb_array_elements_text(p.result->'erased_calls')))"""
     )

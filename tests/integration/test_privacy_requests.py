@@ -347,3 +347,64 @@ async def test_a_number_hold_is_refused_while_the_numbers_calls_are_being_delete
         with pytest.raises(Conflict, match="being deleted"):
             await w.service.add_hold(dpo, number=NUMBER, reason="police request 9/2026")
         assert await w.service.list_holds(dpo) == []
+
+
+async def test_an_erasure_while_a_deletion_batch_runs_waits_for_it_without_deadlock(
+    db: ScratchDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch locks its queue rows, then the calls; the erasure locked the calls, then
+    the queue rows: PostgreSQL aborted one of them."""
+    async with world(db, tmp_path) as w:
+        dpo = await w.user("dpo", "privacy")
+        calls = [await w.call("0401234567"), await w.call("0401234567")]
+        await _queue_by_retention(w, calls)
+        go, deleting = asyncio.Event(), asyncio.Event()
+        real = purge.delete_rows
+
+        async def held_up(conn: Any, ids: Any) -> int:
+            deleting.set()
+            await go.wait()
+            return await real(conn, ids)
+
+        monkeypatch.setattr(purge, "delete_rows", held_up)
+
+        async def batch() -> Any:
+            async with w.pool.acquire() as conn:
+                return await purge.finish(conn, w.root, actor="system:retention")
+
+        running = asyncio.create_task(batch())
+        await asyncio.wait_for(deleting.wait(), 10)
+        erasing = asyncio.create_task(w.service.erase_number(
+            dpo, number=NUMBER, verified_by="dpo", method="letter"))
+        await asyncio.sleep(1.5)  # past PostgreSQL's deadlock_timeout (1 s)
+        go.set()
+        finished, case = await asyncio.wait_for(asyncio.gather(running, erasing), 20)
+        assert set(finished.call_ids) == set(calls)
+        assert case.status == "erased" and await w.call_ids() == set()
+        assert await w.orphans() == (set(), set())
+
+
+async def test_a_second_erasure_is_not_closed_while_a_call_it_erases_is_left(
+    db: ScratchDatabase, tmp_path: Path
+) -> None:
+    async with world(db, tmp_path) as w:
+        dpo = await w.user("dpo", "privacy")
+        stuck = await w.call("0401234567")
+        async with w.pool.acquire() as conn:
+            path = await conn.fetchval("SELECT path FROM recordings WHERE call_id = $1", stuck)
+        (w.root / path).unlink()
+        (w.root / path).mkdir()  # a file the purge cannot remove (EISDIR)
+        (w.root / path / "x").write_bytes(b"")
+        first = await w.service.erase_number(dpo, number=NUMBER, verified_by="dpo",
+                                             method="letter")
+        second = await w.service.erase_number(dpo, number=NUMBER, verified_by="dpo",
+                                              method="letter again")
+        assert (first.status, second.status) == ("erasing", "erasing")
+        assert await w.call_ids() == {stuck}
+        (w.root / path / "x").unlink()
+        (w.root / path).rmdir()
+        await w.service.run_retention(dpo)  # finishes what is queued
+        statuses = {c.id: c.status for c in await w.service.list_requests(
+            dpo, include_closed=True)}
+        assert statuses[first.id] == statuses[second.id] == "erased"
+        assert await w.call_ids() == set()
