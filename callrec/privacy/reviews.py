@@ -79,7 +79,9 @@ class ReviewsMixin(ServiceCore):
                 )
                 await audit.append(
                     conn, actor=actor.username, action="search", target=target,
-                    details={"since": iso(since), "until": iso(until), "results": len(rows)},
+                    # which calls were shown: who saw a person's call can be told later
+                    details={"since": iso(since), "until": iso(until), "results": len(rows),
+                             "calls": [str(r["id"]) for r in rows]},
                 )
         return [
             CallSummary(

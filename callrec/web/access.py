@@ -131,6 +131,8 @@ class ConsoleService(BundlesMixin, PrivacyService):
                         "until": flt.until.isoformat() if flt.until else None,
                         "end_reason": flt.end_reason, "page_after": after.encode() if after
                         else None, "results": min(len(rows), limit),
+                        # which calls were shown: who saw a person's call can be told later
+                        "calls": [str(r["id"]) for r in rows[:limit]],
                     },
                 )
         more = len(rows) > limit

@@ -171,6 +171,8 @@ async def test_erasure_without_hold_leaves_no_trace_of_the_number(
         other = await w.call("0407654321")
         found = await w.service.search_calls(reviewer, number=NUMBER)
         assert sorted(str(c.call_id) for c in found) == sorted(str(c) for c in mine)
+        searched = json.loads((await w.audit("search"))[-1]["details"])
+        assert sorted(searched["calls"]) == sorted(str(c) for c in mine)
         access = await w.service.open_access_request(
             dpo, number=NUMBER, verified_by="dpo", method="letter")
         # identity may be verified by any active colleague, e.g. at the front desk

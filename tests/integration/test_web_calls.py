@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -68,6 +70,9 @@ async def test_search_filters_and_keyset_pages(
         # every search is audited, the number only as a keyed hash
         searches = [e for e in await c.audit("search") if e["actor"] == "rita"]
         assert searches and all("111" not in e["target"] for e in searches)
+        # and names the calls it showed: who saw a person's call can be told later
+        shown = json.loads(searches[-1]["details"])["calls"]
+        assert len(shown) == 8 and all(str(uuid.UUID(i)) == i for i in shown)
 
 
 @pytest.mark.parametrize(("zone", "day", "shown", "expires_at"), [
