@@ -9,9 +9,20 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from devstack.errors import NotReady, StackError
+
 # Children started by this process: kept so they are reaped (no zombies, and no
 # ResourceWarning from a Popen collected while its child still runs).
 _children: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def _start_time(pid: int) -> str | None:
+    """When the process started (clock ticks since boot, /proc/<pid>/stat field 22): with
+    the pid it names one process, where a pid alone may name another after a reboot."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
 
 
 def spawn(
@@ -34,14 +45,19 @@ def spawn(
             start_new_session=True,
         )
     _children[proc.pid] = proc
-    pidfile.write_text(f"{proc.pid}\n")
+    pidfile.write_text(f"{proc.pid} {_start_time(proc.pid) or ''}".rstrip() + "\n")
     return proc.pid
 
 
 def read_pid(pidfile: Path) -> int | None:
+    """The pid if that process still runs: a pid file left by a reboot may name another
+    process now (`make down` would signal its whole group), told apart by its start time."""
     try:
-        pid = int(pidfile.read_text().strip())
-    except (FileNotFoundError, ValueError):
+        fields = pidfile.read_text().split()
+        pid = int(fields[0])
+    except (FileNotFoundError, ValueError, IndexError):
+        return None
+    if len(fields) > 1 and _start_time(pid) != fields[1]:
         return None
     return pid if alive(pid) else None
 
@@ -93,7 +109,8 @@ def _signal_group(pid: int, sig: int) -> None:
 
 
 def wait_until(check: object, timeout: float, what: str, interval: float = 0.1) -> None:
-    """Poll `check()` until it is truthy; raise TimeoutError naming `what`."""
+    """Poll `check()` until it is truthy; raise NotReady naming `what`. A StackError from
+    `check` (the process exited) ends the wait at once."""
     assert callable(check)
     deadline = time.monotonic() + timeout
     last_exc: BaseException | None = None
@@ -101,7 +118,9 @@ def wait_until(check: object, timeout: float, what: str, interval: float = 0.1) 
         try:
             if check():
                 return
+        except StackError:
+            raise
         except Exception as exc:  # polling: the thing is not ready yet
             last_exc = exc
         time.sleep(interval)
-    raise TimeoutError(f"{what} not ready after {timeout:.0f}s (last error: {last_exc!r})")
+    raise NotReady(f"{what} not ready after {timeout:.0f}s (last error: {last_exc!r})")

@@ -136,6 +136,9 @@ def _read_pid(pid_file: Path | None) -> int:
         text = pid_file.read_text(encoding="ascii").strip()
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{pid_file}: cannot read the pid file: {exc}") from exc
-    if not text.isdigit() or int(text) <= 1:
+    # the process id first; what may follow it (the local stack adds the process's start
+    # time, to tell a stale file) is not ours to read
+    first = text.split()[0] if text else ""
+    if not (first.isascii() and first.isdigit()) or int(first) <= 1:
         raise ConfigError(f"{pid_file}: does not hold a process id")
-    return int(text)
+    return int(first)

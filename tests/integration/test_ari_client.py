@@ -39,6 +39,7 @@ from callrec.ari.events import (
     StasisEnd,
     StasisStart,
 )
+from devstack.proc import read_pid
 from devstack.sipp import Agent, Caller
 from devstack.stack import Stack
 from tests.polling import eventually
@@ -291,7 +292,8 @@ async def test_reconnects_when_asterisk_drops_the_websocket(
 async def test_heartbeat_notices_a_frozen_asterisk(bare_stack: Stack) -> None:
     """A peer that stops answering (here: Asterisk stopped with SIGSTOP) is noticed by the
     ping/pong heartbeat within 1.5 heartbeats, and the client reconnects once it is back."""
-    pid = int(bare_stack.asterisk.pidfile.read_text().strip())
+    pid = read_pid(bare_stack.asterisk.pidfile)
+    assert pid is not None
     name = f"ari-test-{uuid.uuid4().hex[:8]}"
     async with client(bare_stack, name, heartbeat=1.0, request_timeout=2.0) as ari:
         running = await start_events(ari)

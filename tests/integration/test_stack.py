@@ -99,12 +99,14 @@ def test_down_leaves_no_process_behind(tmp_path_factory: pytest.TempPathFactory)
 
     gen = start_stack(with_service=False)
     stack = next(gen)
-    asterisk_pid = stack.asterisk.pidfile.read_text().strip()
-    stack.down()
-    ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    assert not any(line.split()[0] == asterisk_pid for line in ps.splitlines()[1:])
-    assert stack.cfg.name not in ps  # no asterisk of this instance
-    assert str(stack.pg.data) not in ps  # no postgres of this cluster
-    mounts = Path("/proc/mounts").read_text()
-    assert str(stack.root.path) not in mounts
-    gen.close()
+    try:
+        asterisk_pid = stack.asterisk.pidfile.read_text().split()[0]
+        stack.down()
+        ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+        assert not any(line.split()[0] == asterisk_pid for line in ps.splitlines()[1:])
+        assert stack.cfg.name not in ps  # no asterisk of this instance
+        assert str(stack.pg.data) not in ps  # no postgres of this cluster
+        mounts = Path("/proc/mounts").read_text()
+        assert str(stack.root.path) not in mounts
+    finally:
+        gen.close()  # the stack's directory and cluster go, whatever failed above

@@ -202,3 +202,44 @@ def test_removing_a_stack_never_leaves_its_filesystem(tmp_path: Path) -> None:
                        capture_output=True)
     assert (host / "null").read_text() == "precious"
     assert not stack.exists()
+
+
+def test_a_pid_file_naming_another_process_now_is_stale(tmp_path: Path) -> None:
+    """After a reboot the pid in a pid file may be another process's: `make up` took it for
+    the stack's, `make down` signalled its whole process group."""
+    from devstack.proc import read_pid, spawn, stop
+
+    pidfile = tmp_path / "x.pid"
+    pid = spawn(["sleep", "30"], log=tmp_path / "x.log", pidfile=pidfile)
+    try:
+        assert read_pid(pidfile) == pid
+        with subprocess.Popen(["sleep", "30"]) as other:
+            try:
+                # the number now another's, the start time the earlier process's
+                pidfile.write_text(f"{other.pid} {pidfile.read_text().split()[1]}0\n")
+                assert read_pid(pidfile) is None
+                stop(pidfile)
+                assert other.poll() is None, "the other process was signalled"
+            finally:
+                other.kill()
+                other.wait()
+        pidfile.write_text(f"{pid}\n")  # a file of the old form: trusted as before
+        assert read_pid(pidfile) == pid
+    finally:
+        pidfile.write_text(f"{pid}\n")
+        stop(pidfile)
+
+
+def test_a_part_that_exits_while_starting_is_reported_at_once() -> None:
+    """`wait_until` took the StackError of an exited process for 'not ready yet' and said
+    so only after its whole timeout, and then as a TimeoutError traceback."""
+    from devstack.errors import NotReady
+    from devstack.proc import wait_until
+
+    def exited() -> bool:
+        raise StackError("callrec service exited during start-up")
+
+    with pytest.raises(StackError, match="exited"):
+        wait_until(exited, timeout=3600, what="callrec service")
+    with pytest.raises(NotReady, match="not ready after"):
+        wait_until(lambda: False, timeout=0.2, what="callrec service", interval=0.05)
