@@ -392,19 +392,13 @@ async def test_a_second_erasure_is_not_closed_while_a_call_it_erases_is_left(
     async with world(db, tmp_path) as w:
         dpo = await w.user("dpo", "privacy")
         stuck = await w.call("0401234567")
-        async with w.pool.acquire() as conn:
-            path = await conn.fetchval("SELECT path FROM recordings WHERE call_id = $1", stuck)
-        (w.root / path).unlink()
-        (w.root / path).mkdir()  # a file the purge cannot remove (EISDIR)
-        (w.root / path / "x").write_bytes(b"")
-        first = await w.service.erase_number(dpo, number=NUMBER, verified_by="dpo",
-                                             method="letter")
-        second = await w.service.erase_number(dpo, number=NUMBER, verified_by="dpo",
-                                              method="letter again")
-        assert (first.status, second.status) == ("erasing", "erasing")
-        assert await w.call_ids() == {stuck}
-        (w.root / path / "x").unlink()
-        (w.root / path).rmdir()
+        async with w.unremovable(stuck):
+            first = await w.service.erase_number(dpo, number=NUMBER, verified_by="dpo",
+                                                 method="letter")
+            second = await w.service.erase_number(dpo, number=NUMBER, verified_by="dpo",
+                                                  method="letter again")
+            assert (first.status, second.status) == ("erasing", "erasing")
+            assert await w.call_ids() == {stuck}
         await w.service.run_retention(dpo)  # finishes what is queued
         statuses = {c.id: c.status for c in await w.service.list_requests(
             dpo, include_closed=True)}

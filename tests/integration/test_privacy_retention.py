@@ -266,13 +266,7 @@ async def test_a_file_that_cannot_be_removed_holds_up_no_other_deletion(
         blocked = await w.call(ended_at=old - timedelta(days=2))  # the oldest: queued first
         outside = await w.call(ended_at=old - timedelta(days=1))
         fine = [await w.call(ended_at=old + timedelta(minutes=i)) for i in range(3)]
-        async with w.pool.acquire() as conn:
-            path = await conn.fetchval("SELECT path FROM recordings WHERE call_id = $1", blocked)
-        # a directory where the file was (unlink: EISDIR; as root, what a read-only disk or
-        # a wrong owner is for the service), and a row whose path leaves the archive
-        (w.root / path).unlink()
-        (w.root / path).mkdir()
-        (w.root / path / "x").write_bytes(b"")
+        # and a row whose path leaves the archive
         owner = await w.owner()
         try:
             await owner.execute("UPDATE recordings SET path = '../elsewhere.wav'"
@@ -280,7 +274,8 @@ async def test_a_file_that_cannot_be_removed_holds_up_no_other_deletion(
         finally:
             await owner.close()
 
-        report = await w.service.run_retention(dpo, now=NOW, batch_size=2)
+        async with w.unremovable(blocked):
+            report = await w.service.run_retention(dpo, now=NOW, batch_size=2)
         assert set(report.purged) == set(fine) and report.not_removed == 2
         assert await w.call_ids() == {blocked, outside}  # their rows stay, queued (hidden)
         async with w.pool.acquire() as conn:
@@ -291,9 +286,7 @@ async def test_a_file_that_cannot_be_removed_holds_up_no_other_deletion(
         assert set(errors) == {str(blocked), str(outside)}
         assert "directory" in errors[str(blocked)] and "outside" in errors[str(outside)]
 
-        # fixed on disk: the next run finishes it
-        (w.root / path / "x").unlink()
-        (w.root / path).rmdir()
+        # fixed on disk (leaving the block above): the next run finishes it
         report = await w.service.run_retention(dpo, now=NOW)
         assert report.resumed == 2 and report.not_removed == 1
         async with w.pool.acquire() as conn:

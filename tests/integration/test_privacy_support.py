@@ -97,6 +97,23 @@ class World:
             (self.root / rel).unlink()
         return call_id
 
+    @asynccontextmanager
+    async def unremovable(self, call_id: uuid.UUID) -> AsyncIterator[None]:
+        """The call's recording cannot be removed while inside: a directory stands where
+        the file was (unlink: EISDIR; as root, what a read-only disk or a wrong owner is
+        for the service). Removable again after."""
+        async with self.pool.acquire() as conn:
+            path = self.root / await conn.fetchval(
+                "SELECT path FROM recordings WHERE call_id = $1", call_id)
+        path.unlink()
+        path.mkdir()
+        (path / "x").write_bytes(b"")
+        try:
+            yield
+        finally:
+            (path / "x").unlink()
+            path.rmdir()
+
     async def owner(self) -> asyncpg.Connection:
         return await asyncpg.connect(self.db.owner_dsn)
 
