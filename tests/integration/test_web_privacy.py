@@ -159,3 +159,36 @@ async def test_retention_and_audit_pages(
             await owner.close()
         page = await (await b.post("/privacy/audit/verify", {})).text()
         assert "THE CHAIN IS BROKEN" in page
+
+
+async def test_form_attributes_reach_the_browser_as_written(
+    db: ScratchDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Autoescaping quoted them: the date pattern became '"\\d{4}-\\d{2}-\\d{2}"' (quotes
+    included), which no date matches, and a request could only be received 'today'."""
+    from html.parser import HTMLParser
+
+    class Inputs(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.found: dict[str, dict[str, str | None]] = {}
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            named = dict(attrs)
+            if tag == "input" and named.get("id"):
+                self.found[str(named["id"])] = named
+
+    async with console(db, tmp_path, monkeypatch) as c:
+        await c.user("dpo", "privacy")
+        b = await c.logged_in("dpo")
+        parser = Inputs()
+        parser.feed(await (await b.client.get("/privacy/requests")).text())
+        received = parser.found["a-received"]
+        assert received["pattern"] == r"\d{4}-\d{2}-\d{2}"
+        assert re.fullmatch(str(received["pattern"]), "2026-11-25")
+        assert parser.found["a-number"]["inputmode"] == "tel"
+        root = await c.logged_in("root")
+        parser = Inputs()
+        parser.feed(await (await root.client.get("/admin/accounts")).text())
+        assert parser.found["n-password"]["minlength"] == "12"
+        assert parser.found["n-password"]["autocomplete"] == "new-password"
