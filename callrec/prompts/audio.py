@@ -37,6 +37,11 @@ _FRAME_S = 0.010
 _SILENCE_BELOW_LOUDEST_DB = 40.0  # a frame this far under the loudest one counts as silence
 _ABSOLUTE_SILENCE_DBFS = -60.0  # and anything under this is silence however quiet the rest is
 _KEEP_PADDING_S = 0.050  # margin left around the speech so soft onsets are not clipped
+# The loudest 10 ms of a recorded voice, once any DC offset is taken out, is far above this;
+# an empty take (a muted microphone's hiss, an interface's offset) is under it, and brought
+# up to the level target it would have been played as the notice: a caller hearing nothing
+# and recorded all the same.
+MIN_SPEECH_PEAK_DBFS = -45.0
 
 
 class AudioError(Exception):
@@ -76,7 +81,8 @@ def to_mono(data: Samples) -> Samples:
 
 
 def trim_silence(samples: Samples, rate: int) -> Samples:
-    """Cut silence at both ends, keeping a short margin; raise AudioError if all silent."""
+    """Cut silence at both ends, keeping a short margin; raise AudioError if all silent or
+    too quiet to hold a voice (measured without the DC offset, which `convert` removes)."""
     frame = max(1, round(rate * _FRAME_S))
     count = len(samples) // frame
     if count == 0:
@@ -86,6 +92,10 @@ def trim_silence(samples: Samples, rate: int) -> Samples:
     loudest = float(rms.max())
     if loudest <= 10 ** (_ABSOLUTE_SILENCE_DBFS / 20):
         raise AudioError("the audio is silent")
+    if loudest < 10 ** (MIN_SPEECH_PEAK_DBFS / 20):
+        raise AudioError(f"the audio is too quiet to be a recorded voice (its loudest moment "
+                         f"is {20 * math.log10(loudest):.0f} dBFS; a voice reaches "
+                         f"{MIN_SPEECH_PEAK_DBFS:.0f} dBFS or more): a muted microphone?")
     threshold = max(
         loudest * 10 ** (-_SILENCE_BELOW_LOUDEST_DB / 20), 10 ** (_ABSOLUTE_SILENCE_DBFS / 20)
     )
@@ -137,7 +147,10 @@ def to_pcm16(samples: Samples) -> bytes:
 
 def convert(data: Samples, rate: int) -> dict[str, bytes]:
     """Source samples -> 16-bit mono PCM per Asterisk format name (`wav`, `wav16`)."""
-    mono = trim_silence(to_mono(data), rate)
+    mono = to_mono(data)
+    # an audio interface's DC offset is no sound: it would pass for a level, and be raised
+    # to the target as such
+    mono = trim_silence(mono - float(np.mean(mono)), rate)
     duration = len(mono) / rate
     if duration > MAX_DURATION_S:
         raise AudioError(

@@ -69,20 +69,25 @@ def find_sources(prompts_dir: Path) -> tuple[list[PromptSource], list[PromptSour
         if not folder.is_dir() or folder.name.startswith("."):
             continue
         if not LANGUAGE_RE.fullmatch(folder.name):
-            problems.append(
-                PromptSourceError(f"{folder}: not a language code (two or three letters a-z)")
-            )
+            problems.append(PromptSourceError(
+                f"{_shown(folder)}: not a language code (two or three letters a-z)"))
             continue
         names: set[str] = set()
-        for file in sorted(folder.iterdir()):
+        try:
+            files = sorted(folder.iterdir())
+        except OSError as exc:  # one language callrec may not read: say so, build the rest
+            problems.append(PromptSourceError(
+                f"{_shown(folder)}: cannot read the folder: {exc.strerror or exc}"))
+            continue
+        for file in files:
             if file.name.startswith("."):
                 continue  # editor and VCS leftovers
             if file.suffix not in (*STUDIO_SUFFIXES, TEXT_SUFFIX) or not file.is_file():
-                problems.append(
-                    PromptSourceError(f"{file}: not a prompt (.txt, .wav, .flac or .ogg)")
-                )
+                problems.append(PromptSourceError(
+                    f"{_shown(file)}: not a prompt (.txt, .wav, .flac or .ogg)"))
             elif not NAME_RE.fullmatch(file.stem):
-                problems.append(PromptSourceError(f"{file}: prompt names use a-z, 0-9 and _ only"))
+                problems.append(PromptSourceError(
+                    f"{_shown(file)}: prompt names use a-z, 0-9 and _ only"))
             else:
                 names.add(file.stem)
         for name in sorted(names):
@@ -94,3 +99,9 @@ def find_sources(prompts_dir: Path) -> tuple[list[PromptSource], list[PromptSour
                 if source is not None:
                     sources.append(source)
     return sources, problems
+
+
+def _shown(path: Path) -> str:
+    """A path for a message: a name in no encoding (bytes that are not UTF-8) shown escaped,
+    or the page that shows the message could not be sent at all."""
+    return str(path).encode("utf-8", "backslashreplace").decode("utf-8")

@@ -4,6 +4,7 @@ state-changing call then carries the session's CSRF token in the X-CSRF-Token he
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import asdict
 from datetime import date, datetime
@@ -393,7 +394,8 @@ async def prompt_studio(req: Req) -> web.StreamResponse:
     await req.svc.authorize_config(session.actor, f"prompt:{name}/{language}")
     data = await read_body(req.request, config.MAX_UPLOAD_BYTES, UploadRejected(
         f"the file is over {config.MAX_UPLOAD_BYTES // (1024 * 1024)} MB"))
-    config.save_studio(req.console.prompts_dir, language, name, data)
+    # in a thread: decoding the upload is work the calls on this loop must not wait for
+    await asyncio.to_thread(config.save_studio, req.console.prompts_dir, language, name, data)
     report = await config.rebuild(req.console.prompts_dir, req.console.prompt_cache_dir)
     await req.svc.config_changed(session.actor, "prompts", "studio recording uploaded",
                                  {"prompt": f"{name}/{language}", "bytes": len(data),

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import soundfile
 
+from callrec.prompts.audio import SOURCE_RATES
 from callrec.prompts.build import MAX_TEXT_CHARS, BuildReport, build_prompts
 from callrec.prompts.errors import PromptError
 from callrec.prompts.index import read_index
@@ -121,19 +122,29 @@ def detect_audio(data: bytes) -> str:
 
 
 def check_audio(data: bytes) -> float:
-    """Decode the upload fully; return its duration in seconds or reject it."""
+    """Decode the whole upload, a block at a time; return its duration in seconds or reject
+    it. What the header claims is judged before anything is decoded (8 MB of compressed
+    silence can claim hours at 192 kHz on 8 channels: gigabytes once decoded)."""
+    too_long = UploadRejected(f"a prompt may last at most {MAX_STUDIO_SECONDS:.0f} s")
     try:
         with soundfile.SoundFile(io.BytesIO(data)) as f:
-            frames, rate = f.frames, f.samplerate
-            f.read(dtype="float32")
+            rate, channels = f.samplerate, f.channels
+            if not SOURCE_RATES[0] <= rate <= SOURCE_RATES[1] or not 1 <= channels <= 2:
+                raise UploadRejected(
+                    f"a prompt is mono or stereo at {SOURCE_RATES[0]}-{SOURCE_RATES[1]} Hz "
+                    f"(this one: {channels} channels at {rate} Hz)")
+            if f.frames > rate * MAX_STUDIO_SECONDS:
+                raise too_long
+            frames = 0
+            for block in f.blocks(blocksize=rate, dtype="float32"):
+                frames += len(block)
+                if frames > rate * MAX_STUDIO_SECONDS:  # a header that understated it
+                    raise too_long
     except (soundfile.LibsndfileError, RuntimeError, ValueError) as exc:
         raise UploadRejected(f"the audio cannot be decoded ({exc})") from None
-    if frames == 0 or rate <= 0:
+    if frames == 0:
         raise UploadRejected("the recording holds no audio")
-    seconds = float(frames) / float(rate)
-    if seconds > MAX_STUDIO_SECONDS:
-        raise UploadRejected(f"a prompt may last at most {MAX_STUDIO_SECONDS:.0f} s")
-    return seconds
+    return float(frames) / float(rate)
 
 
 def save_studio(prompts_dir: Path, language: str, name: str, data: bytes) -> Path:

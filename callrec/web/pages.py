@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from datetime import date
@@ -704,7 +705,9 @@ async def prompt_studio(req: Req) -> web.StreamResponse:
     data = await _read_upload(
         req, lambda: req.svc.authorize_config(session.actor, f"prompt:{name}/{language}"))
     try:
-        config.save_studio(req.console.prompts_dir, language, name, data)
+        # in a thread: decoding the upload is work the calls on this loop must not wait for
+        await asyncio.to_thread(config.save_studio, req.console.prompts_dir, language, name,
+                                data)
     except (UploadRejected, FormInvalid) as exc:
         return await _prompts_page(
             req, errors={f"{language}/{name}": exc.message}, status=400)

@@ -79,6 +79,26 @@ def test_silence_is_rejected() -> None:
         audio.convert(np.zeros(16000), 16000)
 
 
+@pytest.mark.parametrize("take", [
+    np.full(80000, 0.01),  # an audio interface's DC offset, nothing else
+    np.random.default_rng(5).standard_normal(80000) * 10 ** (-55 / 20),  # a muted mic's hiss
+    np.full(80000, 0.3) + np.random.default_rng(6).standard_normal(80000) * 1e-4,
+])
+def test_an_empty_take_is_not_turned_into_a_notice(take: np.ndarray) -> None:
+    """Raised to the level target, each once became the notice: the caller heard nothing
+    (or hiss) and was recorded all the same."""
+    with pytest.raises(audio.AudioError, match=r"silent|too quiet"):
+        audio.convert(take, 16000)
+
+
+def test_a_quiet_voice_with_an_offset_is_kept() -> None:
+    quiet = tone([440.0], 16000, 2.0, amplitude=0.02) + 0.05  # -37 dBFS on an offset
+    out = audio.convert(quiet, 16000)
+    samples = pcm_to_float(out["wav16"])
+    assert abs(float(np.mean(samples))) < 1e-3, "the offset is gone"
+    assert band_share(samples, 16000, 440.0) > 0.9
+
+
 def test_over_sixty_seconds_is_rejected() -> None:
     with pytest.raises(audio.AudioError, match="over the 60 s limit"):
         audio.convert(tone([440.0], 8000, 61.0), 8000)

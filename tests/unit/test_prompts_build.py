@@ -4,8 +4,10 @@ bad input keeping the previous version live, and the catalog picking up rebuilds
 from __future__ import annotations
 
 import json
+import os
 import wave
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -149,6 +151,39 @@ def test_misnamed_files_are_reported(dirs: tuple[Path, Path]) -> None:
     report = build_prompts(prompts, cache)
     assert len(report.problems) == 3
     assert [r.status for r in report.results] == ["built"]
+
+
+def test_a_file_name_in_no_encoding_is_reported_in_a_message_that_can_be_sent(
+    dirs: tuple[Path, Path],
+) -> None:
+    """Its raw name in a problem once made every view of the prompts page fail (a str
+    with surrogates cannot be encoded for the response)."""
+    prompts, cache = dirs
+    (prompts / "fi" / os.fsdecode(b"caf\xe9.wav")).write_bytes(b"")
+    report = build_prompts(prompts, cache)
+    (problem,) = report.problems
+    assert "caf\\udce9.wav" in problem
+    problem.encode("utf-8")  # raises for a surrogate
+    assert [r.status for r in report.results] == ["built"]
+
+
+def test_a_language_folder_that_cannot_be_read_is_a_problem_of_its_own(
+    dirs: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    prompts, cache = dirs
+    write_tone(prompts / "sv" / "notice.wav", 660.0)
+    real = Path.iterdir
+
+    def iterdir(path: Path) -> Any:
+        if path == prompts / "sv":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    report = build_prompts(prompts, cache)
+    assert list(report.problems) == [f"{prompts / 'sv'}: cannot read the folder: Permission denied"]
+    assert [(r.name, r.language, r.status) for r in report.results] == [
+        ("notice", "fi", "built")]
 
 
 def test_missing_prompt_raises() -> None:
