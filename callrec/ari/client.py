@@ -52,6 +52,11 @@ from callrec.tasks import BlockingRunner
 
 log = structlog.get_logger(__name__)
 
+
+class _NotSent(AriUnavailable):
+    """A request on the websocket that could not be written: not carried out, and free to
+    go over HTTP instead."""
+
 EventHandler = Callable[[Event], Awaitable[None]]
 
 HEARTBEAT = 10.0  # seconds between pings; a peer silent for 1.5x this is dropped
@@ -290,10 +295,15 @@ class AriClient:
         ws = self._rest_ws
         if (
             ws is not None
+            and not ws.closed  # closing: its reader has not let go of it yet
             and len(self._replies) < WEBSOCKET_REQUESTS_IN_FLIGHT
             and all(_plain(s) for s in segments)
         ):
-            return _rest_answer(await self._send_on(ws, method, segments, params, body, what), what)
+            try:
+                return _rest_answer(
+                    await self._send_on(ws, method, segments, params, body, what), what)
+            except _NotSent:
+                pass  # the socket went as it was asked to send: HTTP takes it
         self.http_requests += 1
         try:
             async with session.request(
@@ -307,6 +317,9 @@ class AriClient:
             raise
         except TimeoutError as exc:
             raise AriNoAnswer(f"{what}: no answer within {self.request_timeout:g} s") from exc
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
+            # the connection went after the request was written: done or not, unknown
+            raise AriNoAnswer(f"{what}: {type(exc).__name__}: {exc}") from exc
         except aiohttp.ClientError as exc:
             raise AriUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
         return _json_body(payload, what)
@@ -337,12 +350,13 @@ class AriClient:
         self._replies[request_id] = reply
         try:
             async with asyncio.timeout(limit):
-                await ws.send_str(json.dumps(message))
+                try:
+                    await ws.send_str(json.dumps(message))
+                except (aiohttp.ClientError, ConnectionError) as exc:
+                    raise _NotSent(f"{what}: {type(exc).__name__}: {exc}") from exc
                 answer = await reply
         except TimeoutError as exc:
             raise AriNoAnswer(f"{what}: no answer within {limit:g} s") from exc
-        except (aiohttp.ClientError, ConnectionError) as exc:
-            raise AriUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
         finally:
             del self._replies[request_id]
         self.websocket_requests += 1
@@ -358,9 +372,11 @@ class AriClient:
         reply.set_result(answer)
 
     def _fail_replies(self, reason: str) -> None:
+        # each was sent: Asterisk may have carried it out before the socket went (the call
+        # flow takes AriNoAnswer for "maybe done", AriUnavailable for "not done")
         for reply in self._replies.values():
             if not reply.done():
-                reply.set_exception(AriUnavailable(reason))
+                reply.set_exception(AriNoAnswer(f"{reason}: it may have been carried out"))
 
     async def _offer_rest(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         """Carry REST requests on this websocket from now on if Asterisk answers one there."""

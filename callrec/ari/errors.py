@@ -69,6 +69,13 @@ class AriNoAnswer(AriUnavailable):
     default_message = "Asterisk did not answer in time"
 
 
+class AriStarting(AriUnavailable):
+    """503: Asterisk is booting or shutting down ("Asterisk not booted", "Shutdown in
+    progress"): a moment's unavailability, as a refused connection is, not a failure."""
+
+    default_message = "Asterisk is starting or shutting down"
+
+
 class AriDecodeError(AriError):
     """Asterisk sent JSON that does not have the documented shape."""
 
@@ -92,6 +99,8 @@ _BY_STATUS: dict[int, type[AriError]] = {
 
 def error_for_status(status: int, message: str) -> AriError:
     """The typed exception for an HTTP error status from Asterisk."""
+    if status == 503:
+        return AriStarting(message, ari_status=status)
     if status >= 500:
         return AriServerError(message, ari_status=status)
     return _BY_STATUS.get(status, AriError)(message, ari_status=status)

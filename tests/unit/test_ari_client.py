@@ -109,7 +109,7 @@ def test_basic_auth_header() -> None:
         (412, errors.AriInvalidState),
         (422, errors.AriUnprocessable),
         (500, errors.AriServerError),
-        (503, errors.AriServerError),
+        (503, errors.AriStarting),  # booting or shutting down: a moment's unavailability
         (401, errors.AriError),
         (403, errors.AriError),
     ],
@@ -119,7 +119,9 @@ def test_status_maps_to_typed_error(status: int, kind: type[errors.AriError]) ->
     assert type(exc) is kind
     assert exc.ari_status == status
     assert "Channel not found" in str(exc)
-    assert exc.http_status == 502
+    # what is retried is an AriUnavailable (a recording's archiving once gave up on a 503)
+    assert isinstance(exc, errors.AriUnavailable) == (status == 503)
+    assert exc.http_status == (503 if status == 503 else 502)
 
 
 def test_error_tree() -> None:
@@ -552,16 +554,62 @@ async def test_a_malformed_answer_is_a_decode_error() -> None:
     await stop(h, task)
 
 
-async def test_a_request_waiting_when_the_socket_drops_fails_unavailable() -> None:
+async def test_a_request_waiting_when_the_socket_drops_may_have_been_done() -> None:
+    # sent: Asterisk may have carried it out before the socket went. Taken for "not done"
+    # (AriUnavailable), a bridge add that happened failed its call, a recording that started
+    # was given up on and left in Asterisk's spool
     sock = AnsweringSocket(pong)
     h = Harness([sock, ScriptedSocket([], hang=True)], rest=True)
     task = await running(h)
-    waiting = asyncio.create_task(h.ari._request("GET", "never"))
+    waiting = asyncio.create_task(h.ari._request("POST", "bridges", "b1", "addChannel"))
     await sock.wait_requests(2)
     sock.drop()
-    with pytest.raises(errors.AriUnavailable, match="closed before the answer"):
+    with pytest.raises(errors.AriNoAnswer, match="closed before the answer"):
         await waiting
     await stop(h, task)
+
+
+class ClosingSocket(AnsweringSocket):
+    """Answers the probe, then cannot write any more: the socket is going."""
+
+    async def send_str(self, data: str) -> None:
+        if self.requests:
+            raise ConnectionResetError("Cannot write to closing transport")
+        await super().send_str(data)
+
+
+async def test_a_request_the_closing_socket_cannot_take_goes_over_http() -> None:
+    sock = ClosingSocket(pong)
+    h = Harness([sock], rest=True)
+    task = await running(h)
+    with pytest.raises(errors.AriUnavailable) as failed:  # nothing listens at the HTTP address
+        await h.ari._request("GET", "asterisk", "info")
+    assert not isinstance(failed.value, errors.AriNoAnswer), "never sent: not done"
+    assert h.ari.http_requests == 1, "it went over HTTP"
+    sock.closed = True  # and once the socket says it is closed, it is not tried at all
+    with pytest.raises(errors.AriUnavailable):
+        await h.ari._request("GET", "asterisk", "info")
+    assert (h.ari.http_requests, len(sock.requests)) == (2, 1)
+    await stop(h, task)
+
+
+async def test_an_http_request_cut_after_it_was_written_may_have_been_done() -> None:
+    async def read_then_hang_up(reader: asyncio.StreamReader,
+                                writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(read_then_hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    ari = AriClient(f"http://127.0.0.1:{port}", "u", "p", "callrec")
+    await ari.start()
+    try:
+        with pytest.raises(errors.AriNoAnswer, match="ServerDisconnected"):
+            await ari._request("POST", "channels", "c1", "answer")
+    finally:
+        await ari.close()
+        server.close()
+        await server.wait_closed()
 
 
 async def test_a_request_left_unanswered_is_told_apart_from_one_never_sent() -> None:
