@@ -62,15 +62,30 @@ class Journal:
         # Operations waiting, counted from the file once; every write checks it, so it is
         # kept in memory (this process is the journal's only writer).
         self._count: int | None = None
+        self._appending: set[asyncio.Future[None]] = set()
 
     def _ensure_dir(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     async def append(self, op: dict[str, Any]) -> None:
+        """Append one operation, durably. A caller cancelled meanwhile (a shutdown) does not
+        cut it short: its thread cannot be stopped, and the lock must be held until it is
+        done, or a rewrite of the file (drop_first) could replace it under the append."""
+        task = asyncio.ensure_future(self._append(op))
+        self._appending.add(task)
+        task.add_done_callback(self._appending.discard)
+        await asyncio.shield(task)
+
+    async def _append(self, op: dict[str, Any]) -> None:
         async with self._lock:
             before = self.backlog()
             await self._run_blocking(self._append_sync, _line(op))
             self._count = before + 1
+
+    async def settle(self) -> None:
+        """Wait for appends whose callers were cancelled (before the threads close)."""
+        if self._appending:
+            await asyncio.wait(list(self._appending))
 
     def _append_sync(self, data: bytes) -> None:
         self._ensure_dir()

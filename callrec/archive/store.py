@@ -126,6 +126,7 @@ class CallStore:
                 except Exception:  # a task that had died: said here, the rest still closes
                     log.exception("store_task_failed", task=task.get_name())
         finally:
+            await self.journal.settle()  # appends of writes cut short by the shutdown
             for pool in pools:
                 await pool.close()
 

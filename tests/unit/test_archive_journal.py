@@ -8,6 +8,8 @@ import datetime as dt
 import errno
 import json
 import os
+import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -184,3 +186,35 @@ async def test_the_journal_is_not_read_while_the_database_is_away(tmp_path: Path
         store._wake.set()
         await asyncio.sleep(0.5)  # about ten retries
         assert reads == 0 and store.journal_backlog == 3
+
+
+async def test_an_append_whose_caller_is_cancelled_is_written_whole_before_a_rewrite(
+    tmp_path: Path,
+) -> None:
+    """The cancelled caller let go of the lock while its thread still wrote: the drain's
+    rewrite of the file then replaced it under the append, and that operation was lost."""
+    slow = threading.Event()
+
+    async def run_blocking(fn: Any, *args: Any) -> Any:
+        def later() -> Any:
+            if fn.__name__ == "_append_sync" and not slow.is_set():
+                slow.set()
+                time.sleep(0.3)  # a disk slow to take it
+            return fn(*args)
+
+        return await asyncio.to_thread(later)
+
+    journal = Journal(tmp_path, run_blocking=run_blocking)
+    slow.set()  # the first two go at once
+    await journal.append(op("a"))
+    await journal.append(op("b"))
+    slow.clear()
+    cut = asyncio.create_task(journal.append(op("c")))
+    await asyncio.sleep(0.05)  # its thread is writing
+    cut.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cut
+    await journal.drop_first(1)  # "a" reached the database
+    await journal.settle()
+    assert [o["id"] for o in journal.read()] == ["b", "c"]
+    assert journal.backlog() == 2
