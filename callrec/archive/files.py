@@ -12,6 +12,7 @@ import os
 import uuid
 import wave
 import weakref
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -43,6 +44,19 @@ class RecordingSource(Protocol):
     async def delete_stored_recording(self, name: str) -> None: ...
 
 
+class RecordingHost(RecordingSource, Protocol):
+    """The ARI client: a source that also tells whether a recording is still being made."""
+
+    async def recording_is_live(self, name: str) -> bool: ...
+
+
+class RecordingStillLive(AriUnavailable):
+    """Asterisk has not closed the recording's file yet: archived once it has (a file taken
+    now would be cut short, and Asterisk's copy deleted while it still writes)."""
+
+    default_message = "the recording is still being made"
+
+
 @dataclass(frozen=True)
 class ArchivedRecording:
     path: str  # relative to the archive root
@@ -58,15 +72,33 @@ def relative_path(call_id: uuid.UUID, started_at: dt.datetime) -> Path:
     return Path(f"{day:%Y}", f"{day:%m}", f"{day:%d}", f"{call_id}.wav")
 
 
+# Sizes a header holds before Asterisk closes the file (it writes them then).
+_UNWRITTEN = (0, 0xFFFFFFFF)
+
+
+def unfinished_header(path: Path) -> bool:
+    """Whether the file is a canonical PCM WAV whose sizes Asterisk has not written: a
+    recording still being made, or cut by a crash of Asterisk."""
+    with open(path, "rb") as f:
+        head = f.read(44)
+    return _canonical(head) and int.from_bytes(head[40:44], "little") in _UNWRITTEN
+
+
+def _canonical(head: bytes) -> bool:
+    return not (len(head) < 44 or head[:4] != b"RIFF" or head[8:16] != b"WAVEfmt "
+                or head[36:40] != b"data" or int.from_bytes(head[16:20], "little") != 16)
+
+
 def repair_wav_header(path: Path) -> bool:
-    """Fix the RIFF and data sizes of a canonical 44-byte-header PCM WAV from the file's
-    length. Asterisk writes them when a recording closes; a recording cut by an Asterisk
-    crash keeps zeros there, though every sample before the crash is in the file.
+    """Fix the RIFF and data sizes of a canonical 44-byte-header PCM WAV whose sizes were
+    never written, from the file's length: a recording cut by an Asterisk crash keeps zeros
+    there, though every sample before the crash is in the file (the caller has made sure it
+    is not still being made). A header that claims more audio than the file holds is a file
+    cut short: CorruptRecording, never "repaired" into one that passes for whole.
     Returns True if the header was changed; leaves anything else to `inspect_wav`."""
     with open(path, "r+b") as f:
         head = f.read(44)
-        if len(head) < 44 or head[:4] != b"RIFF" or head[8:16] != b"WAVEfmt " \
-                or head[36:40] != b"data" or int.from_bytes(head[16:20], "little") != 16:
+        if not _canonical(head):
             return False
         f.seek(0, os.SEEK_END)
         size = f.tell()
@@ -76,6 +108,11 @@ def repair_wav_header(path: Path) -> bool:
             head[40:44], "little")
         if data_size == data and riff_size == size - 8:
             return False
+        if data_size not in _UNWRITTEN:
+            if data_size > data:
+                raise CorruptRecording(f"{path.name}: the header holds {data_size} bytes of "
+                                       f"audio, the file {data}: cut short")
+            return False  # more than the header says (trailing bytes): the header's length
         f.seek(4)
         f.write((size - 8).to_bytes(4, "little"))
         f.seek(40)
@@ -116,7 +153,7 @@ class RecordingArchiver:
         self.bytes_archived = 0
         # Recordings Asterisk still holds because archiving them failed for a reason that
         # passes (disk full, Asterisk unreachable): retried by `run_retries`.
-        self._pending: dict[str, tuple[RecordingSource, uuid.UUID, dt.datetime]] = {}
+        self._pending: dict[str, tuple[RecordingHost, uuid.UUID, dt.datetime]] = {}
         # per recording being archived, its lock; an entry goes when no caller holds the lock
         # or waits for it
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
@@ -149,7 +186,7 @@ class RecordingArchiver:
         return done
 
     async def archive(
-        self, ari: RecordingSource, call_id: uuid.UUID, recording_name: str,
+        self, ari: RecordingHost, call_id: uuid.UUID, recording_name: str,
         started_at: dt.datetime,
     ) -> ArchivedRecording | None:
         """Fetch, store and register one recording, then delete Asterisk's copy.
@@ -166,7 +203,8 @@ class RecordingArchiver:
             lock = self._locks[recording_name] = asyncio.Lock()
         try:
             async with lock:
-                result = await self._archive(source, call_id, recording_name, started_at)
+                result = await self._archive(source, call_id, recording_name, started_at,
+                                             live=ari.recording_is_live)
         except (ArchiveDiskFull, AriUnavailable):
             self._pending[recording_name] = (ari, call_id, started_at)
             raise
@@ -175,7 +213,7 @@ class RecordingArchiver:
 
     async def _archive(
         self, ari: RecordingSource, call_id: uuid.UUID, recording_name: str,
-        started_at: dt.datetime,
+        started_at: dt.datetime, *, live: Callable[[str], Awaitable[bool]],
     ) -> ArchivedRecording | None:
         rel = relative_path(call_id, started_at)
         dest = self.root / rel
@@ -184,6 +222,11 @@ class RecordingArchiver:
         try:
             await self._run_blocking(_make_dirs, dest.parent)
             await ari.download_recording(recording_name, partial)
+            # sizes not written: cut by a crash of Asterisk (repaired below), or still being
+            # made (archived once Asterisk has closed it: a call's end guard can ask first)
+            if await self._run_blocking(unfinished_header, partial) and await live(
+                    recording_name):
+                raise RecordingStillLive(f"{recording_name}: still being recorded")
             repaired, (sha256, size, duration_ms) = await self._run_blocking(
                 _check_and_commit, partial, dest)
             if repaired:

@@ -33,6 +33,7 @@ from callrec.ari.errors import (
     AriDecodeError,
     AriError,
     AriNoAnswer,
+    AriNotFound,
     AriUnavailable,
     EventDecodeError,
     error_for_status,
@@ -558,6 +559,14 @@ class AriClient:
 
     async def stop_recording(self, name: str) -> None:
         await self._request("POST", "recordings", "live", name, "stop")
+
+    async def recording_is_live(self, name: str) -> bool:
+        """Whether Asterisk is still recording `name` (its file not closed yet)."""
+        try:
+            await self._request("GET", "recordings", "live", name)
+        except AriNotFound:
+            return False
+        return True
 
     async def list_stored_recordings(self) -> list[StoredRecording]:
         data = await self._request("GET", "recordings", "stored")

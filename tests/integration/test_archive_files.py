@@ -50,6 +50,10 @@ class Spool:
         # "ab"), other tasks running between pieces
         self.pieces = 1
         self.cut_after_piece: int | None = None  # the download fails after this piece
+        self.live: set[str] = set()  # recordings Asterisk is still making
+
+    async def recording_is_live(self, name: str) -> bool:
+        return name in self.live
 
     async def download_recording(self, name: str, dest: Path) -> int:
         if name not in self.files:
@@ -315,3 +319,54 @@ async def test_a_recording_archived_while_its_call_is_queued_for_deletion_goes_w
     finally:
         await conn.close()
     assert not (root / relative_path(call_id, STARTED)).exists()
+
+
+def _unwritten_sizes(data: bytes) -> bytes:
+    """The header of a file Asterisk has not closed: sizes still zero."""
+    return data[:4] + b"\0\0\0\0" + data[8:40] + b"\0\0\0\0" + data[44:]
+
+
+async def test_a_recording_still_being_made_is_archived_once_asterisk_has_closed_it(
+    db: ScratchDatabase, tmp_path: Path
+) -> None:
+    """Taken at a call's end guard while Asterisk still wrote it, its zero sizes were
+    "repaired" to the length so far: archived as whole, and Asterisk's copy deleted."""
+    data = _wav_bytes(tmp_path, 3.0)
+    spool = Spool({"callrec-x": _unwritten_sizes(data[: 44 + 8000 * 2])})  # 1 s so far
+    spool.live.add("callrec-x")
+    call_id = uuid.uuid4()
+    root = tmp_path / "archive"
+    async with CallStore(db.app_dsn, tmp_path / "journal") as store:
+        await _start_call(store, call_id)
+        archiver = RecordingArchiver(root, store)
+        with pytest.raises(AriUnavailable, match="still being recorded"):
+            await archiver.archive(spool, call_id, "callrec-x", STARTED)
+        assert archiver.pending == 1 and spool.deleted == []
+        assert not (root / relative_path(call_id, STARTED)).exists()
+        # Asterisk closes it, whole
+        spool.files["callrec-x"], spool.live = data, set()
+        assert await archiver.retry_pending() == 1
+        row = await _recording_row(db.app_dsn, call_id)
+    assert row is not None and row["duration_ms"] == 3000 and spool.deleted == ["callrec-x"]
+
+
+async def test_a_crash_cut_recording_is_repaired_and_one_cut_under_its_header_refused(
+    db: ScratchDatabase, tmp_path: Path
+) -> None:
+    data = _wav_bytes(tmp_path, 3.0)
+    # sizes never written, not being made (Asterisk crashed): every sample kept
+    crashed = _unwritten_sizes(data)
+    # a whole header, half the audio: no repair may make it pass for whole
+    short = data[: 44 + 8000 * 2 * 3 // 2]
+    spool = Spool({"callrec-crashed": crashed, "callrec-short": short})
+    ids = uuid.uuid4(), uuid.uuid4()
+    async with CallStore(db.app_dsn, tmp_path / "journal") as store:
+        for call_id in ids:
+            await _start_call(store, call_id)
+        archiver = RecordingArchiver(tmp_path / "archive", store)
+        result = await archiver.archive(spool, ids[0], "callrec-crashed", STARTED)
+        assert result is not None and result.duration_ms == 3000
+        with pytest.raises(CorruptRecording, match="cut short"):
+            await archiver.archive(spool, ids[1], "callrec-short", STARTED)
+    assert spool.deleted == ["callrec-crashed"], "the cut one stays in Asterisk's spool"
+    assert await _recording_row(db.app_dsn, ids[1]) is None

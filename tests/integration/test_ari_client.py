@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from callrec.archive.files import unfinished_header
 from callrec.archive.threads import ArchiveThreads
 from callrec.ari import errors
 from callrec.ari.backoff import Backoff
@@ -523,16 +524,22 @@ async def test_record_a_bridge_and_download_the_file(
         with pytest.raises(errors.AriConflict):
             await ari.record_bridge(call.bridge_id, recording)  # ifExists=fail, name in use
         await asyncio.sleep(1.5)  # the caller's tone flows into the file meanwhile
+        on_disk = bare_stack.asterisk.recordings / f"{recording}.wav"
+        # while it is made, its file's sizes are not written: what the archive must not take
+        # for a file cut by a crash
+        assert await ari.recording_is_live(recording)
+        assert unfinished_header(on_disk)
         await ari.stop_recording(recording)
         finished = await log.wait(RecordingFinished, lambda e: e.recording.name == recording)
         assert finished.recording.state == "done"
+        assert not await ari.recording_is_live(recording)
+        assert not unfinished_header(on_disk)
         assert finished.recording.duration is not None and finished.recording.duration >= 1
 
         stored = {r.name: r.format for r in await ari.list_stored_recordings()}
         assert stored.get(recording) == "wav"
         dest = tmp_path / "call.wav"
         size = await ari.download_recording(recording, dest)
-        on_disk = bare_stack.asterisk.recordings / f"{recording}.wav"
         assert size == dest.stat().st_size == on_disk.stat().st_size
         assert dest.read_bytes() == on_disk.read_bytes()
         assert dest.read_bytes()[:4] == b"RIFF"
