@@ -18,6 +18,10 @@ import pytest
 from devstack.stack import Stack
 from tests.browser.conftest import PASSWORD, Accounts, PlacedCall, db_rows, place_call
 
+# the first test carries the start of the session's stack (Asterisk, PostgreSQL, the service)
+# and a recorded call, another a prompt build: more than the default 120 s on a busy machine
+pytestmark = pytest.mark.timeout(600)
+
 pytestmark = [pytest.mark.browser, pytest.mark.stack]
 
 

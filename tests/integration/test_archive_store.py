@@ -303,7 +303,21 @@ async def test_a_database_that_takes_no_writes_keeps_them_in_the_journal_and_say
         await store.record_call(call_id, service_number="0103808000", started_at=T0,
                                 caller_number="0401234567")
         assert store.journal_backlog == 1 and not store.db_available
-        await asyncio.sleep(1.0)  # drain retries and pings: all refused, none set aside
+        reads = 0
+        real_read = store.journal.read
+
+        def counted() -> list[dict[str, object]]:
+            nonlocal reads
+            reads += 1
+            return real_read()
+
+        store.journal.read = counted  # type: ignore[method-assign]
+
+        async def retried() -> bool:
+            return reads >= 3
+
+        # the drain connects, reads and is refused, again and again: nothing set aside
+        await eventually(retried, what="three drain attempts")
         assert store.journal_backlog == 1 and not store.db_available
         assert not (journal / "journal.rejected.jsonl").exists()
         assert store.rejected_operations == 0
@@ -334,7 +348,20 @@ async def test_a_refused_login_is_an_outage_the_watcher_survives(
             await eventually(lambda: _down(store), what="the database reported down")
             await store.record_call(call_id, service_number="0103808000", started_at=T0)
             assert store.journal_backlog == 1
-            await asyncio.sleep(0.6)  # several watches
+            pings = 0
+            real_ping = store.ping
+
+            async def counted_ping() -> bool:
+                nonlocal pings
+                pings += 1
+                return await real_ping()
+
+            store.ping = counted_ping  # type: ignore[method-assign]
+
+            async def watched() -> bool:
+                return pings >= 3
+
+            await eventually(watched, what="three watches, each refused")
             assert store._watcher is not None and not store._watcher.done()
             await asyncio.to_thread(db.cluster.psql,
                                     f"ALTER ROLE callrec_app PASSWORD '{good}'", "postgres")

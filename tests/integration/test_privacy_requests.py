@@ -23,6 +23,7 @@ from callrec.privacy.numbers import NumberHasher
 from callrec.privacy.service import ExportResult, RetentionReport
 from tests.dbfixtures import ScratchDatabase
 from tests.integration.test_privacy_support import KEY, World, world
+from tests.polling import eventually
 
 pytestmark = pytest.mark.db
 
@@ -378,7 +379,19 @@ async def test_an_erasure_while_a_deletion_batch_runs_waits_for_it_without_deadl
         await asyncio.wait_for(deleting.wait(), 10)
         erasing = asyncio.create_task(w.service.erase_number(
             dpo, number=NUMBER, verified_by="dpo", method="letter"))
-        await asyncio.sleep(1.5)  # past PostgreSQL's deadlock_timeout (1 s)
+
+        async def erasure_waits_on_a_lock() -> bool:
+            async with w.pool.acquire() as conn:
+                waiting: int = await conn.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock'")
+            return waiting >= 1
+
+        # the two meet: the erasure waits on a lock the batch holds (with the old lock order
+        # the batch's delete then waited on the erasure's, and PostgreSQL aborted one)
+        await eventually(erasure_waits_on_a_lock, timeout=10, interval=0.05,
+                         what="the erasure waiting on the batch")
+        await asyncio.sleep(1.2)  # past PostgreSQL's deadlock_timeout (1 s)
         go.set()
         finished, case = await asyncio.wait_for(asyncio.gather(running, erasing), 20)
         assert set(finished.call_ids) == set(calls)

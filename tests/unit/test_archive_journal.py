@@ -19,6 +19,7 @@ import pytest
 from callrec.archive import journal as journal_module
 from callrec.archive.journal import Journal, split_lines
 from callrec.archive.store import CallStore
+from tests.polling import eventually
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -183,8 +184,21 @@ async def test_the_journal_is_not_read_while_the_database_is_away(tmp_path: Path
             return real()
 
         store.journal.read = counting  # type: ignore[method-assign]
+        attempts = 0
+        real_connect = store._connect
+
+        async def connect(**kw: Any) -> Any:
+            nonlocal attempts
+            attempts += 1
+            return await real_connect(**kw)
+
+        store._connect = connect  # type: ignore[method-assign]
         store._wake.set()
-        await asyncio.sleep(0.5)  # about ten retries
+
+        async def retried() -> bool:
+            return attempts >= 5  # five retries of the drain, each failing to connect
+
+        await eventually(retried, timeout=10, interval=0.02, what="five drain attempts")
         assert reads == 0 and store.journal_backlog == 3
 
 

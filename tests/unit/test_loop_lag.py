@@ -63,13 +63,15 @@ async def test_blocking_work_on_the_loop_shows_as_lateness() -> None:
         return lag.histogram.count >= times
 
     async def late() -> bool:
-        return lag.worst >= 0.2
+        return lag.worst >= 0.9
 
     task = asyncio.create_task(lag.run())
     try:
         await eventually(lambda: woke(3), timeout=5, interval=0.01, what="a few wake-ups")
-        assert lag.worst < 0.15, "an idle loop is on time"
-        time.sleep(0.3)  # noqa: ASYNC251 - holding the loop up is the point
+        # an idle loop is on time (the bound is wide: a busy CI machine makes any loop late
+        # by a few tens of ms, never by half a second)
+        assert lag.worst < 0.5
+        time.sleep(1.0)  # noqa: ASYNC251 - holding the loop up is the point
         await eventually(late, timeout=5, interval=0.01, what="the lateness seen")
     finally:
         task.cancel()
