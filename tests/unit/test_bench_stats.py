@@ -164,3 +164,19 @@ def test_main_thread_sched_of_this_process_grows_with_work() -> None:
         pass
     ran1, _ = cpu.main_thread_sched(os.getpid())
     assert ran1 - ran0 >= 0.04
+
+
+def test_every_figure_has_its_key_in_the_results_even_unmeasured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A target that passed no step left `cpu_share` out of the file altogether."""
+    import json
+
+    from bench import __main__ as bench_main
+    from bench import report
+
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    assert bench_main.main(["--skip-calls", "--skip-archive", "--out", "t.json"]) == 0
+    written = json.loads((tmp_path / "t.json").read_text())
+    assert {k: written[k] for k in report.GOALS} == dict.fromkeys(report.GOALS)
+    assert "not measured" in capsys.readouterr().out
