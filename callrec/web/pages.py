@@ -296,8 +296,9 @@ async def listen(req: Req) -> web.StreamResponse:
         granted = await req.svc.grant_recording(req.logged_in.actor, cid, mode, purpose)
     except (FormInvalid, Invalid) as exc:
         field = exc.field if isinstance(exc, FormInvalid) else "detail"
-        return await _call_page(req, errors={field: exc.message},
-                                           status=400)
+        if mode == "disclose":  # its own form's field (a privacy role sees no listen form)
+            field = "disclose-purpose"
+        return await _call_page(req, errors={field: exc.message}, status=400)
     await req.console.sessions.grant(req.logged_in, cid, mode, granted)
     raise _see_other(f"/calls/{cid}#player")
 
