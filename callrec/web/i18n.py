@@ -241,6 +241,29 @@ FI: dict[str, str] = {
     "Strategy": "Soittotapa",
     "Name": "Nimi",
     "Endpoint": "Päätelaite",
+    # values the pages show: end reasons, the phase a caller left in, case statuses, where
+    # a live prompt came from, ringing strategies
+    "completed": "käyty",
+    "no_agent": "ei vastaajaa",
+    "abandoned": "soittaja luopui",
+    "unknown_service": "tuntematon palvelunumero",
+    "closed": "palvelu suljettu",
+    "interrupted": "keskeytyi",
+    "notice": "tiedote",
+    "ringing": "hälytys",
+    "connecting": "yhdistäminen",
+    "open": "avoin",
+    "answered": "vastattu",
+    "erasing": "poistetaan",
+    "erased": "poistettu",
+    "partially_refused": "osin evätty",
+    "refused": "evätty",
+    "text": "teksti",
+    "studio": "studiotallenne",
+    "in_order": "järjestyksessä",
+    "ring_all": "kaikille yhtä aikaa",
+    "round_robin": "vuorotellen",
+    "longest_idle": "pisimpään vapaana ollut ensin",
 }
 
 

@@ -27,6 +27,19 @@ def test_every_template_text_is_translated() -> None:
     assert not missing, missing
 
 
+def test_every_value_a_page_shows_is_translated() -> None:
+    """End reasons, phases, case statuses, prompt sources and strategies were shown as the
+    code's English words on the Finnish pages."""
+    from callrec.routing.model import Strategy
+    from callrec.web.access import END_REASONS
+
+    shown = {*END_REASONS, "notice", "ringing", "connecting", "open", "answered", "erasing",
+             "erased", "partially_refused", "refused", "text", "studio",
+             *(s.value for s in Strategy)}
+    missing = sorted(v for v in shown if v not in i18n.FI)
+    assert not missing, missing
+
+
 def test_templates_compile() -> None:
     env = template_environment()
     for path in (HERE / "templates").glob("*.html"):
