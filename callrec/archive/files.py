@@ -291,7 +291,24 @@ class RecordingArchiver:
 
 
 def _make_dirs(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+    """The day's folder, each new level's entry made durable in its parent: the file renamed
+    into it is fsync'd with its folder, but a folder not yet on disk itself could take the
+    day's first recording with it in a power cut, after Asterisk's copy was deleted."""
+    missing = []
+    level = path
+    while not level.is_dir():
+        missing.append(level)
+        level = level.parent
+    for new in reversed(missing):
+        try:
+            new.mkdir(mode=DIR_MODE)
+        except FileExistsError:
+            continue  # made meanwhile (another recording of the day): its maker syncs it
+        fd = os.open(new.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _check_and_commit(partial: Path, dest: Path) -> tuple[bool, tuple[str, int, int]]:
