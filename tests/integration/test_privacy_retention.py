@@ -150,12 +150,12 @@ async def test_crash_during_the_file_step_then_rerun(
         real_remove = purge.remove_file
         calls = 0
 
-        def dies_on_third(root: Path, relative: str) -> None:
+        def dies_on_third(root: Path, relative: str) -> Path:
             nonlocal calls
             calls += 1
             if calls == 3:
                 raise RuntimeError("killed while removing files")
-            real_remove(root, relative)
+            return real_remove(root, relative)
 
         monkeypatch.setattr(purge, "remove_file", dies_on_third)
         with pytest.raises(RuntimeError):
@@ -291,3 +291,31 @@ async def test_a_file_that_cannot_be_removed_holds_up_no_other_deletion(
         assert report.resumed == 2 and report.not_removed == 1
         async with w.pool.acquire() as conn:
             assert await conn.fetchval("SELECT array_agg(call_id) FROM purge_queue") == [outside]
+
+
+async def test_a_batchs_removals_are_synced_once_per_folder_before_its_rows_go(
+    db: ScratchDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder fsync per file held the purge to the disk's pace (1,700 calls/s on a day's
+    disk, under the 2,000 goal); once per folder and batch keeps each removal durable before
+    the rows go."""
+    async with world(db, tmp_path) as w:
+        dpo = await w.user("dpo", "privacy")
+        day = CUTOFF - timedelta(days=3)
+        doomed = [await w.call(ended_at=day + timedelta(minutes=i)) for i in range(5)]
+        events: list[str] = []
+        real_sync, real_delete = purge.sync_folders, purge.delete_rows
+
+        def sync(folders: set[Path]) -> None:
+            events.append(f"sync {len(folders)}")
+            real_sync(folders)
+
+        async def delete(conn: Any, ids: Any) -> int:
+            events.append(f"delete {len(ids)}")
+            return await real_delete(conn, ids)
+
+        monkeypatch.setattr(purge, "sync_folders", sync)
+        monkeypatch.setattr(purge, "delete_rows", delete)
+        report = await w.service.run_retention(dpo, now=NOW, batch_size=5)
+        assert set(report.purged) == set(doomed) and w.wav_files() == set()
+        assert events == ["sync 1", "delete 5"], "one folder synced, before the rows went"
