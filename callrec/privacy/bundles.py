@@ -129,7 +129,6 @@ class BundleWriter:
         return self.out
 
 
-
 async def write_to_the_end(fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
     """`asyncio.to_thread` for a bundle's writer: cancelled, it still waits for the thread
     (which cannot be stopped) before raising, so that cleanup sees the file it renamed."""
