@@ -45,8 +45,6 @@ _UNREACHABLE: tuple[type[BaseException], ...] = (
 )
 
 
-
-
 def _refuses_writes(exc: BaseException) -> bool:
     """PostgreSQL answers but takes no writes now (a full disk, a read-only standby after a
     failover, our login refused, a table missing after a bad upgrade): the writes wait in the
@@ -238,9 +236,9 @@ class CallStore:
                 return
             except asyncio.CancelledError:
                 # cut short (a shutdown): committed or not, it is journalled, since replaying
-                # an upsert is harmless and losing a call's record is not; the append runs
-                # in a thread to its end even if this task is cancelled again
-                await asyncio.shield(self.journal.append(op))
+                # an upsert is harmless and losing a call's record is not (the journal's
+                # append finishes even if this task is cancelled again)
+                await self.journal.append(op)
                 self._wake.set()
                 raise
             except _UNREACHABLE as exc:
