@@ -19,6 +19,7 @@ from typing import Protocol
 
 import structlog
 
+from callrec.archive.durable import sync_folder
 from callrec.archive.errors import (
     ArchiveDiskFull,
     CallPurged,
@@ -304,11 +305,7 @@ def _make_dirs(path: Path) -> None:
             new.mkdir(mode=DIR_MODE)
         except FileExistsError:
             continue  # made meanwhile (another recording of the day): its maker syncs it
-        fd = os.open(new.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        sync_folder(new.parent)
 
 
 def _check_and_commit(partial: Path, dest: Path) -> tuple[bool, tuple[str, int, int]]:
@@ -329,8 +326,4 @@ def _commit(partial: Path, dest: Path) -> None:
         os.close(fd)
     os.chmod(partial, FILE_MODE)
     os.replace(partial, dest)
-    dfd = os.open(dest.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    sync_folder(dest.parent)

@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 
+from callrec.archive.durable import sync_folder
 from callrec.tasks import BlockingRunner
 
 log = structlog.get_logger(__name__)
@@ -89,7 +90,7 @@ class Journal:
 
     def _append_sync(self, data: bytes) -> None:
         self._ensure_dir()
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        fd, created = _open_appending(self.path, os.O_RDWR)
         try:
             size = os.fstat(fd).st_size
             if size and os.pread(fd, 1, size - 1) != b"\n":
@@ -98,18 +99,25 @@ class Journal:
             os.fsync(fd)
         finally:
             os.close(fd)
+        if created:
+            # the file's fsync does not cover its name: a power cut could take the new
+            # journal, and the writes in it, with it
+            sync_folder(self.path.parent)
 
     async def reject(self, op: dict[str, Any]) -> None:
         """Set aside an operation the database refused (kept for an operator to inspect)."""
         await self._run_blocking(self._reject_sync, [op])
 
     def _reject_sync(self, ops: list[dict[str, Any]]) -> None:
-        fd = os.open(self.rejected_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._ensure_dir()
+        fd, created = _open_appending(self.rejected_path, os.O_WRONLY)
         try:
             _write_all(fd, b"".join(_line(op) for op in ops))
             os.fsync(fd)
         finally:
             os.close(fd)
+        if created:
+            sync_folder(self.rejected_path.parent)
 
     def read(self) -> list[dict[str, Any]]:
         """All complete operations, in order (torn lines are left out)."""
@@ -167,6 +175,9 @@ class Journal:
             return 0
         if not remaining:
             self.path.unlink(missing_ok=True)
+            # durable too: after a power cut, a journal back from the dead would write its
+            # operations to the database a second time
+            sync_folder(self.path.parent)
             return len(torn)
         tmp = self.path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -176,7 +187,20 @@ class Journal:
         finally:
             os.close(fd)
         os.replace(tmp, self.path)
+        sync_folder(self.path.parent)
         return len(torn)
+
+
+def _open_appending(path: Path, mode: int) -> tuple[int, bool]:
+    """(fd open for appending, whether the file was created by this call)."""
+    try:
+        return os.open(path, mode | os.O_APPEND), False
+    except FileNotFoundError:
+        pass
+    try:
+        return os.open(path, mode | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600), True
+    except FileExistsError:
+        return os.open(path, mode | os.O_APPEND), False
 
 
 def _line(op: dict[str, Any]) -> bytes:

@@ -16,6 +16,7 @@ from typing import Any, ParamSpec, TypeAlias, TypeVar
 import asyncpg
 import structlog
 
+from callrec.archive.durable import sync_folder
 from callrec.privacy.errors import Conflict, Invalid
 
 P = ParamSpec("P")
@@ -121,11 +122,7 @@ class BundleWriter:
             raise Conflict(f"refusing to overwrite {self.out}")
         os.replace(self._tmp, self.out)
         self._tmp = None
-        dir_fd = os.open(self.out.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        sync_folder(self.out.parent)
         return self.out
 
 

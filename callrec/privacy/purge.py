@@ -15,6 +15,7 @@ from uuid import UUID
 import asyncpg
 import structlog
 
+from callrec.archive.durable import sync_folder
 from callrec.privacy import audit
 from callrec.privacy.errors import Unavailable
 
@@ -68,11 +69,7 @@ def sync_folders(folders: set[Path]) -> None:
     the purge to the disk's pace). Done before the rows are deleted, so a power cut never
     brings back a file whose rows are gone."""
     for folder in sorted(folders):
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        sync_folder(folder)
 
 
 async def delete_rows(conn: asyncpg.Connection, call_ids: Sequence[UUID]) -> int:

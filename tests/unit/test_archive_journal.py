@@ -232,3 +232,46 @@ async def test_an_append_whose_caller_is_cancelled_is_written_whole_before_a_rew
     await journal.settle()
     assert [o["id"] for o in journal.read()] == ["b", "c"]
     assert journal.backlog() == 2
+
+
+async def test_the_journal_file_coming_and_going_is_made_durable_in_its_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a file's fsync does not cover its name: a new journal lost in a power cut takes its
+    # writes with it, and one coming back after it was drained writes them a second time
+    synced: list[Path] = []
+    monkeypatch.setattr(journal_module, "sync_folder", synced.append)
+    journal = Journal(tmp_path / "journal")
+    await journal.append(A)
+    assert synced == [tmp_path / "journal"]
+    await journal.append(B)
+    assert synced == [tmp_path / "journal"]  # there already: the file's own fsync is enough
+    await journal.drop_first(1)  # rewritten: a new file renamed over the old one
+    assert synced == [tmp_path / "journal"] * 2
+    await journal.drop_first(1)  # drained: removed
+    assert not journal.path.exists()
+    assert synced == [tmp_path / "journal"] * 3
+    await journal.reject(C)
+    assert synced == [tmp_path / "journal"] * 4
+    await journal.reject(C)
+    assert synced == [tmp_path / "journal"] * 4
+    assert journal.rejected_path.read_bytes().count(b"\n") == 2
+
+
+def test_a_folder_sync_reaches_the_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from callrec.archive import durable
+
+    seen: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        seen.append(os.fstat(fd).st_ino)
+        real_fsync(fd)
+
+    monkeypatch.setattr(durable.os, "fsync", fsync)
+    durable.sync_folder(tmp_path)
+    assert seen == [tmp_path.stat().st_ino]
+    not_a_folder = tmp_path / "journal.jsonl"
+    not_a_folder.touch()
+    with pytest.raises(NotADirectoryError):  # a wrong path is an error, not a silent no-op
+        durable.sync_folder(not_a_folder)
