@@ -20,6 +20,13 @@ class ArchiveDiskFull(ArchiveError):
     default_message = "the archive filesystem is full"
 
 
+class JournalInUse(ArchiveError):
+    """Another process holds the journal folder this service was given."""
+
+    http_status = 409
+    default_message = "the journal is in use by another callrec process"
+
+
 class RecordingNotStored(ArchiveError):
     """The recording source (Asterisk's spool) holds no recording of that name."""
 

@@ -11,6 +11,7 @@ operator, with a warning."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 import structlog
 
 from callrec.archive.durable import sync_folder
+from callrec.archive.errors import JournalInUse
 from callrec.tasks import BlockingRunner
 
 log = structlog.get_logger(__name__)
@@ -64,6 +66,41 @@ class Journal:
         # kept in memory (this process is the journal's only writer).
         self._count: int | None = None
         self._appending: set[asyncio.Future[None]] = set()
+        self._claim_fd: int | None = None
+
+    def claim(self) -> None:
+        """Take the journal for this process until `release`, or raise `JournalInUse`.
+
+        Its lock against a rewrite under an append is per process: a second service given
+        the same folder would drain (rewrite) the file under the first one's appends and
+        lose them. The claim is a lock on a file beside it, which the kernel drops when the
+        process ends, however it ends: a crash leaves nothing to clean up."""
+        if self._claim_fd is not None:
+            return
+        self._ensure_dir()
+        lock_path = self.path.with_name("journal.lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise JournalInUse(
+                f"the journal in {self.path.parent} is in use by another callrec process "
+                f"(pid {holder}): each service needs a journal folder of its own "
+                "(CALLREC_JOURNAL_DIR)") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._claim_fd = fd
+
+    def release(self) -> None:
+        """Let the journal go (after the last write)."""
+        fd, self._claim_fd = self._claim_fd, None
+        if fd is not None:
+            os.close(fd)
 
     def _ensure_dir(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -102,7 +102,12 @@ class CallStore:
         self.rejected_operations = 0
 
     async def start(self) -> None:
-        await self.journal.recover()
+        self.journal.claim()
+        try:
+            await self.journal.recover()
+        except BaseException:
+            self.journal.release()
+            raise
         try:
             await self._connect()
             self.db_available = True
@@ -124,9 +129,12 @@ class CallStore:
                 except Exception:  # a task that had died: said here, the rest still closes
                     log.exception("store_task_failed", task=task.get_name())
         finally:
-            await self.journal.settle()  # appends of writes cut short by the shutdown
-            for pool in pools:
-                await pool.close()
+            try:
+                await self.journal.settle()  # appends of writes cut short by the shutdown
+                for pool in pools:
+                    await pool.close()
+            finally:
+                self.journal.release()
 
     async def __aenter__(self) -> CallStore:
         await self.start()

@@ -235,3 +235,32 @@ async def test_sigkill_while_ringing_then_restart_hands_the_caller_on(stack: Sta
     finally:
         caller.stop()
         agent.stop()
+
+
+def test_a_second_service_on_the_same_journal_is_refused_and_the_first_keeps_serving(
+    stack: Stack,
+) -> None:
+    # two services draining one journal would rewrite it under each other's appends
+    import os
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    from devstack.proc import read_pid
+
+    stack.start_service()
+    running = read_pid(stack.service_pidfile)
+    with socket.socket() as probe:  # a free port: the refusal must be the journal's
+        probe.bind(("127.0.0.1", 0))
+        free_port = probe.getsockname()[1]
+    env = {**os.environ, **stack.env, "CALLREC_WEB_URL": f"http://127.0.0.1:{free_port}"}
+    second = subprocess.run(
+        [sys.executable, "-m", "callrec.cli", "serve"], env=env, capture_output=True,
+        text=True, timeout=60, check=False,
+    )
+    assert second.returncode == 1, second.stderr[-2000:]
+    assert f"is in use by another callrec process (pid {running})" in second.stderr
+    assert read_pid(stack.service_pidfile) == running
+    with urllib.request.urlopen(stack.web_url + "/healthz", timeout=5) as resp:  # noqa: S310
+        assert resp.status == 200

@@ -275,3 +275,42 @@ def test_a_folder_sync_reaches_the_disk(tmp_path: Path, monkeypatch: pytest.Monk
     not_a_folder.touch()
     with pytest.raises(NotADirectoryError):  # a wrong path is an error, not a silent no-op
         durable.sync_folder(not_a_folder)
+
+
+def test_a_second_writer_of_one_journal_is_refused_until_the_first_lets_go(
+    tmp_path: Path,
+) -> None:
+    # its lock against a rewrite under an append is per process: two services draining one
+    # file would lose each other's appends
+    from callrec.archive.errors import JournalInUse
+
+    first, second = Journal(tmp_path / "journal"), Journal(tmp_path / "journal")
+    first.claim()
+    first.claim()  # a second claim of the holder's is a no-op
+    with pytest.raises(JournalInUse) as refused:
+        second.claim()
+    assert f"pid {os.getpid()}" in refused.value.message
+    assert "CALLREC_JOURNAL_DIR" in refused.value.message
+    first.release()
+    second.claim()
+    second.release()
+    second.release()  # nothing held: nothing to do
+
+
+async def test_a_store_that_cannot_claim_its_journal_does_not_start(tmp_path: Path) -> None:
+    from callrec.archive.errors import JournalInUse
+
+    holder = Journal(tmp_path / "journal")
+    holder.claim()
+    store = CallStore(DEAD_DSN, tmp_path / "journal")
+    with pytest.raises(JournalInUse):
+        await store.start()
+    holder.release()
+    store = CallStore(DEAD_DSN, tmp_path / "journal", retry_seconds=0.05)
+    await store.start()
+    try:
+        with pytest.raises(JournalInUse):
+            Journal(tmp_path / "journal").claim()
+    finally:
+        await store.close()
+    Journal(tmp_path / "journal").claim()  # closed: let go
