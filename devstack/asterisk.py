@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import grp
 import os
+import pwd
 import re
 import shutil
 import socket
@@ -26,6 +28,8 @@ from devstack.proc import alive, read_pid, spawn, stop, wait_until
 _APT = ["apt-get", "-o", "Acquire::Check-Valid-Until=false", "-o", "Dpkg::Use-Pty=0"]
 _PLACEHOLDER = re.compile(r"@([A-Z0-9_]+)@")
 _READY_MARK = ".callrec-root-ready"
+# the host's account for the chrooted Asterisk (the root's asterisk user takes its ids)
+HOST_ACCOUNT = "callrec-asterisk"
 
 
 def default_root() -> Path:
@@ -67,31 +71,65 @@ class AsteriskRoot:
         return (self.path / _READY_MARK).exists() and (self.path / "usr/sbin/asterisk").exists()
 
     def ensure(self, log: Path | None = None) -> None:
-        """Build the root unless a complete one exists. A half-built root is never used:
-        the build happens in a sibling directory and is renamed only when complete."""
-        if self.ready:
+        """Build the root unless a complete one exists, and give its asterisk user this
+        machine's own account for it. A half-built root is never used: the build happens in
+        a sibling directory and is renamed only when complete."""
+        if self.ready and self._owns_its_ids():
             return
         self._preflight()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         lock_path = self.path.parent / (self.path.name + ".lock")
         with open(lock_path, "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # make up and make test may race to build it
-            if self.ready:
-                return
-            partial = self.path.parent / (self.path.name + ".partial")
-            if partial.exists():
-                unmount_below(partial)
-                shutil.rmtree(partial)
-            if self.path.exists():  # a root without the ready mark: unusable, rebuild
-                unmount_below(self.path)
-                shutil.rmtree(self.path)
-            out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
-            try:
-                self._build(partial, out)
-            finally:
-                if log:
-                    out.close()  # type: ignore[union-attr]
-            partial.rename(self.path)
+            self._build_unless_ready(log)
+            self._take_own_ids()
+
+    def _owns_its_ids(self) -> bool:
+        try:
+            host = pwd.getpwnam(HOST_ACCOUNT)
+        except KeyError:
+            return False
+        return _asterisk_ids(self.path) == (host.pw_uid, host.pw_gid)
+
+    def _take_own_ids(self) -> None:
+        """The package gives the root's asterisk user the first free system id of the root
+        (101), which on the host can be another service's (on Debian 12 with PostgreSQL,
+        postgres's): Asterisk could then signal, trace and read that service's processes and
+        files. It runs as an account of the host's own, made here once."""
+        if self._owns_its_ids():
+            return
+        uid, gid = _host_account(self.path)
+        old_uid, old_gid = _asterisk_ids(self.path)
+        _set_ids(self.path / "etc/passwd", "asterisk", {2: uid, 3: gid})
+        _set_ids(self.path / "etc/group", "asterisk", {2: gid})
+        device = os.lstat(self.path).st_dev
+        for dirpath, dirs, files in os.walk(self.path):
+            # not into what is mounted there (an interrupted build's /proc or /dev)
+            dirs[:] = [d for d in dirs if os.lstat(os.path.join(dirpath, d)).st_dev == device]
+            for name in (dirpath, *(os.path.join(dirpath, f) for f in files)):
+                st = os.lstat(name)
+                if st.st_uid == old_uid or st.st_gid == old_gid:
+                    os.lchown(name,
+                              uid if st.st_uid == old_uid else -1,
+                              gid if st.st_gid == old_gid else -1)
+
+    def _build_unless_ready(self, log: Path | None) -> None:
+        if self.ready:
+            return
+        partial = self.path.parent / (self.path.name + ".partial")
+        if partial.exists():
+            unmount_below(partial)
+            shutil.rmtree(partial)
+        if self.path.exists():  # a root without the ready mark: unusable, rebuild
+            unmount_below(self.path)
+            shutil.rmtree(self.path)
+        out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
+        try:
+            self._build(partial, out)
+        finally:
+            if log:
+                out.close()  # type: ignore[union-attr]
+        partial.rename(self.path)
 
     def _preflight(self) -> None:
         if os.geteuid() != 0:
@@ -330,6 +368,52 @@ class AsteriskInstance:
     def destroy(self) -> None:
         self.stop()
         shutil.rmtree(self.home, ignore_errors=True)
+
+
+def _host_account(root: Path) -> tuple[int, int]:
+    """(uid, gid) of this machine's account for the chrooted Asterisk, made if missing with
+    an id free both here and in the root (a system account: no home, no login)."""
+    try:
+        pw = pwd.getpwnam(HOST_ACCOUNT)
+        return pw.pw_uid, pw.pw_gid
+    except KeyError:
+        pass
+    taken = {pw.pw_uid for pw in pwd.getpwall()} | {g.gr_gid for g in grp.getgrall()}
+    for table in ("etc/passwd", "etc/group"):
+        for line in (root / table).read_text().splitlines():
+            fields = line.split(":")
+            if len(fields) > 2 and fields[2].isdigit():
+                taken.add(int(fields[2]))
+    free = next((i for i in range(999, 199, -1) if i not in taken), None)
+    if free is None:
+        raise StackError("no system id from 200 to 999 is free for the Asterisk account")
+    try:
+        grp.getgrnam(HOST_ACCOUNT)
+    except KeyError:
+        subprocess.run(["groupadd", "--system", "--gid", str(free), HOST_ACCOUNT], check=True)
+    subprocess.run(
+        ["useradd", "--system", "--uid", str(free), "--gid", HOST_ACCOUNT, "--no-create-home",
+         "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin",
+         "--comment", "Asterisk of the callrec local stack", HOST_ACCOUNT],
+        check=True,
+    )
+    pw = pwd.getpwnam(HOST_ACCOUNT)
+    return pw.pw_uid, pw.pw_gid
+
+
+def _set_ids(table: Path, name: str, columns: Mapping[int, int]) -> None:
+    """Set numeric columns of `name`'s line in a passwd or group file."""
+    lines = table.read_text().splitlines()
+    for i, line in enumerate(lines):
+        fields = line.split(":")
+        if fields[0] == name:
+            for column, value in columns.items():
+                fields[column] = str(value)
+            lines[i] = ":".join(fields)
+    tmp = table.with_name(table.name + ".callrec")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.chmod(table.stat().st_mode & 0o7777)
+    os.replace(tmp, table)
 
 
 def _asterisk_ids(root: Path) -> tuple[int, int]:

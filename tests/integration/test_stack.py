@@ -110,3 +110,30 @@ def test_down_leaves_no_process_behind(tmp_path_factory: pytest.TempPathFactory)
         assert str(stack.root.path) not in mounts
     finally:
         gen.close()  # the stack's directory and cluster go, whatever failed above
+
+
+def test_asterisk_runs_as_an_account_of_its_own_on_this_machine(bare_stack: Stack) -> None:
+    # The package gave the root's asterisk user id 101, on Debian 12 with PostgreSQL the
+    # host's postgres: the chrooted Asterisk could signal and trace the database server.
+    import os
+    import pwd
+
+    from devstack.asterisk import HOST_ACCOUNT
+    from devstack.proc import read_pid
+
+    pid = read_pid(bare_stack.asterisk.pidfile)
+    assert pid is not None
+    # the pid file names the `unshare` wrapper; Asterisk is its exec'd child or itself
+    pids = [pid, *(int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split())]
+    uids = set()
+    for p in pids:
+        status = Path(f"/proc/{p}/status").read_text().splitlines()
+        if "asterisk" in Path(f"/proc/{p}/comm").read_text():
+            uids.add(int(next(ln for ln in status if ln.startswith("Uid:")).split()[1]))
+    account = pwd.getpwnam(HOST_ACCOUNT)
+    assert uids == {account.pw_uid}
+    assert account.pw_shell == "/usr/sbin/nologin"
+    spool = bare_stack.asterisk.recordings
+    assert (os.stat(spool).st_uid, os.stat(spool).st_gid) == (account.pw_uid, account.pw_gid)
+    # no host account but its own shares the id
+    assert [pw.pw_name for pw in pwd.getpwall() if pw.pw_uid == account.pw_uid] == [HOST_ACCOUNT]

@@ -36,6 +36,49 @@ def test_free_block_is_free() -> None:
         require_free(port, "x", "X", udp=True)
 
 
+@pytest.fixture(autouse=True)
+def _no_host_account(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the fake roots here have no asterisk user; giving one its account is tested below
+    monkeypatch.setattr(ast.AsteriskRoot, "_take_own_ids", lambda self: None)
+    monkeypatch.setattr(ast.AsteriskRoot, "_owns_its_ids", lambda self: True)
+
+
+def test_the_roots_asterisk_user_takes_the_hosts_account_and_its_files_follow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # id 101 in the root was the host's postgres: Asterisk could signal the database server
+    monkeypatch.undo()
+    root = ast.AsteriskRoot(tmp_path / "root")
+    (root.path / "etc").mkdir(parents=True)
+    (root.path / "etc/passwd").write_text(
+        "root:x:0:0:root:/root:/bin/bash\n"
+        "asterisk:x:101:101:Asterisk PBX daemon:/var/lib/asterisk:/usr/sbin/nologin\n")
+    (root.path / "etc/group").write_text("root:x:0:\naudio:x:29:asterisk\nasterisk:x:101:\n")
+    spool = root.path / "var/spool/asterisk"
+    spool.mkdir(parents=True)
+    (spool / "recording.wav").write_text("x")
+    (root.path / "etc/hosts").write_text("127.0.0.1 localhost\n")
+    for path in (spool, spool / "recording.wav"):
+        os.chown(path, 101, 101)
+    os.symlink("recording.wav", spool / "link")
+    os.lchown(spool / "link", 101, 0)
+    monkeypatch.setattr(ast, "_host_account", lambda path: (54321, 54322))
+    monkeypatch.setattr(ast.AsteriskRoot, "_owns_its_ids",
+                        lambda self: ast._asterisk_ids(self.path) == (54321, 54322))
+    root._take_own_ids()
+    assert ast._asterisk_ids(root.path) == (54321, 54322)
+    assert "asterisk:x:54322:" in (root.path / "etc/group").read_text().splitlines()
+    assert "audio:x:29:asterisk" in (root.path / "etc/group").read_text().splitlines()
+    for path in (spool, spool / "recording.wav"):
+        assert (path.stat().st_uid, path.stat().st_gid) == (54321, 54322)
+    link = os.lstat(spool / "link")
+    assert (link.st_uid, link.st_gid) == (54321, 0)  # its own owner, not its target's
+    hosts = (root.path / "etc/hosts").stat()
+    assert (hosts.st_uid, hosts.st_gid) == (0, 0)
+    root._take_own_ids()  # done: nothing to do
+    assert ast._asterisk_ids(root.path) == (54321, 54322)
+
+
 def _fake_build(fail: bool):  # type: ignore[no-untyped-def]
     def build(self: ast.AsteriskRoot, target: Path, out: object) -> None:
         (target / "usr/sbin").mkdir(parents=True)
