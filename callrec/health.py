@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -40,6 +41,8 @@ class Probes:
     manager: CallManager
     retention: RetentionRuns
     loop_lag: LoopLag
+    # numbers of services whose notice cannot be played: their calls go unrecorded
+    services_without_notice: Callable[[], list[str]] = field(default=list)
 
     def __post_init__(self) -> None:
         # one thread of its own: a filesystem that hangs holds this one, not asyncio's pool
@@ -86,6 +89,8 @@ def add_routes(app: web.Application, probes: Probes) -> None:
         body = {"status": "ok" if ok else "degraded", **checks,
                 # not a cause for 503 (nothing is lost while it fails), an alarm all the same
                 "retention_failing": runs.failing_since is not None,
+                # nor this (calls still reach agents), but those calls are not recorded
+                "services_without_notice": probes.services_without_notice(),
                 "journal_rejected": probes.store.rejected_operations,
                 "journal_backlog": probes.store.journal_backlog,
                 "recordings_pending": probes.archiver.pending,
@@ -153,6 +158,9 @@ def add_routes(app: web.Application, probes: Probes) -> None:
         metric("callrec_retention_last_success_timestamp_seconds", "gauge",
                "When a retention run of this process last succeeded (0: none yet).",
                [("", runs.last_success or 0)])
+        metric("callrec_services_without_notice", "gauge",
+               "Services whose recording notice cannot be played (their calls go unrecorded).",
+               [("", len(probes.services_without_notice()))])
         metric("callrec_journal_rejected_total", "counter",
                "Journalled writes PostgreSQL refused, set aside in journal.rejected.jsonl.",
                [("", probes.store.rejected_operations)])

@@ -28,6 +28,7 @@ from callrec.archive.threads import ArchiveThreads
 from callrec.ari.client import AriClient
 from callrec.ari.events import Connected, Event
 from callrec.calls.manager import CallManager
+from callrec.calls.plan import services_without_notice
 from callrec.errors import ConfigError
 from callrec.logs import configure_logging
 from callrec.loop_lag import LoopLag
@@ -90,8 +91,10 @@ def create_service(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=32 * 1024 * 1024)
     app[SERVICE] = svc
     prompts_http.add_routes(app, svc.prompts)
-    health.add_routes(app, health.Probes(svc.ari, svc.store, svc.archiver, svc.manager,
-                                         svc.retention_runs, svc.loop_lag))
+    health.add_routes(app, health.Probes(
+        svc.ari, svc.store, svc.archiver, svc.manager, svc.retention_runs, svc.loop_lag,
+        services_without_notice=lambda: services_without_notice(svc.routing.current(),
+                                                                svc.prompts)))
     add_console(app, svc)
     app.cleanup_ctx.extend([_loop_lag_ctx, _store_ctx, _routing_ctx, _calls_ctx,
                             _retention_ctx])

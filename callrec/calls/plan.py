@@ -78,3 +78,15 @@ def resolve_prompt(
         language=ref.language,
         duration_ms=ref.duration_ms,
     )
+
+
+def services_without_notice(routing: Routing, prompts: Prompts) -> list[str]:
+    """The numbers of services whose recording notice cannot be played now (its prompt
+    never built, or its build removed): their calls reach agents but are not recorded."""
+    missing = []
+    for number, service in sorted(routing.services.items()):
+        try:
+            prompts.resolve(service.notice_prompt, service.language)
+        except ConfigError:
+            missing.append(number)
+    return missing

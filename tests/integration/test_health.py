@@ -38,6 +38,8 @@ async def test_healthz_reports_each_dependency(stack: Stack) -> None:
     assert health["archive_writable"] is True
     assert health["journal_backlog"] == 0
     assert health["recordings_pending"] == 0
+    # the demo's every service has its notice built (the stack builds the prompts)
+    assert health["services_without_notice"] == []
 
 
 async def test_metrics_are_prometheus_text_with_the_promised_series(stack: Stack) -> None:
@@ -52,10 +54,12 @@ async def test_metrics_are_prometheus_text_with_the_promised_series(stack: Stack
     for series in ("callrec_active_calls", "callrec_recording_bytes_total",
                    "callrec_ari_reconnects_total", "callrec_journal_backlog",
                    "callrec_purged_calls_total", "callrec_ari_connected",
-                   "callrec_archive_writable", "callrec_database_up"):
+                   "callrec_archive_writable", "callrec_database_up",
+                   "callrec_services_without_notice"):
         assert series in samples, series
     assert any(name.startswith("callrec_calls_total{end_reason=") for name in samples)
     assert samples["callrec_ari_connected"] == 1
+    assert samples["callrec_services_without_notice"] == 0
     # Asterisk 22.10 answers REST requests on the events websocket (asked right after connect)
     await eventually(lambda: _rest_on_websocket(stack.web_url), timeout=10)
     _, _, body = await _get(stack.web_url + "/metrics")

@@ -32,7 +32,8 @@ def _probes(tmp_path: Path) -> health.Probes:
     runs = health.RetentionRuns(purged_total=3, failures_total=2, failing_since=time.time(),
                                 last_success=1_780_000_000.5)
     return health.Probes(cast(Any, ari), cast(Any, store), cast(Any, archiver),
-                         cast(Any, manager), runs, LoopLag())
+                         cast(Any, manager), runs, LoopLag(),
+                         services_without_notice=lambda: ["0103808001"])
 
 
 async def _client(probes: health.Probes) -> TestClient[web.Request, web.Application]:
@@ -56,6 +57,7 @@ async def test_metrics_give_every_digit_and_count_what_failed(tmp_path: Path) ->
     assert "callrec_retention_failures_total 2" in lines
     assert "callrec_retention_last_success_timestamp_seconds 1780000000.5" in lines
     assert "callrec_journal_rejected_total 4" in lines
+    assert "callrec_services_without_notice 1" in lines
 
 
 async def test_healthz_tells_of_failing_retention_without_turning_red(tmp_path: Path) -> None:
@@ -67,6 +69,9 @@ async def test_healthz_tells_of_failing_retention_without_turning_red(tmp_path: 
         await client.close()
     assert resp.status == 200 and body["status"] == "ok"
     assert body["retention_failing"] is True and body["journal_rejected"] == 4
+    # calls of that service reach agents, unrecorded: an alarm, not a reason to take the
+    # service out of rotation
+    assert body["services_without_notice"] == ["0103808001"]
 
 
 async def test_a_hung_archive_filesystem_is_reported_not_waited_for(

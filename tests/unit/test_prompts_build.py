@@ -229,3 +229,24 @@ def test_a_wrong_prompts_directory_removes_nothing(dirs: tuple[Path, Path]) -> N
     report = build_prompts(prompts.with_name("prompts-typo"), cache)  # or not mounted
     assert any("prompts directory does not exist" in p for p in report.problems)
     assert catalog(dirs).resolve("notice", "fi").version == version
+
+
+def test_services_whose_notice_cannot_be_played_are_named(dirs: tuple[Path, Path]) -> None:
+    # a routing edit can name a notice whose source exists but was never built: every call
+    # of that service reached agents unrecorded, with nothing but a log line per call
+    from callrec.calls.plan import services_without_notice
+    from callrec.routing.loader import load_routing
+
+    prompts, cache = dirs
+    write_tone(prompts / "sv" / "notice.wav", 660.0)
+    routing_file = prompts.parent / "routing.toml"
+    routing_file.write_text(
+        '[[agent]]\nid = "agent1"\nendpoint = "PJSIP/agent1"\nname = "Aino"\n\n'
+        '[[service]]\nnumber = "0103808000"\nname = "Ajanvaraus"\nlanguage = "fi"\n'
+        'agents = ["agent1"]\nclosed = "notice"\n\n'
+        '[[service]]\nnumber = "0103808001"\nname = "Tidsbokning"\nlanguage = "sv"\n'
+        'agents = ["agent1"]\nclosed = "notice"\n', encoding="utf-8")
+    routing = load_routing(routing_file, prompts_dir=prompts)
+    assert services_without_notice(routing, catalog(dirs)) == ["0103808000", "0103808001"]
+    build_prompts(prompts, cache)
+    assert services_without_notice(routing, catalog(dirs)) == []
