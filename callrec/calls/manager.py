@@ -400,8 +400,50 @@ class CallManager:
         before = call.state
         call.state, commands = m.transition(before, event)
         self._log_transition(before, call.state, event, commands)
-        for command in commands:
-            await self._execute(call, command)
+        await self._carry_out(call, commands)
+
+    async def _carry_out(self, call: _Call, commands: list[m.Command]) -> None:
+        """Carry out one transition's commands in order, but each request to Asterisk only
+        after the earlier ones touching the same channels or bridges (`m.touches`); all are
+        finished before the call's next event."""
+        things = [m.touches(c) for c in commands]
+        last_request = _last_before_barriers(things)
+        last: dict[str, asyncio.Task[None]] = {}  # per thing touched: its latest request
+        under_way: list[asyncio.Task[None]] = []
+        try:
+            for i, (command, touched) in enumerate(zip(commands, things, strict=True)):
+                if touched is None:
+                    if under_way:
+                        await asyncio.wait(under_way)
+                        under_way.clear()
+                        last.clear()
+                    await self._execute(call, command)
+                    continue
+                before = {last[t] for t in touched if t in last and not last[t].done()}
+                if not touched or i in last_request:
+                    # nothing after it can start alongside it: no task of its own needed
+                    if before:
+                        await asyncio.wait(before)
+                    await self._execute(call, command)
+                    continue
+                task = asyncio.ensure_future(self._execute_after(before, call, command))
+                under_way.append(task)
+                last.update(dict.fromkeys(touched, task))
+            if under_way:
+                await asyncio.wait(under_way)
+        except (Exception, asyncio.CancelledError):
+            for task in under_way:
+                task.cancel()
+            if under_way:
+                await asyncio.wait(under_way)
+            raise
+
+    async def _execute_after(
+        self, before: set[asyncio.Task[None]], call: _Call, command: m.Command
+    ) -> None:
+        if before:
+            await asyncio.wait(before)
+        await self._execute(call, command)
 
     def _log_transition(
         self,
@@ -981,3 +1023,18 @@ async def _finish_or_cancel(tasks: list[asyncio.Task[Any]], within: float) -> No
     for result in results:
         if isinstance(result, Exception):
             log.error("shutdown work failed", error=repr(result))
+
+
+def _last_before_barriers(things: list[frozenset[str] | None]) -> set[int]:
+    """Indexes of the requests (commands touching something) that are the last before the
+    end or a barrier (None): nothing can start alongside them."""
+    found: set[int] = set()
+    latest: int | None = None
+    for i, touched in enumerate([*things, None]):
+        if touched is None:
+            if latest is not None:
+                found.add(latest)
+            latest = None
+        elif touched:
+            latest = i
+    return found
