@@ -150,25 +150,35 @@ class CasesMixin(ServiceCore):
         async with self._pool.acquire() as conn:
             await self._authorize(conn, actor, Operation.REQUEST_EXPORT, f"case:{case_id}")
             async with withdrawn_unless_registered(out), conn.transaction():
-                case = await conn.fetchrow(
-                    "SELECT * FROM privacy_requests WHERE id = $1 FOR UPDATE", case_id
-                )
-                if case is None or case["kind"] != "access":
+                seen = await conn.fetchrow(
+                    "SELECT kind, number FROM privacy_requests WHERE id = $1", case_id)
+                if seen is None or seen["kind"] != "access":
                     raise NotFound(f"no access request {case_id}")
-                if case["status"] != "open":
-                    raise Conflict(f"access request {case_id} is {case['status']} already")
                 rows: list[asyncpg.Record] = []
-                # no number: an erasure of it took every call of it (it keeps the number on
-                # the case while any remains): the answer is that nothing is held
-                if case["number"] is not None:
-                    # FOR SHARE: a purge or erasure cannot queue these calls until we commit
+                if seen["number"] is not None:
+                    # FOR SHARE: a purge or erasure cannot queue these calls until we commit.
+                    # The calls before the case: the order an erasure and a deletion batch
+                    # lock them in (the case first deadlocked with an erasure of the number,
+                    # which clears the number on the number's cases after locking its calls).
                     rows = await conn.fetch(
                         f"""SELECT {CALL_COLUMNS} FROM calls c
                             LEFT JOIN recordings r ON r.call_id = c.id
                             WHERE caller_number_key(c.caller_number) = ANY($1::text[])
                             ORDER BY c.started_at, c.id FOR SHARE OF c""",  # noqa: S608
-                        list(number_variants(case["number"])),
+                        list(number_variants(seen["number"])),
                     )
+                case = await conn.fetchrow(
+                    "SELECT * FROM privacy_requests WHERE id = $1 FOR UPDATE", case_id
+                )
+                if case is None:
+                    raise NotFound(f"no access request {case_id}")
+                if case["status"] != "open":
+                    raise Conflict(f"access request {case_id} is {case['status']} already")
+                # no number: an erasure of it took every call of it (it keeps the number on
+                # the case while any remains; one may have done so meanwhile): the answer is
+                # that nothing is held
+                if case["number"] is None:
+                    rows = []
                 leaving = await purge.queued_ids(conn, [r["id"] for r in rows])
                 rows = [r for r in rows if r["id"] not in leaving]
                 result = await write_to_the_end(
