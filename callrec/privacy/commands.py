@@ -339,6 +339,9 @@ async def _retention_run(service: PrivacyService, args: argparse.Namespace) -> i
     print(f"retention {report.months} months, cutoff {_fmt(service, report.cutoff)}: {verb} "
           f"{len(report.purged)} call(s); {report.held_skipped} held call(s) kept; "
           f"oldest remaining ended {_fmt(service, report.oldest_remaining_ended_at)}")
+    if report.awaiting_access:
+        print(f"{report.awaiting_access} call(s) kept until their number's open access "
+              "request is answered")
     if report.resumed:
         print(f"finished {report.resumed} call(s) queued by an interrupted run")
     if report.audit_seq:

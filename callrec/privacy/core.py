@@ -172,6 +172,24 @@ class ServiceCore:
             "SELECT (now() AT TIME ZONE $1)::date", self.timezone.key)
         return value
 
+    async def _awaiting_access(
+        self, conn: asyncpg.Connection, calls: Sequence[Mapping[str, Any]]
+    ) -> set[UUID]:
+        """Which of these calls (rows with id, caller_number) are of a number whose access
+        request is still open: the answer must show what was held when it was asked."""
+        numbers = {r["number_hmac"] for r in await conn.fetch(
+            "SELECT number_hmac FROM privacy_requests WHERE kind = 'access' "
+            "AND closed_at IS NULL")}
+        if not numbers:
+            return set()
+        if self._hasher is None:
+            # fail safe, as for holds: without the key no call can be told apart
+            raise NotConfigured("an access request is open and CALLREC_SECRET_KEY (or "
+                                "CALLREC_SECRET_KEY_FILE) is not set: nothing is deleted "
+                                "until it is")
+        return {c["id"] for c in calls
+                if self.hasher.of_stored(c["caller_number"]) in numbers}
+
     async def _held(
         self, conn: asyncpg.Connection, calls: Sequence[Mapping[str, Any]]
     ) -> dict[UUID, list[int]]:

@@ -36,6 +36,8 @@ class RetentionReport:
     oldest_remaining_ended_at: datetime | None
     audit_seq: int | None = None
     not_removed: int = 0  # queued calls whose file could not be removed: tried again later
+    # calls of numbers whose access request is open: kept until it is answered
+    awaiting_access: int = 0
 
 
 _RETENTION_LOCK = 0x72657465
@@ -92,17 +94,22 @@ class RetentionMixin(ServiceCore):
                 cutoff,
             )
             held = await self._held(conn, calls)
-            due = [c["id"] for c in calls if c["id"] not in held]
+            # An access request is answered with what was held when it was made: the
+            # requester's calls wait for the answer (deleted by the first run after it).
+            awaiting = await self._awaiting_access(
+                conn, [c for c in calls if c["id"] not in held])
+            due = [c["id"] for c in calls if c["id"] not in held and c["id"] not in awaiting]
             if dry_run:
                 oldest = await self._oldest_remaining(conn, exclude=due)
                 await audit.append(
                     conn, actor=actor.username, action="retention", target="retention",
                     details={"dry_run": True, "months": months, "cutoff": iso(cutoff),
                              "would_purge": len(due), "held_skipped": len(held),
+                             "awaiting_access_skipped": len(awaiting),
                              "queued_from_earlier_run": resumed},
                 )
                 return RetentionReport(True, months, cutoff, tuple(due), len(held), resumed,
-                                       oldest)
+                                       oldest, awaiting_access=len(awaiting))
             await purge.enqueue(conn, due, "retention")
         finished = await purge.finish(
             conn, root, actor=actor.username, batch_size=batch_size, progress=progress
@@ -116,6 +123,8 @@ class RetentionMixin(ServiceCore):
                     "count": len(finished.call_ids),
                     "call_ids": [str(i) for i in finished.call_ids],
                     "held_skipped": len(held), "held_call_ids": [str(i) for i in held],
+                    "awaiting_access_skipped": len(awaiting),
+                    "awaiting_access_call_ids": sorted(str(i) for i in awaiting),
                     "resumed_from_earlier_run": resumed,
                     "oldest_remaining_ended_at": iso(oldest),
                     "not_removed": [{"call_id": str(i), "error": why}
@@ -123,9 +132,11 @@ class RetentionMixin(ServiceCore):
                 },
             )
         log.info("retention_run", purged=len(finished.call_ids), held_skipped=len(held),
-                 resumed=resumed, cutoff=iso(cutoff), not_removed=len(finished.stuck))
+                 awaiting_access=len(awaiting), resumed=resumed, cutoff=iso(cutoff),
+                 not_removed=len(finished.stuck))
         return RetentionReport(False, months, cutoff, finished.call_ids, len(held), resumed,
-                               oldest, seq, not_removed=len(finished.stuck))
+                               oldest, seq, not_removed=len(finished.stuck),
+                               awaiting_access=len(awaiting))
 
     @staticmethod
     async def _oldest_remaining(

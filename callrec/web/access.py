@@ -258,6 +258,7 @@ class ConsoleService(BundlesMixin, PrivacyService):
             details = audit.json_value(receipt["details"])
             last = {"seq": receipt["seq"], "at": iso(receipt["at"]), "actor": receipt["actor"],
                     "count": details.get("count"), "held_skipped": details.get("held_skipped"),
+                    "awaiting_access": details.get("awaiting_access_skipped") or 0,
                     "cutoff": details.get("cutoff"),
                     "not_removed": len(details.get("not_removed") or ())}
         return {

@@ -166,6 +166,8 @@ FI: dict[str, str] = {
     "Last run (receipt in the audit log)": "Viimeisin ajo (kuitti tapahtumalokissa)",
     "deleted": "poistettu",
     "held calls skipped": "pidossa olevia ohitettu",
+    "kept until their access request is answered": "säilytetty, kunnes niitä koskevaan "
+    "tietopyyntöön on vastattu",
     "left queued: their file could not be removed (see the receipt)":
         "jäi jonoon: tiedostoa ei voitu poistaa (katso kuitti)",
     "Never run yet.": "Ei vielä ajettu.",

@@ -319,3 +319,34 @@ async def test_a_batchs_removals_are_synced_once_per_folder_before_its_rows_go(
         report = await w.service.run_retention(dpo, now=NOW, batch_size=5)
         assert set(report.purged) == set(doomed) and w.wav_files() == set()
         assert events == ["sync 1", "delete 5"], "one folder synced, before the rows went"
+
+
+async def test_an_open_access_request_keeps_its_numbers_calls_until_it_is_answered(
+    db: ScratchDatabase, tmp_path: Path
+) -> None:
+    # the answer shows what was held when the request was made: a run between the two once
+    # deleted calls the requester was about to be given
+    async with world(db, tmp_path) as w:
+        dpo = await w.user("dpo", "privacy")
+        asker = [await w.call("0401234567", ended_at=CUTOFF - timedelta(days=3)),
+                 await w.call("+358 40 123 4567", ended_at=CUTOFF - timedelta(days=2))]
+        other = await w.call("0409999999", ended_at=CUTOFF - timedelta(days=3))
+        recent = await w.call("0401234567", ended_at=CUTOFF + timedelta(days=3))
+        case = await w.service.open_access_request(
+            dpo, number="040 123 4567", verified_by="dpo", method="passport at the desk")
+        preview = await w.service.run_retention(dpo, dry_run=True, now=NOW)
+        assert set(preview.purged) == {other} and preview.awaiting_access == 2
+        report = await w.service.run_retention(dpo, now=NOW)
+        assert set(report.purged) == {other} and report.awaiting_access == 2
+        assert report.held_skipped == 0
+        receipt = await _receipt(w)
+        assert receipt["awaiting_access_skipped"] == 2
+        assert set(receipt["awaiting_access_call_ids"]) == {str(c) for c in asker}
+        assert await w.call_ids() == {*asker, recent}
+
+        result = await w.service.export_access(dpo, case.id, tmp_path / "case.zip")
+        assert result.calls == 3  # the old ones too
+        after = await w.service.run_retention(dpo, now=NOW)
+        assert set(after.purged) == set(asker) and after.awaiting_access == 0
+        assert await w.call_ids() == {recent}
+        assert await w.orphans() == (set(), set())
