@@ -87,17 +87,31 @@ def baseline_instance(root: AsteriskRoot, pg: Postgres, state: Path, notice: Pat
     )
 
 
-def cdr_count(pg: Postgres, first: str, last: str, min_billsec: int) -> int:
-    """Answered calls from caller numbers first..last the baseline wrote to PostgreSQL.
+def cdr_count(pg: Postgres, first: str, last: str, min_conversation: int) -> int:
+    """Answered calls from caller numbers first..last the baseline wrote to PostgreSQL whose
+    conversation (the agent's answer to the hang-up, which its dialplan writes into the
+    record's userfield) lasted at least `min_conversation` seconds. Not billsec: it runs from
+    the caller's Answer(), before the notice, and shows no wait for the agent.
 
     By number, not by time: cdr_pgsql stores whole seconds, so a time filter would miss
     the calls of a step's first second."""
     if not (first.isdigit() and last.isdigit()):
         raise ValueError("caller numbers are digits")
-    where = f"src BETWEEN '{first}' AND '{last}' AND billsec >= {int(min_billsec)}"
+    where = (f"src BETWEEN '{first}' AND '{last}' AND userfield ~ '^[0-9]+([.][0-9]+)?$' "
+             f"AND userfield::numeric >= {int(min_conversation)}")
     sql = f"SELECT count(*) FROM cdr WHERE disposition = 'ANSWERED' AND {where}"  # noqa: S608
     out = pg.psql(sql, db=CDR_DB)
     return int(out.strip() or 0)
+
+
+def shortest_conversation(pg: Postgres, first: str, last: str) -> str:
+    """The shortest conversation (s) of the answered calls from first..last, for a step's
+    notes ('' when none has one)."""
+    if not (first.isdigit() and last.isdigit()):
+        raise ValueError("caller numbers are digits")
+    sql = ("SELECT min(userfield::numeric) FROM cdr WHERE disposition = 'ANSWERED' AND "  # noqa: S608
+           f"src BETWEEN '{first}' AND '{last}' AND userfield ~ '^[0-9]+([.][0-9]+)?$'")
+    return pg.psql(sql, db=CDR_DB).strip()
 
 
 def recordings_since(instance: BaselineAsterisk, since_epoch: float, min_bytes: int) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import cpu, steps, taskqueue
-from bench.baseline import BaselineAsterisk, cdr_count, recordings_since
+from bench.baseline import BaselineAsterisk, cdr_count, recordings_since, shortest_conversation
 from bench.load import LoadAgent, LoadCaller
 from bench.observer import Observer, latencies
 from bench.stacks import NOTICE_SECONDS, SERVICE_NUMBER
@@ -135,15 +135,21 @@ def callrec_archived(stack: Stack) -> ArchiveCount:
 
 
 def baseline_archived(instance: BaselineAsterisk, stack: Stack) -> ArchiveCount:
-    """Calls of this step with an answered CDR row in PostgreSQL and a MixMonitor file, as
-    long as the conversation (the smaller of the two counts)."""
+    """Calls of this step with an answered CDR row in PostgreSQL whose conversation (the
+    agent's answer to the hang-up, written by the baseline's dialplan) reaches the floor
+    callrec's calls are held to, and MixMonitor files at least that long (the smaller of
+    the two counts). Until 2026-11-30 the rows were counted by billsec, which runs from the
+    caller's Answer() before the notice: a caller kept waiting for the agent still passed."""
 
     def count(caller: LoadCaller, since: float, shape: LoadShape) -> tuple[int, str]:
         min_s = int(shape.conversation * 0.9)
         numbers = caller.numbers()
         rows = cdr_count(stack.pg, numbers[0], numbers[-1], min_s)
         files = recordings_since(instance, since, min_s * BYTES_PER_SECOND)
-        return min(rows, files), f"CDR rows {rows}, MixMonitor files {files}"
+        shortest = shortest_conversation(stack.pg, numbers[0], numbers[-1])
+        return min(rows, files), (f"CDR rows with a conversation of {min_s} s or more {rows}, "
+                                  f"MixMonitor files {files}; shortest conversation "
+                                  f"{shortest or '-'} s")
 
     return count
 

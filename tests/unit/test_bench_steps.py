@@ -130,9 +130,25 @@ def test_load_shape() -> None:
 def test_cdr_count_takes_only_digits() -> None:
     from pathlib import Path
 
-    from bench.baseline import cdr_count
+    from bench.baseline import cdr_count, shortest_conversation
     from devstack.postgres import Postgres
 
     pg = Postgres(Path("/nonexistent"), 1, "x" * 8, "y" * 8)
     with pytest.raises(ValueError, match="digits"):
         cdr_count(pg, "0409' OR 1=1 --", "0409000009", 10)
+    with pytest.raises(ValueError, match="digits"):
+        shortest_conversation(pg, "0409000000", "0409' OR 1=1 --")
+
+
+def test_the_baselines_record_carries_the_conversation_not_the_callers_answer() -> None:
+    # billsec (and Dial's ANSWEREDTIME) run from the caller's Answer() before the notice: a
+    # caller kept waiting for the agent passed the floor callrec's calls are held to
+    from bench.baseline import OVERLAY
+
+    dialplan = (OVERLAY / "extensions.conf").read_text()
+    assert "U(agent-answered)" in dialplan
+    assert "Set(MASTER_CHANNEL(AGENT_UP)=" in dialplan
+    assert "exten => h,1,Set(CDR(userfield)=" in dialplan
+    modules = (OVERLAY / "modules.extra").read_text()
+    for module in ("app_stack.so", "func_cdr.so", "func_math.so"):
+        assert f"load => {module}" in modules
