@@ -42,6 +42,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="seconds new calls arrive in each capacity step (default 25)")
     p.add_argument("--conversation", type=float, default=20.0,
                    help="seconds of conversation per call (default 20)")
+    p.add_argument("--pause", type=float, default=60.0,
+                   help="seconds of quiet before each capacity step but the first, so that a "
+                        "step does not run into the last one's aftermath (default 60)")
     p.add_argument("--latency-at", default="10,100",
                    help="concurrent calls of the latency runs (default 10,100)")
     p.add_argument("--skip-calls", action="store_true", help="archive benchmark only")
@@ -53,7 +56,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def run_calls(args: argparse.Namespace, results: dict[str, Any]) -> None:
     plan = steps.Plan([float(r) for r in args.rates.split(",")], max_rate=args.max_rate,
                       refine=args.refine)
-    shape = cap.LoadShape(conversation=args.conversation, window=args.window)
+    shape = cap.LoadShape(conversation=args.conversation, window=args.window, pause=args.pause)
     with running_stack() as stack:
         start = rtp_block()
         base = baseline_instance(stack.root, stack.pg, stack.cfg.dir / "baseline",

@@ -152,3 +152,30 @@ def test_the_baselines_record_carries_the_conversation_not_the_callers_answer() 
     modules = (OVERLAY / "modules.extra").read_text()
     for module in ("app_stack.so", "func_cdr.so", "func_math.so"):
         assert f"load => {module}" in modules
+
+
+def test_each_capacity_step_but_the_first_starts_after_a_quiet_pause(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a step right after the other target's heavier one ran into its aftermath
+    from bench import capacity as cap
+
+    ran: list[tuple[str, float]] = []
+    events: list[str] = []
+
+    def run_step(target: cap.Target, rate: float, shape: cap.LoadShape) -> cap.StepRun:
+        ran.append((target.name, rate))
+        events.append(f"{target.name} {rate:g}")
+        n = int(rate * 10)
+        return cap.StepRun(steps.StepResult(rate, n, n, n if rate < 8 else 0, n), 0.0, 0.0, 1.0)
+
+    monkeypatch.setattr(cap, "run_step", run_step)
+    targets = [cap.Target(name, 5060, lambda: None, lambda: None, lambda *a: (0, ""))
+               for name in ("baseline", "callrec")]
+    shape = cap.LoadShape(pause=60.0)
+    cap.interleaved_search(targets, steps.Plan([4, 8], max_rate=8, refine=0), shape,
+                           say=lambda text: None,
+                           pause=lambda seconds: events.append(f"pause {seconds:g}"))
+    assert ran == [("baseline", 4), ("callrec", 4), ("baseline", 8), ("callrec", 8)]
+    assert events == ["baseline 4", "pause 60", "callrec 4", "pause 60", "baseline 8",
+                      "pause 60", "callrec 8"]
