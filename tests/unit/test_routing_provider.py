@@ -138,14 +138,21 @@ async def test_touch_without_change_does_not_reload(config: Path, prompts_dir: P
 
 
 async def test_sighup_reloads(config: Path, prompts_dir: Path) -> None:
-    # a long poll interval: only the signal can explain a reload within the test
-    async with RoutingProvider(config, prompts_dir=prompts_dir, poll_interval=3600) as provider:
-        assert signal.getsignal(signal.SIGHUP) != signal.SIG_DFL
-        rewrite(config, CONFIG.replace('agents = ["agent1"]', 'agents = ["agent2", "agent1"]'))
-        os.kill(os.getpid(), signal.SIGHUP)
-        await until(lambda: agents_of(provider) == ("agent2", "agent1"))
-    # close() removed the handler (a later SIGHUP would end the process again)
-    assert signal.getsignal(signal.SIGHUP) == signal.SIG_DFL
+    # from the default disposition, whatever this process inherited (`nohup` passes SIG_IGN)
+    inherited = signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    try:
+        # a long poll interval: only the signal can explain a reload within the test
+        async with RoutingProvider(config, prompts_dir=prompts_dir,
+                                   poll_interval=3600) as provider:
+            assert signal.getsignal(signal.SIGHUP) != signal.SIG_DFL
+            rewrite(config,
+                    CONFIG.replace('agents = ["agent1"]', 'agents = ["agent2", "agent1"]'))
+            os.kill(os.getpid(), signal.SIGHUP)
+            await until(lambda: agents_of(provider) == ("agent2", "agent1"))
+        # close() put back what was there (a later SIGHUP would end the process again)
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGHUP, inherited)
 
 
 async def test_close_cancels_the_watcher(config: Path, prompts_dir: Path) -> None:
