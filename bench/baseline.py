@@ -87,6 +87,15 @@ def baseline_instance(root: AsteriskRoot, pg: Postgres, state: Path, notice: Pat
     )
 
 
+def _answered_with_conversation(first: str, last: str) -> str:
+    """The WHERE clause of the answered calls from caller numbers first..last whose record
+    carries the conversation's length (generated digits only: nothing else reaches SQL)."""
+    if not (first.isdigit() and last.isdigit()):
+        raise ValueError("caller numbers are digits")
+    return (f"disposition = 'ANSWERED' AND src BETWEEN '{first}' AND '{last}' "
+            "AND userfield ~ '^[0-9]+([.][0-9]+)?$'")
+
+
 def cdr_count(pg: Postgres, first: str, last: str, min_conversation: int) -> int:
     """Answered calls from caller numbers first..last the baseline wrote to PostgreSQL whose
     conversation (the agent's answer to the hang-up, which its dialplan writes into the
@@ -95,11 +104,9 @@ def cdr_count(pg: Postgres, first: str, last: str, min_conversation: int) -> int
 
     By number, not by time: cdr_pgsql stores whole seconds, so a time filter would miss
     the calls of a step's first second."""
-    if not (first.isdigit() and last.isdigit()):
-        raise ValueError("caller numbers are digits")
-    where = (f"src BETWEEN '{first}' AND '{last}' AND userfield ~ '^[0-9]+([.][0-9]+)?$' "
-             f"AND userfield::numeric >= {int(min_conversation)}")
-    sql = f"SELECT count(*) FROM cdr WHERE disposition = 'ANSWERED' AND {where}"  # noqa: S608
+    where = _answered_with_conversation(first, last)
+    sql = (f"SELECT count(*) FROM cdr WHERE {where} "  # noqa: S608
+           f"AND userfield::numeric >= {int(min_conversation)}")
     out = pg.psql(sql, db=CDR_DB)
     return int(out.strip() or 0)
 
@@ -107,10 +114,8 @@ def cdr_count(pg: Postgres, first: str, last: str, min_conversation: int) -> int
 def shortest_conversation(pg: Postgres, first: str, last: str) -> str:
     """The shortest conversation (s) of the answered calls from first..last, for a step's
     notes ('' when none has one)."""
-    if not (first.isdigit() and last.isdigit()):
-        raise ValueError("caller numbers are digits")
-    sql = ("SELECT min(userfield::numeric) FROM cdr WHERE disposition = 'ANSWERED' AND "  # noqa: S608
-           f"src BETWEEN '{first}' AND '{last}' AND userfield ~ '^[0-9]+([.][0-9]+)?$'")
+    where = _answered_with_conversation(first, last)
+    sql = f"SELECT min(userfield::numeric) FROM cdr WHERE {where}"  # noqa: S608
     return pg.psql(sql, db=CDR_DB).strip()
 
 
