@@ -46,6 +46,7 @@ from devstack.ports import free_block
 from devstack.proc import alive, read_pid
 from devstack.sipp import Agent, Caller, sip_uri_user
 from devstack.stack import Stack
+from tests.polling import eventually_sync
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(300)]
 
@@ -680,6 +681,23 @@ async def test_hostile_caller_ids_are_data_never_paths(flow: Flow) -> None:
         assert re.fullmatch(r"[0-9a-f-]{36}\.wav|\d{2,4}", path.name), path
 
 
+def stop_all_threads(pid: int) -> None:
+    """SIGSTOP the process and return once every thread of it has stopped: the signal stops
+    them only as each is next scheduled, and one already running can answer a request sent
+    meanwhile."""
+    os.kill(pid, signal.SIGSTOP)
+
+    def stopped() -> bool:
+        states = []
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(FileNotFoundError):  # a thread that ended meanwhile
+                stat_line = Path(f"/proc/{pid}/task/{task}/stat").read_text()
+                states.append(stat_line.rsplit(")", 1)[1].split()[0])
+        return all(state in "Tt" for state in states)
+
+    eventually_sync(stopped, timeout=5, interval=0.001, what=f"process {pid} stopped")
+
+
 @pytest.mark.parametrize(
     ("request_name", "number"),
     [("snoop", "0401000040"), ("record_channel", "0401000041"), ("add_channel", "0401000042"),
@@ -710,7 +728,8 @@ async def test_request_answered_late_by_a_stalled_asterisk_is_still_recorded(
         if given_up:
             return await real_request(channel_id, *args, **kwargs)
         loop = asyncio.get_running_loop()
-        os.kill(pid, signal.SIGSTOP)
+        # (once only sent, a thread of Asterisk already running finished this request)
+        stop_all_threads(pid)
         loop.call_later(2.0, os.kill, pid, signal.SIGCONT)
         try:
             # given up after 1 s, as the client gives up after its timeout; only this
@@ -728,10 +747,10 @@ async def test_request_answered_late_by_a_stalled_asterisk_is_still_recorded(
     setattr(flow.ari, request_name, in_a_stall)
     try:
         flow.agent("agent1", answer_after=1.0)
-        # a stall as the ringing starts (the bridge's create) delays the agent's answer by
-        # its 2 s, and the caller hangs up at a fixed time: more talk, so that the
-        # conversation still lasts the 5 s checked below
-        talk = NOTICE_SECONDS + 8 + (3 if request_name == "create_bridge" else 0)
+        # the caller hangs up at a fixed time, and the stall's 2 s come out of the recording
+        # (or, as the ringing starts, the bridge's create, out of the conversation): talk
+        # enough that the 5 s checked below are left
+        talk = NOTICE_SECONDS + 10 + (3 if request_name == "create_bridge" else 0)
         caller = flow.call(IN_ORDER, number, talk_seconds=talk)
         live = await until(lambda: _conversation(flow, number), 60, "the conversation")
         # the agent's add may still be under way in the conversation (recorded from before)
