@@ -78,6 +78,16 @@ async def delete_rows(conn: asyncpg.Connection, call_ids: Sequence[UUID]) -> int
     return int(result.split()[-1])
 
 
+# A batch: the queue's oldest rows (of one case, or any), less those whose file could not be
+# removed, skipping rows another worker holds. In the order of purge_queue_order_idx: without
+# it every batch read and sorted the whole queue.
+CLAIM_BATCH = """
+    SELECT q.call_id, coalesce(r.path, q.path) AS path, q.cause, q.case_id
+    FROM purge_queue q LEFT JOIN recordings r ON r.call_id = q.call_id
+    WHERE ($1::bigint IS NULL OR q.case_id = $1) AND NOT (q.call_id = ANY($3::uuid[]))
+    ORDER BY q.queued_at, q.call_id LIMIT $2 FOR UPDATE OF q SKIP LOCKED"""
+
+
 @dataclass(frozen=True)
 class Finished:
     call_ids: tuple[UUID, ...]
@@ -113,14 +123,7 @@ async def finish(
         async with conn.transaction():
             # the recording's path as of now: one archived after the call was queued
             # (Asterisk was away, say) has its file removed too
-            batch = await conn.fetch(
-                """SELECT q.call_id, coalesce(r.path, q.path) AS path, q.cause, q.case_id
-                   FROM purge_queue q LEFT JOIN recordings r ON r.call_id = q.call_id
-                   WHERE ($1::bigint IS NULL OR q.case_id = $1)
-                     AND NOT (q.call_id = ANY($3::uuid[]))
-                   ORDER BY q.queued_at, q.call_id LIMIT $2 FOR UPDATE OF q SKIP LOCKED""",
-                case_id, batch_size, list(stuck),
-            )
+            batch = await conn.fetch(CLAIM_BATCH, case_id, batch_size, list(stuck))
             if not batch:
                 break
             removed = []
