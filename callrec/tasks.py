@@ -20,6 +20,20 @@ class BlockingRunner(Protocol):
     ) -> Awaitable[R]: ...
 
 
+async def to_the_end(work: Awaitable[R]) -> R:
+    """Await `work` (blocking work in a thread, or one that hands it to a thread): cancelled,
+    wait for it to end before passing the cancellation on, because a thread cannot be
+    stopped, and cleanup that runs while it still writes misses what it writes after."""
+    future = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        await asyncio.wait([future])
+        if not future.cancelled():
+            future.exception()  # retrieved: the cancellation is what goes on
+        raise
+
+
 async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
     """Cancel `task` and wait until it has stopped.
 

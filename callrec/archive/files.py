@@ -28,7 +28,7 @@ from callrec.archive.errors import (
 )
 from callrec.archive.store import CallStore
 from callrec.ari.errors import AriNotFound, AriUnavailable
-from callrec.tasks import BlockingRunner
+from callrec.tasks import BlockingRunner, to_the_end
 
 log = structlog.get_logger(__name__)
 
@@ -222,14 +222,16 @@ class RecordingArchiver:
         fresh = True  # False: archived by an earlier attempt, registered again
         try:
             await self._run_blocking(_make_dirs, dest.parent)
-            await ari.download_recording(recording_name, partial)
+            # (to the end: the copy's thread, once cancelled, could make the partial file
+            # again after the cleanup below)
+            await to_the_end(ari.download_recording(recording_name, partial))
             # sizes not written: cut by a crash of Asterisk (repaired below), or still being
             # made (archived once Asterisk has closed it: a call's end guard can ask first)
             if await self._run_blocking(unfinished_header, partial) and await live(
                     recording_name):
                 raise RecordingStillLive(f"{recording_name}: still being recorded")
-            repaired, (sha256, size, duration_ms) = await self._run_blocking(
-                _check_and_commit, partial, dest)
+            repaired, (sha256, size, duration_ms) = await to_the_end(self._run_blocking(
+                _check_and_commit, partial, dest))
             if repaired:
                 log.warning("recording_header_repaired", call_id=str(call_id),
                             recording=recording_name, reason="sizes not written (cut short)")

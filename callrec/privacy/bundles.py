@@ -18,6 +18,7 @@ import structlog
 
 from callrec.archive.durable import sync_folder
 from callrec.privacy.errors import Conflict, Invalid
+from callrec.tasks import to_the_end
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -129,12 +130,7 @@ class BundleWriter:
 async def write_to_the_end(fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
     """`asyncio.to_thread` for a bundle's writer: cancelled, it still waits for the thread
     (which cannot be stopped) before raising, so that cleanup sees the file it renamed."""
-    work = asyncio.ensure_future(asyncio.to_thread(fn, *args, **kwargs))
-    try:
-        return await asyncio.shield(work)
-    except asyncio.CancelledError:
-        await asyncio.wait([work])
-        raise
+    return await to_the_end(asyncio.to_thread(fn, *args, **kwargs))
 
 
 @contextlib.asynccontextmanager

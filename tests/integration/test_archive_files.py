@@ -9,9 +9,11 @@ import datetime as dt
 import errno
 import hashlib
 import stat
+import threading
 import uuid
 import wave
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -19,6 +21,7 @@ import pytest
 from callrec.archive import files as files_module
 from callrec.archive.errors import ArchiveDiskFull, CallPurged, CorruptRecording
 from callrec.archive.files import RecordingArchiver, relative_path
+from callrec.archive.spool import SpoolRecordings
 from callrec.archive.store import CallStore
 from callrec.ari.errors import AriNotFound, AriUnavailable
 from callrec.privacy import purge
@@ -168,6 +171,49 @@ async def test_a_download_cut_short_leaves_no_partial_file_and_is_retried(
         assert archiver.pending == 1
         spool.cut_after_piece = None
         assert await archiver.retry_pending() == 1
+    assert (root / relative_path(call_id, STARTED)).read_bytes() == data
+
+
+async def test_an_archive_cancelled_during_its_copy_leaves_no_partial_file(
+    db: ScratchDatabase, tmp_path: Path
+) -> None:
+    """The copy from Asterisk's spool runs in a thread, which a cancellation cannot stop: the
+    cleanup once ran before the thread had made the partial file, which then stayed."""
+    data = _wav_bytes(tmp_path, 1.0)
+    name = "callrec-x"
+    at_gate, go, copied = threading.Event(), threading.Event(), threading.Event()
+
+    async def gated(fn: Any, /, *args: Any) -> Any:
+        def run() -> Any:
+            at_gate.set()
+            go.wait(10)
+            try:
+                return fn(*args)
+            finally:
+                copied.set()
+        return await asyncio.to_thread(run)
+
+    spool = SpoolRecordings(tmp_path / "spool", run_blocking=gated)
+    spool.directory.mkdir()
+    (spool.directory / f"{name}.wav").write_bytes(data)
+    call_id = uuid.uuid4()
+    root = tmp_path / "archive"
+    async with CallStore(db.app_dsn, tmp_path / "journal") as store:
+        await _start_call(store, call_id)
+        archiver = RecordingArchiver(root, store, spool=spool)
+        task = asyncio.create_task(archiver.archive(Spool({}), call_id, name, STARTED))
+        day = root / relative_path(call_id, STARTED).parent
+        assert await asyncio.to_thread(at_gate.wait, 10), "the copy's thread at its gate"
+        task.cancel()
+        # not a timing check: it lets the old code's cleanup run while the thread is held
+        await asyncio.sleep(0.05)
+        go.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await asyncio.to_thread(copied.wait, 10)
+        assert list(day.iterdir()) == [], "no partial file, no file"
+        assert (spool.directory / f"{name}.wav").exists(), "Asterisk's copy kept for a retry"
+        assert await archiver.archive(Spool({}), call_id, name, STARTED) is not None
     assert (root / relative_path(call_id, STARTED)).read_bytes() == data
 
 
