@@ -728,7 +728,6 @@ async def test_request_answered_late_by_a_stalled_asterisk_is_still_recorded(
         if given_up:
             return await real_request(channel_id, *args, **kwargs)
         loop = asyncio.get_running_loop()
-        # (once only sent, a thread of Asterisk already running finished this request)
         stop_all_threads(pid)
         loop.call_later(2.0, os.kill, pid, signal.SIGCONT)
         try:
