@@ -182,13 +182,16 @@ class ServiceCore:
             "AND closed_at IS NULL")}
         if not numbers:
             return set()
+        hasher = self._hasher_for_deletion("an access request is open")
+        return {c["id"] for c in calls if hasher.of_stored(c["caller_number"]) in numbers}
+
+    def _hasher_for_deletion(self, why: str) -> NumberHasher:
+        """The number hasher, where deleting calls must tell a number's calls apart (`why`);
+        without the key nothing is deleted (fail safe)."""
         if self._hasher is None:
-            # fail safe, as for holds: without the key no call can be told apart
-            raise NotConfigured("an access request is open and CALLREC_SECRET_KEY (or "
-                                "CALLREC_SECRET_KEY_FILE) is not set: nothing is deleted "
-                                "until it is")
-        return {c["id"] for c in calls
-                if self.hasher.of_stored(c["caller_number"]) in numbers}
+            raise NotConfigured(f"{why} and CALLREC_SECRET_KEY (or CALLREC_SECRET_KEY_FILE) "
+                                "is not set: nothing is deleted until it is")
+        return self._hasher
 
     async def _held(
         self, conn: asyncpg.Connection, calls: Sequence[Mapping[str, Any]]
@@ -204,16 +207,13 @@ class ServiceCore:
                 by_call.setdefault(h["call_id"], []).append(h["id"])
             else:
                 by_number.setdefault(h["number_hmac"], []).append(h["id"])
-        if by_number and self._hasher is None:
-            # fail safe: without the key no call can be told apart from a held number's
-            raise NotConfigured("a hold on a phone number is in force and CALLREC_SECRET_KEY "
-                                "(or CALLREC_SECRET_KEY_FILE) is not set: nothing is deleted "
-                                "until it is")
+        hasher = (self._hasher_for_deletion("a hold on a phone number is in force")
+                  if by_number else None)
         held: dict[UUID, list[int]] = {}
         for call in calls:
             ids = list(by_call.get(call["id"], []))
-            if by_number:
-                ids += by_number.get(self.hasher.of_stored(call["caller_number"]), [])
+            if hasher is not None:
+                ids += by_number.get(hasher.of_stored(call["caller_number"]), [])
             if ids:
                 held[call["id"]] = sorted(ids)
         return held
