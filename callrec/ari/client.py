@@ -465,42 +465,30 @@ class AriClient:
     async def stop_moh(self, channel_id: str) -> None:
         await self._request("DELETE", "channels", channel_id, "moh")
 
-    async def create_channel(
+    async def originate(
         self,
         endpoint: str,
         *,
         channel_id: str,
         app_args: str = "",
         originator: str | None = None,
-        variables: Mapping[str, str] | None = None,
+        timeout: int | None = None,  # noqa: ASYNC109 - seconds Asterisk lets the phone ring
     ) -> Channel:
-        """Create (not yet dial) a channel into our application: POST /channels/create."""
+        """Make a channel and dial it at once: POST /channels with our application.
+
+        `originator` is the id of the channel it is dialled for (Asterisk copies that
+        channel's caller id to the new one's connected line). The channel is subscribed to
+        our application from the start (its `Dial` events, its hang-up) but enters it,
+        with StasisStart, only when answered; a ring timeout ends it with cause 19.
+        """
         params: _Params = [("endpoint", endpoint), ("app", self.app), ("channelId", channel_id)]
         if app_args:
             params.append(("appArgs", app_args))
         if originator is not None:
             params.append(("originator", originator))
-        body = {"variables": dict(variables)} if variables else None
-        data = await self._request("POST", "channels", "create", params=params, body=body)
-        return Channel.from_json(data)
-
-    async def dial(
-        self,
-        channel_id: str,
-        *,
-        caller: str | None = None,
-        timeout: int | None = None,  # noqa: ASYNC109 - seconds Asterisk lets the phone ring
-    ) -> None:
-        """Dial a created channel; `caller` is the id of the channel it is dialled for.
-
-        Returns at once; progress arrives as `Dial` events, a ring timeout as cause 19.
-        """
-        params: _Params = []
-        if caller is not None:
-            params.append(("caller", caller))
         if timeout is not None:
             params.append(("timeout", str(int(timeout))))
-        await self._request("POST", "channels", channel_id, "dial", params=params)
+        return Channel.from_json(await self._request("POST", "channels", params=params))
 
     # -- REST: bridges --------------------------------------------------------------------
 

@@ -186,7 +186,6 @@ class CallState:
     legs: tuple[Leg, ...] = ()
     winner: str | None = None  # channel id of the agent in the call
     bridge_id: str | None = None
-    legs_bridge: str | None = None  # holds the call's agent legs while they ring
     snoop_channel: str | None = None  # the snoop on the caller, once requested
     snoop_ready: bool = False  # the snoop is in our application (it can be recorded)
     # a request for the snoop went unanswered: Asterisk may make it late, under the same id
@@ -261,8 +260,6 @@ def resumed_conversation(
         legs=(leg,),
         winner=agent_channel,
         bridge_id=bridge_id,
-        # made while ringing (if this version of callrec made it): gone with the call
-        legs_bridge=legs_bridge_id_for(call_id),
         snoop_channel=snoop_id_for(call_id) if recording_name else None,
         recording=RecState.STARTED if recording_name else RecState.NONE,
         recording_name=recording_name,
@@ -279,10 +276,6 @@ def agent_channel_id(call_id: uuid.UUID, attempt: int) -> str:
 
 def bridge_id_for(call_id: uuid.UUID) -> str:
     return str(uuid.uuid5(call_id, "bridge"))
-
-
-def legs_bridge_id_for(call_id: uuid.UUID) -> str:
-    return str(uuid.uuid5(call_id, "legs"))
 
 
 def snoop_id_for(call_id: uuid.UUID) -> str:
@@ -463,15 +456,13 @@ class StopMoh(Command):
 
 
 @dataclass(frozen=True)
-class CreateAgentChannel(Command):
+class DialAgent(Command):
+    """Make an agent's channel and ring it at once (an ARI originate): the channel enters
+    our application only when the agent answers."""
+
     channel_id: str
     endpoint: str
     agent_id: str
-
-
-@dataclass(frozen=True)
-class Dial(Command):
-    channel_id: str
     caller_channel_id: str  # Asterisk copies this channel's caller id to the agent's phone
     timeout: int
 
@@ -484,8 +475,7 @@ class HangupChannel(Command):
 
 @dataclass(frozen=True)
 class CreateBridge(Command):
-    bridge_id: str
-    kind: str = "mixing"  # or "holding": its members do not hear one another
+    bridge_id: str  # a mixing bridge
 
 
 @dataclass(frozen=True)
@@ -785,15 +775,6 @@ def _start_waiting(step: _Step) -> None:
     # agent waits to be connected. Before the agents are dialled, so that a failure to make
     # it is heard before any answer.
     _create_bridge(step)
-    # A leg dialled outside any bridge rings in Asterisk's one dial bridge, shared by every
-    # call's ringing legs; each join and leave there republishes every member's state to
-    # our application, so its work per call grows with the calls in progress (at 500: about
-    # 70 messages more per call through Asterisk's single queue of our events, which at
-    # 500 queued stops Asterisk taking new calls). A holding bridge of the call's own keeps
-    # that to the call's own legs, whose members do not hear each other.
-    legs = legs_bridge_id_for(step.s.call_id)
-    step.set(legs_bridge=legs)
-    step.emit(CreateBridge(legs, kind="holding"))
     _start_round(step)
 
 
@@ -822,12 +803,16 @@ def _dial(step: _Step, agent: AgentTarget) -> Leg:
     attempt = step.s.attempts + 1
     leg = Leg(agent_channel_id(step.s.call_id, attempt), agent, attempt, step.s.round)
     step.set(attempts=attempt, legs=(*step.s.legs, leg))
-    step.emit(CreateAgentChannel(leg.channel_id, agent.endpoint, agent.id))
-    if step.s.legs_bridge is not None:
-        step.emit(AddToBridge(step.s.legs_bridge, leg.channel_id))
+    # One request: a channel made in our application and then dialled cost three (make,
+    # put in a holding bridge, dial), each waiting for the channel's thread in Asterisk, and
+    # the dial waited longest, in the bridge (at 16 calls/s, alone on this machine: callers'
+    # wait for the agent p99 6.5 s before, 4.2 s after; Asterisk's CPU per call 143 ->
+    # 129 ms). Ringing outside our application, the leg needs no bridge of its own either.
     step.emit(
-        Dial(
+        DialAgent(
             leg.channel_id,
+            agent.endpoint,
+            agent.id,
             step.s.caller_channel,
             math.ceil(plan.ring_timeout) + DIAL_TIMEOUT_SLACK,
         ),
@@ -1232,7 +1217,7 @@ def _on_command_failed(step: _Step, ev: CommandFailed) -> None:
     s = step.s
     cmd = ev.command
     step.log("warning", "command failed", command=type(cmd).__name__, error=ev.error)
-    if isinstance(cmd, CreateAgentChannel | Dial):
+    if isinstance(cmd, DialAgent):
         leg = s.leg(cmd.channel_id)
         if leg is not None and leg.status is LegStatus.DIALLING:
             # hang up even so: after a timeout the channel may exist all the same
@@ -1298,15 +1283,6 @@ def _on_command_failed(step: _Step, ev: CommandFailed) -> None:
             _nothing_recorded(step)
         else:
             _recording_failed(step, ev.error)
-    elif isinstance(cmd, CreateBridge | AddToBridge) and (
-        cmd.bridge_id == legs_bridge_id_for(s.call_id)
-    ):
-        # the legs ring in Asterisk's shared dial bridge instead: more work for Asterisk
-        # under load, the same call (a failed add may be reported after the answer, and
-        # after the bridge's own failure was)
-        if isinstance(cmd, CreateBridge):
-            step.set(legs_bridge=None)
-            _maybe_stray(step, ev, cmd.bridge_id)
     elif isinstance(cmd, CreateBridge):
         if s.phase in (Phase.CONNECTING, Phase.CONVERSATION):
             _fail_call(step)
@@ -1417,7 +1393,7 @@ def _maybe_done(step: _Step) -> None:
         return
     for name in sorted(s.timers):
         step.cancel_timer(name)
-    held = [b for b in (s.bridge_id, s.legs_bridge) if b is not None]
+    held = [s.bridge_id] if s.bridge_id is not None else []
     for bridge in [*held, *sorted(s.stray_bridges - set(held))]:
         step.emit(DestroyBridge(bridge))
     step.set(phase=Phase.DONE)
@@ -1460,17 +1436,17 @@ def touches(command: Command) -> frozenset[str] | None:
     """The channels, bridges and recordings in Asterisk `command` acts on. A transition's
     commands are carried out in order, except that one touching nothing an earlier one
     still under way touches need not wait for it: under load each request to Asterisk takes
-    a few hundred ms, and the six of an agent's dial, one after another, kept the caller
-    waiting seconds. Empty: nothing in Asterisk (done at once); None: everything before it
+    a few hundred ms, and the ringing's requests, one after another, kept the caller waiting
+    seconds. Empty: nothing in Asterisk (done at once); None: everything before it
     is finished first, and it before anything after it (the call's row)."""
     match command:
         case Answer(channel_id=c) | Play(channel_id=c) | Ring(channel_id=c):
             return frozenset({c})
         case StopRing(channel_id=c) | StartMoh(channel_id=c) | StopMoh(channel_id=c):
             return frozenset({c})
-        case CreateAgentChannel(channel_id=c) | HangupChannel(channel_id=c):
+        case HangupChannel(channel_id=c):
             return frozenset({c})
-        case Dial(channel_id=c):
+        case DialAgent(channel_id=c):
             # the caller's channel is only read (its caller id): no need to wait for it
             return frozenset({c})
         case CreateBridge(bridge_id=b) | DestroyBridge(bridge_id=b):

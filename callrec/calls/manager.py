@@ -60,7 +60,8 @@ WRITES_DRAIN_TIMEOUT = 15.0
 # How far back the archive is read, once per run, for the agents' turns and idle times (the
 # `round_robin` and `longest_idle` strategies): a working day.
 AGENT_HISTORY = timedelta(hours=12)
-# How long a new agent channel may take to enter our application before it is dialled.
+# How long an answered agent's channel may take to enter our application before it is put
+# in the call's bridge all the same (Asterisk refuses the add, and the machine handles that).
 STASIS_START_WAIT = 5.0
 # Pauses before a reconciliation Asterisk left unanswered is tried again (the last repeats).
 RECONCILE_PAUSES = (1.0, 2.0, 5.0, 10.0, 30.0)
@@ -72,8 +73,7 @@ SLOW_JOIN_S = 1.0
 _REPORTED_FAILURES = (
     m.Answer,
     m.Play,
-    m.CreateAgentChannel,
-    m.Dial,
+    m.DialAgent,
     m.CreateBridge,
     m.AddToBridge,
     m.SnoopChannel,
@@ -162,9 +162,11 @@ class CallManager:
         self._by_recording: dict[str, _Call] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._writes: set[asyncio.Task[None]] = set()
-        # agent channels created but not yet reported in our application: dialling them
-        # before their StasisStart fails with 409 (seen under load)
+        # agent channels dialled but not yet in our application (they enter when answered):
+        # adding one to a bridge before its StasisStart fails with 422
         self._in_stasis: dict[str, asyncio.Future[None]] = {}
+        # agent channels whose dial request is under way: Asterisk may not list them yet
+        self._dialling: set[str] = set()
         self._reconcile_lock = asyncio.Lock()
         self._reconcile_generation = 0
         self._reconcile_pauses = reconcile_pauses
@@ -360,6 +362,9 @@ class CallManager:
         if channel_id == call.state.caller_channel:
             call.queue.put_nowait(m.CallerGone(now, cause, cut))
         else:
+            ready = self._in_stasis.pop(channel_id, None)
+            if ready is not None and not ready.done():
+                ready.set_result(None)  # gone before it entered: no add waits for it
             call.queue.put_nowait(m.AgentGone(now, channel_id, cause, cut))
 
     def _to_recording(self, name: str, event: m.FlowEvent) -> None:
@@ -564,33 +569,35 @@ class CallManager:
                 await ari.start_moh(channel_id)
             case m.StopMoh(channel_id=channel_id):
                 await ari.stop_moh(channel_id)
-            case m.CreateAgentChannel(channel_id=channel_id, endpoint=endpoint):
+            case m.DialAgent(
+                channel_id=channel_id, endpoint=endpoint, caller_channel_id=caller,
+                timeout=timeout,
+            ):
                 self._own(call, self._by_channel, channel_id)
                 self._in_stasis[channel_id] = asyncio.get_running_loop().create_future()
+                self._dialling.add(channel_id)
                 try:
-                    await ari.create_channel(
-                        endpoint, channel_id=channel_id, app_args=f"{AGENT_ARGS_PREFIX}{call.id}"
+                    await ari.originate(
+                        endpoint, channel_id=channel_id, app_args=f"{AGENT_ARGS_PREFIX}{call.id}",
+                        originator=caller, timeout=timeout,
                     )
-                except BaseException:
-                    self._in_stasis.pop(channel_id, None)
-                    raise
-                # Asterisk answers the create before the new leg is in our application (it
-                # enters on a thread of its own), and refuses adds and dials until it is
-                await self._until_in_stasis(channel_id)
-            case m.Dial(channel_id=channel_id, caller_channel_id=caller, timeout=timeout):
-                await ari.dial(channel_id, caller=caller, timeout=timeout)
+                finally:
+                    self._dialling.discard(channel_id)
             case m.HangupChannel(channel_id=channel_id, reason=reason):
                 task = asyncio.create_task(self._hangup_command(call, channel_id, reason))
                 call.hangups.add(task)
                 task.add_done_callback(call.hangups.discard)
-            case m.CreateBridge(bridge_id=bridge_id, kind=kind):
+            case m.CreateBridge(bridge_id=bridge_id):
                 try:
-                    await ari.create_bridge(bridge_id, bridge_type=kind)
+                    await ari.create_bridge(bridge_id)
                 except AriConflict:
                     # "already exists": the id is the call's own, so an earlier create of
                     # it that Asterisk did not answer in time was done after all
                     log.info("bridge made by an earlier, unanswered request", bridge_id=bridge_id)
             case m.AddToBridge(bridge_id=bridge_id, channel_id=channel_id):
+                # an agent's answer may be heard (its Dial event) before its channel is in
+                # our application
+                await self._until_in_stasis(channel_id)
                 await ari.add_channel(bridge_id, channel_id)
                 if channel_id == call.state.winner:
                     self._waited(self.agent_join, call.state.answered_at, SLOW_JOIN_S,
@@ -643,9 +650,8 @@ class CallManager:
         try:
             await asyncio.wait_for(asyncio.shield(ready), STASIS_START_WAIT)
         except TimeoutError:
-            log.warning(
-                "no StasisStart for a new agent channel: going on anyway", channel_id=channel_id
-            )
+            log.warning("no StasisStart for an answered agent channel: going on anyway",
+                        channel_id=channel_id)
         finally:
             self._in_stasis.pop(channel_id, None)
 
@@ -758,9 +764,8 @@ class CallManager:
             try:
                 if not (state.caller_gone or state.caller_hung_up):
                     await self._hand_back(state.caller_channel, legs)
-                for bridge in (state.bridge_id, state.legs_bridge):  # made while ringing
-                    if bridge is not None:
-                        await self._destroy_bridge_quietly(bridge)
+                if state.bridge_id is not None:  # made while ringing
+                    await self._destroy_bridge_quietly(state.bridge_id)
             except Exception:  # the ARI client closing under it, say: the row is written
                 log.exception("hand-back to the dialplan not finished")
 
@@ -786,10 +791,10 @@ class CallManager:
         started = await self._ari.asterisk_started_at()
         restarted = self._asterisk_started is not None and started > self._asterisk_started
         self._asterisk_started = started
-        # Channels in our application, as of before the list is asked for: an agent leg whose
-        # create is under way, or that has not entered the application yet (or one whose
-        # create starts meanwhile), may be missing from the list without being gone.
-        made = self._by_channel.keys() - self._in_stasis.keys()
+        # Channels of our application, as of before the list is asked for: an agent leg whose
+        # dial is under way (or starts meanwhile) may be missing from the list without being
+        # gone; once dialled it is listed, ringing or not.
+        made = self._by_channel.keys() - self._dialling
         app = await self._ari.get_application()
         live = set(app.channel_ids)
         now = self._clock()
@@ -883,10 +888,9 @@ class CallManager:
                 legs = []
             for channel_id in legs:
                 await self._hangup_quietly(channel_id, "normal")
-            # made while ringing; nobody will use them now
-            for bridge in (row.get("bridge_id"), m.legs_bridge_id_for(call_id)):
-                if bridge and bridge in bridges:
-                    await self._destroy_bridge_quietly(str(bridge))
+            bridge = row.get("bridge_id")  # made while ringing; nobody will use it now
+            if bridge and bridge in bridges:
+                await self._destroy_bridge_quietly(str(bridge))
             reason = row.get("end_reason") or "interrupted"
             await self._store.record_call(call_id, ended_at=now, end_reason=reason, state="done")
             log.info("call of an earlier run closed", previous_state=phase, end_reason=reason)

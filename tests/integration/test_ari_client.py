@@ -458,28 +458,25 @@ async def test_dial_an_agent_into_a_bridge(call: Call, bare_stack: Stack) -> Non
         assert entered.channel.id == channel.id
 
         agent_id = f"agent1-{call.bridge_id}"
-        created = await ari.create_channel(
-            "PJSIP/agent1",
-            channel_id=agent_id,
-            app_args="agent",
-            originator=channel.id,
-            variables={"CALLREC_ROLE": "agent"},
+        made = await ari.originate(
+            "PJSIP/agent1", channel_id=agent_id, app_args="agent", originator=channel.id,
+            timeout=20,
         )
-        assert created.id == agent_id
-        agent_start = await log.wait(StasisStart, lambda e: e.channel.id == agent_id)
-        assert agent_start.args == ("agent",)
-        await ari.dial(agent_id, caller=channel.id, timeout=20)
+        assert made.id == agent_id
+        # ringing: subscribed to our application (listed, its events ours) but not in it
+        assert agent_id in (await ari.get_application()).channel_ids
+        assert not [e for e in log.of(StasisStart) if e.channel.id == agent_id]
         answered = await log.wait(
             Dial, lambda e: e.peer.id == agent_id and e.dialstatus == "ANSWER"
         )
-        # ARI dials report no caller channel; `caller=` shows in the agent's connected line
+        # no caller channel in the report; the originator shows in the connected line
         assert answered.caller is None
         assert answered.peer.connected.number == "0401234567"
         statuses = [e.dialstatus for e in log.of(Dial) if e.peer.id == agent_id]
         assert statuses[0] == "" and statuses[-1] == "ANSWER"
-        await log.wait(
-            ChannelStateChange, lambda e: e.channel.id == agent_id and e.channel.state == "Up"
-        )
+        agent_start = await log.wait(StasisStart, lambda e: e.channel.id == agent_id)
+        assert agent_start.args == ("agent",)
+        assert agent_start.channel.state == "Up", "it enters when answered"
 
         await ari.add_channel(call.bridge_id, agent_id)
         await log.wait(ChannelEnteredBridge, lambda e: e.channel.id == agent_id)

@@ -36,7 +36,8 @@ from callrec.archive.store import CallStore
 from callrec.ari.client import AriClient
 from callrec.ari.errors import AriNoAnswer, AriServerError
 from callrec.ari.events import Connected, Event
-from callrec.calls.machine import legs_bridge_id_for, snoop_id_for
+from callrec.ari.models import Channel
+from callrec.calls.machine import snoop_id_for
 from callrec.calls.manager import CallManager
 from callrec.prompts.build import build_prompts
 from callrec.prompts.catalog import PromptCatalog
@@ -554,31 +555,35 @@ async def test_ring_all_two_answers_100ms_apart_one_wins(flow: Flow) -> None:
         assert s[losing_hz] < 0.01, "the second agent never reached the caller"
 
 
-async def test_agent_legs_ring_in_the_calls_own_holding_bridge(flow: Flow) -> None:
-    # not in Asterisk's one dial bridge of every call's ringing legs, where each join and
-    # leave republishes all its members to our application
-    flow.agent("agent1", answer_after=3.0)
+async def test_agent_legs_ring_outside_our_application_and_any_bridge(flow: Flow) -> None:
+    # one request per leg (an originate): the leg enters our application when answered;
+    # until then it is only subscribed (listed, its hang-up reported) and in no bridge
+    first = flow.agent("agent1", answer_after=3.0)
     flow.agent("agent2", answer_after=3.5)
     caller = flow.call(RING_ALL, "0401000007", talk_seconds=flow.notice_seconds() + 7)
 
-    async def ringing_legs() -> tuple[str, tuple[str, ...]] | None:
+    async def ringing_legs() -> tuple[dict[str, Any], list[Channel]] | None:
         row = await flow.row("0401000007")
         if row is None or row["state"] != "ringing":
             return None
-        legs_id = legs_bridge_id_for(row["id"])
-        for bridge in await flow.ari.list_bridges():
-            if bridge.id == legs_id and len(bridge.channels) == 2:
-                return bridge.bridge_type, bridge.channels
-        return None
+        legs = [c for c in await flow.ari.list_channels() if c.name.startswith("PJSIP/agent")]
+        return (row, legs) if len(legs) == 2 else None
 
-    kind, members = await until(ringing_legs, 60, "both legs in the call's holding bridge")
-    assert kind == "holding"
+    row, legs = await until(ringing_legs, 60, "both agent legs ringing")
+    assert {leg.state for leg in legs} <= {"Down", "Ring", "Ringing"}
+    leg_ids = {leg.id for leg in legs}
+    assert leg_ids <= set((await flow.ari.get_application()).channel_ids)
+    for bridge in await flow.ari.list_bridges():
+        assert not leg_ids & set(bridge.channels), bridge
+    assert [b.id for b in await flow.ari.list_bridges() if b.id == row["bridge_id"]]
+    # the agent's phone is shown the caller's number (the caller as the leg's originator)
+    received = first.messages()
+    assert re.search(r"^From:.*0401000007", received, re.MULTILINE | re.IGNORECASE), received
     assert await wait_peer(caller, 90) == 0, caller.output()
     row = await flow.finished("0401000007")
     assert row["end_reason"] == "completed"
-    assert row["agent_channel_id"] in members
-    ids = {b.id for b in await flow.ari.list_bridges()}
-    assert legs_bridge_id_for(row["id"]) not in ids and row["bridge_id"] not in ids
+    assert row["agent_channel_id"] in leg_ids
+    assert row["bridge_id"] not in {b.id for b in await flow.ari.list_bridges()}
     rec = await flow.recording(row["id"])
     assert rec is not None
 
@@ -709,22 +714,20 @@ async def test_request_answered_late_by_a_stalled_asterisk_is_still_recorded(
     # At saturation Asterisk once answered a snoop request after callrec had given up on it
     # and made the snoop late, under the same id; a second request was then refused (the id
     # in use) and the call went unrecorded. Here Asterisk is stopped (SIGSTOP) as the snoop's
-    # or the recording's request goes out, or the agent's into the call's bridge (its second
-    # add: the first is to the bridge it rings in), or the call's bridge's create as the
+    # or the recording's request goes out, or the agent's into the call's bridge (the call's
+    # second add: the caller's comes first), or the call's bridge's create as the
     # ringing starts (made again at the answer, where Asterisk says it exists already: once
     # taken for a refusal that failed the call), and let go once callrec has given up.
     pid = read_pid(flow.stack.asterisk.pidfile)
     assert pid is not None
     real_request = getattr(flow.ari, request_name)
     given_up: list[str] = []
-    added: set[str] = set()
+    added: list[str] = []
 
     async def in_a_stall(channel_id: str, *args: Any, **kwargs: Any) -> Any:
-        if request_name == "add_channel":
-            channel = args[0]
-            if channel not in added:
-                added.add(channel)
-                return await real_request(channel_id, *args, **kwargs)
+        if request_name == "add_channel" and not added:
+            added.append(args[0])  # the caller's
+            return await real_request(channel_id, *args, **kwargs)
         if given_up:
             return await real_request(channel_id, *args, **kwargs)
         loop = asyncio.get_running_loop()

@@ -1,7 +1,7 @@
 """One transition's requests to Asterisk carried out at once where they touch different
 channels and bridges, in order where they touch the same, all done before the next event:
-the ringing transition's six requests, one after another, kept callers waiting seconds
-under load."""
+the ringing transition's requests, one after another, kept callers waiting seconds under
+load."""
 
 from __future__ import annotations
 
@@ -10,13 +10,15 @@ from typing import Any, cast
 
 import pytest
 
+from callrec.ari import events as ari_events
 from callrec.calls import machine as m
-from callrec.calls.manager import CallManager, _Call, _last_before_barriers
+from callrec.calls.manager import AGENT_ARGS_PREFIX, CallManager, _Call, _last_before_barriers
 from tests.polling import eventually
+from tests.unit.test_ari_samples import channel, event
 from tests.unit.test_calls_harness import (
     BRIDGE,
+    CALL_ID,
     CALLER_CHANNEL,
-    LEGS,
     REC,
     SNOOP,
     Sim,
@@ -29,7 +31,7 @@ pytestmark = pytest.mark.timeout(10)
 
 class SlowAri:
     """Each request takes a moment (other tasks run meanwhile) and is logged as it starts
-    and ends; a new agent channel is reported in the application as Asterisk would."""
+    and ends."""
 
     def __init__(self) -> None:
         self.log: list[tuple[str, str]] = []
@@ -52,16 +54,11 @@ class SlowAri:
     async def create_bridge(self, bridge_id: str, *, bridge_type: str = "mixing") -> None:
         await self._request(f"bridge {bridge_id}")
 
-    async def create_channel(self, endpoint: str, *, channel_id: str, app_args: str) -> None:
-        await self._request(f"channel {channel_id}")
-        assert self.manager is not None
-        self.manager._in_stasis[channel_id].set_result(None)
+    async def originate(self, endpoint: str, *, channel_id: str, **kw: Any) -> None:
+        await self._request(f"dial {channel_id}")
 
     async def add_channel(self, bridge_id: str, channel_id: str) -> None:
         await self._request(f"add {channel_id} to {bridge_id}")
-
-    async def dial(self, channel_id: str, *, caller: str, timeout: int) -> None:  # noqa: ASYNC109 - the client's own signature
-        await self._request(f"dial {channel_id}")
 
     async def record_channel(self, channel_id: str, name: str, **kw: Any) -> None:
         await self._request(f"record {channel_id}")
@@ -96,19 +93,42 @@ async def test_the_ringing_requests_go_at_once_where_nothing_ties_them() -> None
     call.row_started = True
     await manager._carry_out(call, commands)
     log = ari.log
-    agent = leg_id(1)
-    ring, mixing, holding, channel = (_span(log, w) for w in (
-        f"ring {CALLER_CHANNEL}", f"bridge {BRIDGE}", f"bridge {LEGS}", f"channel {agent}"))
-    add, dial = _span(log, f"add {agent} to {LEGS}"), _span(log, f"dial {agent}")
-    # the four independent ones all started before any of them ended
-    assert max(s for s, _ in (ring, mixing, holding, channel)) < min(
-        e for _, e in (ring, mixing, holding, channel))
-    # the leg goes into its holding bridge once both exist, and is dialled once in it
-    assert add[0] > holding[1] and add[0] > channel[1]
-    assert dial[0] > add[1]
+    spans = [_span(log, w) for w in (
+        f"ring {CALLER_CHANNEL}", f"bridge {BRIDGE}", f"dial {leg_id(1)}")]
+    # all three started before any of them ended
+    assert max(s for s, _ in spans) < min(e for _, e in spans)
     assert all(kind == "end" for kind, _ in log[-1:]), "all done before it returned"
     assert sum(1 for kind, _ in log if kind == "start") == sum(
-        1 for kind, _ in log if kind == "end") == 6
+        1 for kind, _ in log if kind == "end") == 3
+
+
+@pytest.mark.parametrize("how", ["enters", "gone"])
+async def test_an_answered_agent_is_bridged_once_in_our_application(how: str) -> None:
+    # a dialled leg enters our application only when answered, and its answer (a Dial
+    # event) may be heard first: Asterisk refuses to bridge a channel not in it
+    manager, call, ari, sim = _setup()
+    manager._calls[call.id] = call
+    manager._by_channel[CALLER_CHANNEL] = call
+    commands = sim.to_ringing(plan())
+    call.state = sim.state
+    call.row_started = True
+    await manager._carry_out(call, commands)
+    agent = leg_id(1)
+    sim.agent_answers(1)
+    commands = sim.feed(m.RecordingStarted(sim.at(), REC))
+    call.state = sim.state
+    adding = asyncio.create_task(manager._carry_out(call, commands))
+    await asyncio.sleep(0.1)
+    assert ("start", f"add {agent} to {BRIDGE}") not in ari.log
+    if how == "enters":
+        raw = event("StasisStart", channel=channel(agent, state="Up"),
+                    args=[f"{AGENT_ARGS_PREFIX}{CALL_ID}"])
+    else:
+        raw = event("ChannelDestroyed", channel=channel(agent), cause=16, cause_txt="")
+    await manager.handle(ari_events.decode_event(raw))
+    await asyncio.wait_for(adding, 1)  # not the 5 s given to a StasisStart that never comes
+    assert ("end", f"add {agent} to {BRIDGE}") in ari.log
+    assert agent not in manager._in_stasis
 
 
 async def test_at_the_answer_the_recording_is_asked_for_alongside_the_callers_move() -> None:
@@ -134,19 +154,19 @@ async def test_the_row_waits_for_the_requests_before_it_and_they_for_it() -> Non
     manager, call, ari, _ = _setup()
     await manager._carry_out(call, [
         m.Ring(CALLER_CHANNEL), m.CreateBridge(BRIDGE), m.Persist({"state": "x"}),
-        m.CreateBridge(LEGS), m.Ring("other")])
+        m.CreateBridge("other-bridge"), m.Ring("other")])
     kinds = list(ari.log)
     row = kinds.index(("row", "state"))
     assert kinds[:row].count(("end", f"ring {CALLER_CHANNEL}")) == 1
     assert kinds[:row].count(("end", f"bridge {BRIDGE}")) == 1
-    assert ("start", f"bridge {LEGS}") not in kinds[:row]
+    assert ("start", "bridge other-bridge") not in kinds[:row]
 
 
 async def test_a_cancelled_call_task_leaves_no_request_running() -> None:
     manager, call, ari, _ = _setup()
     ari.hold = asyncio.Event()
     task = asyncio.create_task(manager._carry_out(call, [
-        m.Ring(CALLER_CHANNEL), m.CreateBridge(BRIDGE), m.CreateBridge(LEGS)]))
+        m.Ring(CALLER_CHANNEL), m.CreateBridge(BRIDGE), m.CreateBridge("other-bridge")]))
     async def all_started() -> bool:
         return sum(1 for k, _ in ari.log if k == "start") == 3
 
@@ -160,7 +180,8 @@ async def test_a_cancelled_call_task_leaves_no_request_running() -> None:
 
 
 def test_what_each_command_touches() -> None:
-    assert m.touches(m.Dial("agent", CALLER_CHANNEL, 20)) == {"agent"}  # the caller: read only
+    dial = m.DialAgent("agent", "PJSIP/agent1", "a1", CALLER_CHANNEL, 20)
+    assert m.touches(dial) == {"agent"}  # the caller: read only
     assert m.touches(m.AddToBridge("b", "c")) == {"b", "c"}
     assert m.touches(m.SnoopChannel("c", "s")) == {"c", "s"}
     assert m.touches(m.RecordChannel("s", "r")) == m.touches(m.RecordChannel("s", "r"))

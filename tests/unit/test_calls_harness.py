@@ -49,11 +49,15 @@ def leg_id(attempt: int) -> str:
     return m.agent_channel_id(CALL_ID, attempt)
 
 
+def dialled(attempt: int, endpoint: str, agent_id: str, timeout: int = 20) -> m.DialAgent:
+    """The dial of the call's `attempt`-th agent leg (the plans' 15 s of ringing + slack)."""
+    return m.DialAgent(leg_id(attempt), endpoint, agent_id, CALLER_CHANNEL, timeout)
+
+
 NOTICE_PB = m.playback_id_for(CALL_ID, "notice")
 CLOSED_PB = m.playback_id_for(CALL_ID, "closed")
 REC = m.recording_name_for(CALL_ID)
 BRIDGE = m.bridge_id_for(CALL_ID)
-LEGS = m.legs_bridge_id_for(CALL_ID)  # holds the agent legs while they ring
 SNOOP = m.snoop_id_for(CALL_ID)
 
 

@@ -13,13 +13,13 @@ from tests.unit.test_calls_harness import (
     CALLER_CHANNEL,
     CLOSED,
     CLOSED_PB,
-    LEGS,
     NOTICE,
     NOTICE_PB,
     REC,
     SNOOP,
     T0,
     Sim,
+    dialled,
     leg_id,
     plan,
 )
@@ -65,7 +65,7 @@ def test_happy_path_in_order() -> None:
     assert row["notice_prompt"] == "notice/fi/abc"
     assert row["notice_language"] == "fi"
     assert row["notice_started_at"] > row["started_at"]
-    assert not sim.all(m.CreateAgentChannel), "no agent is reached before the notice ends"
+    assert not sim.all(m.DialAgent), "no agent is reached before the notice ends"
     assert sim.snoop_ready() == []
     assert not sim.all(m.RecordChannel), "nothing is recorded before an agent answers"
 
@@ -73,16 +73,15 @@ def test_happy_path_in_order() -> None:
     assert sim.persisted()["notice_completed"] is True
     assert m.Ring(CALLER_CHANNEL) in out
     assert m.StartTimer(m.MAX_WAIT, 60.0) in out
-    assert sim.all(m.CreateAgentChannel, out) == [
-        m.CreateAgentChannel(leg_id(1), "PJSIP/agent1", "a1")
+    assert sim.all(m.DialAgent, out) == [
+        dialled(1, "PJSIP/agent1", "a1")
     ]
-    assert m.Dial(leg_id(1), CALLER_CHANNEL, 20) in out
     assert m.StartTimer("ring-1", 15.0) in out
     assert sim.state.phase is m.Phase.RINGING
     assert not sim.all(m.RecordChannel)
     # the bridge is made while ringing, before the agents are dialled
     assert out.index(m.CreateBridge(BRIDGE)) < out.index(
-        m.CreateAgentChannel(leg_id(1), "PJSIP/agent1", "a1"))
+        dialled(1, "PJSIP/agent1", "a1"))
     assert sim.persisted()["bridge_id"] == BRIDGE
 
     sim.feed(m.AgentDialStatus(sim.at(), leg_id(1), "RINGING"))
@@ -142,11 +141,11 @@ def test_in_order_skips_an_agent_whose_dial_fails(status: str) -> None:
     out = sim.feed(m.AgentDialStatus(sim.at(), leg_id(1), status))
     assert m.HangupChannel(leg_id(1), "normal") in out
     assert m.CancelTimer("ring-1") in out
-    assert m.CreateAgentChannel(leg_id(2), "PJSIP/agent2", "a2") in out
+    assert dialled(2, "PJSIP/agent2", "a2") in out
     assert m.StartTimer("ring-2", 15.0) in out
     # the channel's destruction that follows changes nothing more
     out = sim.feed(m.AgentGone(sim.at(), leg_id(1), 17))
-    assert not sim.all(m.CreateAgentChannel, out)
+    assert not sim.all(m.DialAgent, out)
 
 
 @pytest.mark.parametrize("cause", [17, 18, 19, 20, 21, 1, 34])
@@ -155,7 +154,7 @@ def test_in_order_skips_an_agent_whose_channel_is_destroyed(cause: int) -> None:
     sim.to_ringing(plan())
     out = sim.feed(m.AgentGone(sim.at(), leg_id(1), cause))
     assert not sim.all(m.HangupChannel, out), "a gone channel is not hung up again"
-    assert m.CreateAgentChannel(leg_id(2), "PJSIP/agent2", "a2") in out
+    assert dialled(2, "PJSIP/agent2", "a2") in out
 
 
 def test_in_order_ring_timeout_moves_to_the_next_agent() -> None:
@@ -163,7 +162,7 @@ def test_in_order_ring_timeout_moves_to_the_next_agent() -> None:
     sim.to_ringing(plan())
     out = sim.timer("ring-1")
     assert m.HangupChannel(leg_id(1), "no_answer") in out
-    assert m.CreateAgentChannel(leg_id(2), "PJSIP/agent2", "a2") in out
+    assert dialled(2, "PJSIP/agent2", "a2") in out
     sim.agent_answers(2)
     assert sim.persisted()["agent_name"] == "Bertil Bengtsson"
     # the first agent's late answer is not taken
@@ -178,9 +177,9 @@ def test_rounds_repeat_until_max_wait() -> None:
     sim.timer("ring-1")
     out = sim.timer("ring-2")
     assert m.StartTimer(m.ROUND_PAUSE, 2.0) in out
-    assert not sim.all(m.CreateAgentChannel, out)
+    assert not sim.all(m.DialAgent, out)
     out = sim.timer(m.ROUND_PAUSE)
-    assert m.CreateAgentChannel(leg_id(3), "PJSIP/agent1", "a1") in out
+    assert dialled(3, "PJSIP/agent1", "a1") in out
     assert sim.state.round == 2
     sim.feed(m.AgentDialStatus(sim.at(), leg_id(3), "BUSY"))
     assert sim.state.leg(leg_id(4)) is not None
@@ -224,7 +223,7 @@ def test_max_wait_when_caller_leaves_during_the_closed_prompt() -> None:
 def test_ring_all_first_answer_wins_second_answer_100ms_later_is_hung_up() -> None:
     sim = Sim(step_ms=100)
     out = sim.to_ringing(plan(strategy=Strategy.RING_ALL, agents=AGENTS))
-    assert [c.channel_id for c in sim.all(m.Dial, out)] == [leg_id(1), leg_id(2), leg_id(3)]
+    assert [c.channel_id for c in sim.all(m.DialAgent, out)] == [leg_id(1), leg_id(2), leg_id(3)]
     assert m.StartTimer("ring-round-1", 15.0) in out
     out = sim.agent_answers(2)
     assert sim.state.winner == leg_id(2)
@@ -249,7 +248,7 @@ def test_ring_all_round_timeout_and_all_busy() -> None:
     assert sim.hangups() == {leg_id(1): ["no_answer"], leg_id(2): ["no_answer"]}
     assert m.StartTimer(m.ROUND_PAUSE, 2.0) in out
     out = sim.timer(m.ROUND_PAUSE)
-    assert [c.channel_id for c in sim.all(m.Dial, out)] == [leg_id(3), leg_id(4)]
+    assert [c.channel_id for c in sim.all(m.DialAgent, out)] == [leg_id(3), leg_id(4)]
     sim.feed(m.AgentDialStatus(sim.at(), leg_id(3), "BUSY"))
     assert m.ROUND_PAUSE not in sim.state.timers
     out = sim.feed(m.AgentGone(sim.at(), leg_id(4), 17))
@@ -261,11 +260,11 @@ def test_ring_all_round_timeout_and_all_busy() -> None:
 def test_sequential_strategies_ring_in_the_given_order(strategy: Strategy) -> None:
     sim = Sim()
     out = sim.to_ringing(plan(strategy=strategy, agents=(AGENTS[2], AGENTS[0])))
-    assert sim.all(m.CreateAgentChannel, out) == [
-        m.CreateAgentChannel(leg_id(1), "PJSIP/agent3", "a3")
+    assert sim.all(m.DialAgent, out) == [
+        dialled(1, "PJSIP/agent3", "a3")
     ]
     out = sim.timer("ring-1")
-    assert m.CreateAgentChannel(leg_id(2), "PJSIP/agent1", "a1") in out
+    assert dialled(2, "PJSIP/agent1", "a1") in out
 
 
 def test_caller_hangs_up_during_the_notice() -> None:
@@ -282,7 +281,7 @@ def test_caller_hangs_up_during_the_notice() -> None:
     assert not sim.all(m.HangupChannel), "the caller is gone; nothing to hang up"
     # the playback ends after the hangup: still nothing rings
     sim.notice_done()
-    assert not sim.all(m.CreateAgentChannel)
+    assert not sim.all(m.DialAgent)
     assert sim.state.done
 
 
@@ -556,7 +555,7 @@ def test_bridge_that_could_not_be_made_while_ringing_is_made_at_the_answer() -> 
     sim.feed(m.RecordingFinished(sim.at(), REC))
     sim.feed(m.RecordingArchived(sim.at(), REC, True))
     assert sim.state.done
-    assert sim.all(m.DestroyBridge) == [m.DestroyBridge(BRIDGE), m.DestroyBridge(LEGS)]
+    assert sim.all(m.DestroyBridge) == [m.DestroyBridge(BRIDGE)]
 
 
 def test_snoop_reported_twice_records_once() -> None:
@@ -765,7 +764,7 @@ def test_closed_service_plays_the_closed_prompt() -> None:
     sim.feed(m.PromptFinished(sim.at(), CLOSED_PB))
     assert sim.state.done
     assert sim.persisted()["end_reason"] == "closed"
-    assert not sim.all(m.CreateAgentChannel)
+    assert not sim.all(m.DialAgent)
 
 
 def test_service_without_agents_says_please_call_later() -> None:
@@ -826,40 +825,38 @@ def test_duplicate_and_unknown_events_change_nothing() -> None:
         assert sim.state == before
 
 
-def test_agent_legs_ring_in_a_holding_bridge_of_the_calls_own() -> None:
-    # not in Asterisk's one dial bridge, shared by every call's ringing legs
+def test_each_agent_leg_is_one_dial_request_and_rings_in_no_bridge() -> None:
     sim = Sim()
     out = sim.to_ringing(plan(strategy=Strategy.RING_ALL))
-    kinds = [c for c in out if isinstance(c, m.CreateBridge | m.CreateAgentChannel | m.AddToBridge
-                                            | m.Dial)]
-    assert kinds[:2] == [m.CreateBridge(BRIDGE), m.CreateBridge(LEGS, "holding")]
-    for n, leg in enumerate((leg_id(1), leg_id(2))):
-        create, add, dial = kinds[2 + 3 * n: 5 + 3 * n]
-        assert isinstance(create, m.CreateAgentChannel) and create.channel_id == leg
-        assert add == m.AddToBridge(LEGS, leg), "in it before it is dialled"
-        assert isinstance(dial, m.Dial) and dial.channel_id == leg
+    asterisk = [c for c in out if m.touches(c)]
+    assert asterisk == [
+        m.Ring(CALLER_CHANNEL),
+        m.CreateBridge(BRIDGE),
+        dialled(1, "PJSIP/agent1", "a1"),
+        dialled(2, "PJSIP/agent2", "a2"),
+    ]
     sim.agent_answers(1)
     sim.feed(m.RecordingStarted(sim.at(), REC))
-    assert bridged(sim) == [m.AddToBridge(BRIDGE, CALLER_CHANNEL),
-                            m.AddToBridge(BRIDGE, leg_id(1))], "the winner moves over"
+    assert sim.all(m.AddToBridge) == [m.AddToBridge(BRIDGE, CALLER_CHANNEL),
+                                      m.AddToBridge(BRIDGE, leg_id(1))]
     sim.feed(m.CallerGone(sim.at(), 16))
     sim.feed(m.RecordingFinished(sim.at(), REC))
     out = sim.feed(m.RecordingArchived(sim.at(), REC, True))
     assert sim.state.done
-    assert m.DestroyBridge(LEGS) in out and m.DestroyBridge(BRIDGE) in out
+    assert sim.all(m.DestroyBridge) == [m.DestroyBridge(BRIDGE)]
 
 
 def test_bridges_whose_create_went_unanswered_are_destroyed_at_the_end() -> None:
     # Asterisk may make them late: once forgotten, they stayed in Asterisk until its restart
     sim = Sim()
     sim.to_ringing(plan())
-    for bridge in (m.CreateBridge(BRIDGE), m.CreateBridge(LEGS, "holding")):
-        sim.feed(m.CommandFailed(sim.at(), bridge, "no answer within 10 s", unanswered=True))
-    assert sim.state.bridge_id is None and sim.state.legs_bridge is None
+    sim.feed(m.CommandFailed(sim.at(), m.CreateBridge(BRIDGE), "no answer within 10 s",
+                             unanswered=True))
+    assert sim.state.bridge_id is None
     sim.timer(m.MAX_WAIT)
     sim.feed(m.PromptFinished(sim.at(), CLOSED_PB))
     assert sim.state.done and sim.persisted()["end_reason"] == "no_agent"
-    assert sim.all(m.DestroyBridge) == [m.DestroyBridge(BRIDGE), m.DestroyBridge(LEGS)]
+    assert sim.all(m.DestroyBridge) == [m.DestroyBridge(BRIDGE)]
 
 
 def test_a_bridge_made_again_at_the_answer_is_destroyed_once() -> None:
@@ -873,51 +870,7 @@ def test_a_bridge_made_again_at_the_answer_is_destroyed_once() -> None:
     sim.feed(m.RecordingFinished(sim.at(), REC))
     sim.feed(m.RecordingArchived(sim.at(), REC, True))
     assert sim.state.done and sim.persisted()["end_reason"] == "completed"
-    assert sim.all(m.DestroyBridge) == [m.DestroyBridge(BRIDGE), m.DestroyBridge(LEGS)]
-
-
-def test_no_holding_bridge_and_the_legs_ring_all_the_same() -> None:
-    sim = Sim()
-    sim.enter(plan())
-    sim.answered()
-    sim.snoop_ready()
-    out = sim.notice_done()
-    assert m.AddToBridge(LEGS, leg_id(1)) in out
-    out = sim.feed(m.CommandFailed(sim.at(), m.CreateBridge(LEGS, "holding"), "500"))
-    assert all(isinstance(c, m.Log) for c in out), "the call goes on"
-    assert sim.state.phase is m.Phase.RINGING
-    # the add of the leg failed too (no such bridge): the leg rings on
-    add = m.AddToBridge(LEGS, leg_id(1))
-    assert all(isinstance(c, m.Log) for c in sim.feed(m.CommandFailed(sim.at(), add, "404",
-                                                                      not_found=True)))
-    out = sim.feed(m.AgentDialStatus(sim.at(), leg_id(1), "NOANSWER"))
-    assert m.CreateAgentChannel(leg_id(2), "PJSIP/agent2", "a2") in out
-    assert not [c for c in out if isinstance(c, m.AddToBridge)], "no holding bridge now"
-    sim.agent_answers(2)
-    sim.feed(m.RecordingStarted(sim.at(), REC))
-    sim.feed(m.CallerGone(sim.at(), 16))
-    sim.feed(m.RecordingFinished(sim.at(), REC))
-    sim.feed(m.RecordingArchived(sim.at(), REC, True))
-    assert sim.state.done and sim.persisted()["end_reason"] == "completed"
     assert sim.all(m.DestroyBridge) == [m.DestroyBridge(BRIDGE)]
-
-
-@pytest.mark.parametrize("bridge_failed_first", [False, True])
-def test_the_winners_failed_add_to_the_holding_bridge_does_not_end_its_call(
-    bridge_failed_first: bool,
-) -> None:
-    # the failure's report may come after the answer: the leg is not gone for it
-    sim = Sim()
-    sim.to_ringing(plan())
-    if bridge_failed_first:
-        sim.feed(m.CommandFailed(sim.at(), m.CreateBridge(LEGS, "holding"), "500"))
-    sim.agent_answers(1)
-    add = m.AddToBridge(LEGS, leg_id(1))
-    out = sim.feed(m.CommandFailed(sim.at(), add, "404 bridge not found", not_found=True))
-    assert all(isinstance(c, m.Log) for c in out)
-    assert sim.state.phase is m.Phase.CONNECTING
-    out = sim.feed(m.RecordingStarted(sim.at(), REC))
-    assert m.AddToBridge(BRIDGE, leg_id(1)) in out
 
 
 def test_dial_status_answer_and_state_up_count_as_one_answer() -> None:
@@ -925,16 +878,16 @@ def test_dial_status_answer_and_state_up_count_as_one_answer() -> None:
     sim.to_ringing(plan())
     sim.feed(m.AgentDialStatus(sim.at(), leg_id(1), "ANSWER"))
     sim.agent_answers(1)
-    assert sim.all(m.CreateBridge) == [m.CreateBridge(BRIDGE), m.CreateBridge(LEGS, "holding")]
+    assert sim.all(m.CreateBridge) == [m.CreateBridge(BRIDGE)]
     assert len(sim.all(m.SnoopChannel)) == 1
 
 
-def test_create_channel_failure_moves_on() -> None:
+def test_a_failed_dial_request_moves_on() -> None:
     sim = Sim()
     sim.to_ringing(plan())
-    cmd = m.CreateAgentChannel(leg_id(1), "PJSIP/agent1", "a1")
+    cmd = dialled(1, "PJSIP/agent1", "a1")
     out = sim.feed(m.CommandFailed(sim.at(), cmd, "500 allocation failed"))
-    assert m.CreateAgentChannel(leg_id(2), "PJSIP/agent2", "a2") in out
+    assert dialled(2, "PJSIP/agent2", "a2") in out
     assert sim.hangups() == {leg_id(1): ["normal"]}, "in case it exists after all"
 
 
@@ -1156,7 +1109,7 @@ def test_a_notice_play_left_unanswered_is_awaited_not_taken_for_failed() -> None
     sim.snoop_ready()
     out = sim.feed(m.CommandFailed(sim.at(), play, "no answer within 10 s", unanswered=True))
     assert sim.state.phase is m.Phase.NOTICE, "agents are not rung over the notice"
-    assert not [c for c in out if isinstance(c, m.Ring | m.CreateAgentChannel | m.Dial)]
+    assert not [c for c in out if isinstance(c, m.Ring | m.DialAgent)]
     # Asterisk played it late, and through: the call is recorded as any other
     sim.notice_done()
     assert sim.state.phase is m.Phase.RINGING and sim.persisted()["notice_completed"] is True
@@ -1181,7 +1134,7 @@ def test_a_notice_play_refused_for_a_channel_gone_is_the_caller_leaving() -> Non
     sim.enter(plan())
     play = next(c for c in sim.answered() if isinstance(c, m.Play))
     out = sim.feed(m.CommandFailed(sim.at(), play, "404 Channel not found", not_found=True))
-    assert not [c for c in out if isinstance(c, m.Ring | m.CreateAgentChannel | m.Dial)]
+    assert not [c for c in out if isinstance(c, m.Ring | m.DialAgent)]
     sim.feed(m.CallerGone(sim.at(), 16))  # its event, late
     row = sim.persisted()
     assert (row["end_reason"], row["abandoned_phase"]) == ("abandoned", "notice")

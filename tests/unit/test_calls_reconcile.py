@@ -110,8 +110,8 @@ async def test_close_ends_the_retries() -> None:
     assert await asyncio.wait_for(retrying, 1) is False
 
 
-async def test_a_leg_being_created_is_not_taken_for_gone() -> None:
-    # Asterisk's list of our channels can miss a leg whose create is under way: once taken
+async def test_a_leg_being_dialled_is_not_taken_for_gone() -> None:
+    # Asterisk's list of our channels can miss a leg whose dial is under way: once taken
     # for gone, the leg rang on with no call behind it and nobody hung it up.
     ari = SlowAri(unanswered=0)
     ari.channels = ("caller.1",)
@@ -122,8 +122,8 @@ async def test_a_leg_being_created_is_not_taken_for_gone() -> None:
     call = manager._add_call(state, "100")
     for leg in ("leg.made", "leg.creating"):
         manager._own(call, manager._by_channel, leg)
-    # created, not in the application yet (its StasisStart awaited)
-    manager._in_stasis["leg.creating"] = asyncio.get_running_loop().create_future()
+    # its dial request under way: Asterisk may not list it yet
+    manager._dialling.add("leg.creating")
     assert await manager.reconcile() is True
     gone = [e.channel_id for e in _drain(call.queue) if isinstance(e, m.AgentGone)]
     assert gone == ["leg.made"]
