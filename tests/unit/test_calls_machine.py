@@ -26,7 +26,7 @@ from tests.unit.test_calls_harness import (
 
 
 def bridged(sim: Sim) -> list[m.AddToBridge]:
-    """Channels put into the call's (mixing) bridge, not the legs' holding one."""
+    """Channels put into the call's bridge."""
     return [c for c in sim.all(m.AddToBridge) if c.bridge_id == BRIDGE]
 
 
@@ -73,9 +73,7 @@ def test_happy_path_in_order() -> None:
     assert sim.persisted()["notice_completed"] is True
     assert m.Ring(CALLER_CHANNEL) in out
     assert m.StartTimer(m.MAX_WAIT, 60.0) in out
-    assert sim.all(m.DialAgent, out) == [
-        dialled(1, "PJSIP/agent1", "a1")
-    ]
+    assert sim.all(m.DialAgent, out) == [dialled(1, "PJSIP/agent1", "a1")]
     assert m.StartTimer("ring-1", 15.0) in out
     assert sim.state.phase is m.Phase.RINGING
     assert not sim.all(m.RecordChannel)
@@ -260,9 +258,7 @@ def test_ring_all_round_timeout_and_all_busy() -> None:
 def test_sequential_strategies_ring_in_the_given_order(strategy: Strategy) -> None:
     sim = Sim()
     out = sim.to_ringing(plan(strategy=strategy, agents=(AGENTS[2], AGENTS[0])))
-    assert sim.all(m.DialAgent, out) == [
-        dialled(1, "PJSIP/agent3", "a3")
-    ]
+    assert sim.all(m.DialAgent, out) == [dialled(1, "PJSIP/agent3", "a3")]
     out = sim.timer("ring-1")
     assert dialled(2, "PJSIP/agent1", "a1") in out
 
