@@ -305,9 +305,7 @@ class CallManager:
                 self._spawn(self._hangup_quietly(channel_id, "normal"))
             return
         if args and args[0].startswith(AGENT_ARGS_PREFIX):
-            ready = self._in_stasis.pop(channel_id, None)
-            if ready is not None and not ready.done():
-                ready.set_result(None)
+            self._no_longer_awaited(channel_id)
             owner = self._by_channel.get(channel_id)
             leg = owner.state.leg(channel_id) if owner is not None else None
             if leg is None or leg.status in (m.LegStatus.HUNG_UP, m.LegStatus.GONE):
@@ -362,9 +360,7 @@ class CallManager:
         if channel_id == call.state.caller_channel:
             call.queue.put_nowait(m.CallerGone(now, cause, cut))
         else:
-            ready = self._in_stasis.pop(channel_id, None)
-            if ready is not None and not ready.done():
-                ready.set_result(None)  # gone before it entered: no add waits for it
+            self._no_longer_awaited(channel_id)  # gone before it entered: no add waits for it
             call.queue.put_nowait(m.AgentGone(now, channel_id, cause, cut))
 
     def _to_recording(self, name: str, event: m.FlowEvent) -> None:
@@ -642,6 +638,12 @@ class CallManager:
         histogram.observe(seconds)
         if seconds > slow:
             log.warning(message, seconds=round(seconds, 3))
+
+    def _no_longer_awaited(self, channel_id: str) -> None:
+        """An agent leg entered our application, or ended: a bridge add waiting goes on."""
+        ready = self._in_stasis.pop(channel_id, None)
+        if ready is not None and not ready.done():
+            ready.set_result(None)
 
     async def _until_in_stasis(self, channel_id: str) -> None:
         ready = self._in_stasis.get(channel_id)
