@@ -35,7 +35,6 @@ class SlowAri:
 
     def __init__(self) -> None:
         self.log: list[tuple[str, str]] = []
-        self.manager: CallManager | None = None
         self.hold: asyncio.Event | None = None  # while set up and not set: requests wait
 
     async def _request(self, what: str) -> None:
@@ -77,7 +76,6 @@ def _setup() -> tuple[CallManager, _Call, SlowAri, Sim]:
     unused = cast(Any, None)
     manager = CallManager(cast(Any, ari), cast(Any, Store(ari)), unused, unused, unused,
                           "callrec")
-    ari.manager = manager
     sim = Sim()
     return manager, _Call(sim.state, "100"), ari, sim
 
