@@ -160,13 +160,15 @@ class CasesMixin(ServiceCore):
                     # The calls before the case: the order an erasure and a deletion batch
                     # lock them in (the case first deadlocked with an erasure of the number,
                     # which clears the number on the number's cases after locking its calls).
-                    rows = await conn.fetch(
+                    # Locked in id order, as everywhere (README "Lock order"); sorted by
+                    # time for the bundle after.
+                    rows = sorted(await conn.fetch(
                         f"""SELECT {CALL_COLUMNS} FROM calls c
                             LEFT JOIN recordings r ON r.call_id = c.id
                             WHERE caller_number_key(c.caller_number) = ANY($1::text[])
-                            ORDER BY c.started_at, c.id FOR SHARE OF c""",  # noqa: S608
+                            ORDER BY c.id FOR SHARE OF c""",  # noqa: S608
                         list(number_variants(seen["number"])),
-                    )
+                    ), key=lambda r: (r["started_at"], r["id"]))
                 case = await conn.fetchrow(
                     "SELECT * FROM privacy_requests WHERE id = $1 FOR UPDATE", case_id
                 )
@@ -286,15 +288,18 @@ class CasesMixin(ServiceCore):
                 await conn.execute(
                     "SELECT q.call_id FROM purge_queue q JOIN calls c ON c.id = q.call_id"
                     " WHERE caller_number_key(c.caller_number) = ANY($1::text[])"
-                    " FOR UPDATE OF q",
+                    " ORDER BY q.call_id FOR UPDATE OF q",
                     list(number_variants(canonical)),
                 )
-                calls = await conn.fetch(
-                    "SELECT id, caller_number, ended_at FROM calls"
+                # in id order, as everywhere (README "Lock order"): by start time, calls
+                # that started together were locked in whatever order the scan gave, and
+                # an export of the number locking them by id deadlocked with it
+                calls = sorted(await conn.fetch(
+                    "SELECT id, caller_number, ended_at, started_at FROM calls"
                     " WHERE caller_number_key(caller_number) = ANY($1::text[])"
-                    " ORDER BY started_at FOR UPDATE",
+                    " ORDER BY id FOR UPDATE",
                     list(number_variants(canonical)),
-                )
+                ), key=lambda c: (c["started_at"], c["id"]))
                 held = await self._held(conn, calls)
                 # a call still going on would be written again by the call flow when it ends
                 ongoing = [c["id"] for c in calls if c["ended_at"] is None and c["id"] not in held]

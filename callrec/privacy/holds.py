@@ -65,10 +65,12 @@ class HoldsMixin(ServiceCore):
                     if await purge.queued_ids(conn, [cid]):
                         raise Conflict(f"call {cid} is being deleted")
                 else:
-                    # lock the number's calls so a purge cannot queue them mid-way
+                    # lock the number's calls so a purge cannot queue them mid-way (in id
+                    # order, as everywhere: README "Lock order")
                     ids = [r["id"] for r in await conn.fetch(
                         "SELECT id FROM calls"
-                        " WHERE caller_number_key(caller_number) = ANY($1::text[]) FOR UPDATE",
+                        " WHERE caller_number_key(caller_number) = ANY($1::text[])"
+                        " ORDER BY id FOR UPDATE",
                         list(number_variants(canonical_number(number or ""))),
                     )]
                     # as for one call: a hold that cannot keep them must not say it does

@@ -86,11 +86,13 @@ class RetentionMixin(ServiceCore):
             )
             resumed = await conn.fetchval("SELECT count(*) FROM purge_queue")
             lock = "" if dry_run else "FOR UPDATE OF c"
+            # in id order, as everywhere (README "Lock order"): by end time it crossed an
+            # export's or an erasure's order on calls of one number that overlapped
             calls = await conn.fetch(
                 f"""SELECT c.id, c.caller_number FROM calls c
                     WHERE c.ended_at < $1
                       AND NOT EXISTS (SELECT 1 FROM purge_queue q WHERE q.call_id = c.id)
-                    ORDER BY c.ended_at, c.id {lock}""",  # noqa: S608 (fixed clause)
+                    ORDER BY c.id {lock}""",  # noqa: S608 (fixed clause)
                 cutoff,
             )
             held = await self._held(conn, calls)

@@ -70,11 +70,12 @@ class World:
         with_file: bool = True,
         service_number: str = "0103808000",
         agent: str = "Agent Anna",
+        call_id: uuid.UUID | None = None,
     ) -> uuid.UUID:
         """A finished call as the call flow stores it: rows (as the app role) and a WAV."""
         ended = ended_at or datetime.now(UTC) - timedelta(days=1)
         started = ended - timedelta(seconds=seconds + 10)
-        call_id = uuid.uuid4()
+        call_id = call_id or uuid.uuid4()
         rel = f"{started:%Y/%m/%d}/{call_id}.wav"
         samples = tone(seconds, freq)
         sha = write_wav(self.root / rel, samples)
