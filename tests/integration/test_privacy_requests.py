@@ -21,7 +21,9 @@ import soundfile
 from callrec.privacy import purge
 from callrec.privacy.cases import Case
 from callrec.privacy.errors import Conflict, Invalid, NotFound
+from callrec.privacy.holds import Hold
 from callrec.privacy.numbers import NumberHasher
+from callrec.privacy.retention import RetentionReport
 from callrec.privacy.service import ExportResult
 from tests.dbfixtures import ScratchDatabase
 from tests.integration.test_privacy_support import KEY, World, world
@@ -304,7 +306,7 @@ async def test_concurrent_purge_and_export_of_the_same_calls(
 
 
 @pytest.mark.parametrize("other", ["erasure", "retention", "number hold"])
-async def test_an_export_and_a_deletion_of_overlapping_calls_do_not_deadlock(
+async def test_an_export_and_another_lock_on_the_same_calls_do_not_deadlock(
     db: ScratchDatabase, tmp_path: Path, other: str
 ) -> None:
     """Whatever locks several calls locks them in one order (by id). Before, the export took
@@ -329,7 +331,7 @@ async def test_an_export_and_a_deletion_of_overlapping_calls_do_not_deadlock(
         case = await w.service.open_access_request(dpo, number=NUMBER, verified_by="dpo",
                                                    method="letter")
         out = tmp_path / "overlapping.zip"
-        deletion = {
+        rival = {
             "erasure": lambda: w.service.erase_number(dpo, number=NUMBER, verified_by="dpo",
                                                       method="letter"),
             "retention": lambda: w.service.run_retention(dpo),
@@ -339,7 +341,7 @@ async def test_an_export_and_a_deletion_of_overlapping_calls_do_not_deadlock(
         try:
             async with blocker.transaction():
                 await blocker.execute("SELECT 1 FROM calls WHERE id = $1 FOR UPDATE", ids[2])
-                jobs = asyncio.gather(w.service.export_access(dpo, case.id, out), deletion,
+                jobs = asyncio.gather(w.service.export_access(dpo, case.id, out), rival,
                                       return_exceptions=True)
 
                 async def both_wait_on_a_row() -> bool:
@@ -349,28 +351,31 @@ async def test_an_export_and_a_deletion_of_overlapping_calls_do_not_deadlock(
                         "SELECT count(DISTINCT pid) FROM pg_locks WHERE NOT granted")
                     return bool(waiting == 2)
 
-                await eventually(both_wait_on_a_row, what="export and deletion both waiting")
-            export, deleted = await asyncio.wait_for(jobs, 30)
+                await eventually(both_wait_on_a_row, what="export and rival both waiting")
+            export, other_result = await asyncio.wait_for(jobs, 30)
         finally:
             await blocker.close()
         assert isinstance(export, ExportResult), export
-        assert not isinstance(deleted, BaseException), deleted
         assert export.missing == ()
         if other == "number hold":
+            assert isinstance(other_result, Hold), other_result
+            assert other_result.by_number and other_result.released_at is None
             assert export.calls == 5 and await w.call_ids() == set(ids)
         elif other == "erasure":
+            assert isinstance(other_result, Case), other_result
             assert export.calls in (0, 5)
-            assert set(deleted.result["erased_calls"]) == {str(i) for i in ids}
+            assert set(other_result.result["erased_calls"]) == {str(i) for i in ids}
             assert await w.call_ids() == set()
         else:
             # the open request keeps its number's calls from retention until answered: the
             # run either came first and kept them, or came after the answer and took them
+            assert isinstance(other_result, RetentionReport), other_result
             assert export.calls == 5
-            if deleted.awaiting_access:
-                assert deleted.awaiting_access == 5 and deleted.purged == ()
+            if other_result.awaiting_access:
+                assert other_result.awaiting_access == 5 and other_result.purged == ()
                 assert await w.call_ids() == set(ids)
             else:
-                assert set(deleted.purged) == set(ids)
+                assert set(other_result.purged) == set(ids)
                 assert await w.call_ids() == set()
         assert await w.orphans() == (set(), set())
 
