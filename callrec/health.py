@@ -135,6 +135,15 @@ def add_routes(app: web.Application, probes: Probes) -> None:
                [("", probes.ari.reconnects)])
         metric("callrec_ari_rejected_events_total", "counter",
                "Malformed ARI events dropped.", [("", probes.ari.rejected_events)])
+        metric("callrec_ari_events_waiting", "gauge",
+               "Events read from Asterisk, not yet handed to the call flow.",
+               [("", probes.ari.events_waiting)])
+        metric("callrec_ari_events_waiting_max", "gauge",
+               "The most events waiting there at once since the start.",
+               [("", probes.ari.events_waiting_max)])
+        metric("callrec_call_events_waiting", "gauge",
+               "Events queued for calls in progress, not yet handled by their call's task.",
+               [("", probes.manager.events_waiting)])
         metric("callrec_journal_backlog", "gauge",
                "Archive writes waiting in the local journal for PostgreSQL.",
                [("", probes.store.journal_backlog)])

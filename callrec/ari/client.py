@@ -223,6 +223,12 @@ class AriClient:
         self.reconnects = 0
         #: websocket messages dropped because they were not well-formed ARI events
         self.rejected_events = 0
+        # events read from the websocket, not yet handed to the handler. Unbounded on
+        # purpose: the reader also takes the REST answers a handler may be waiting for, so
+        # a reader held up by a full queue could wait on itself. It is watched instead.
+        self._inbox: asyncio.Queue[Event | str] | None = None
+        #: the most events that ever waited there at once
+        self.events_waiting_max = 0
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -266,6 +272,11 @@ class AriClient:
     def connected(self) -> bool:
         """True while the events websocket is up."""
         return self._connected
+
+    @property
+    def events_waiting(self) -> int:
+        """Events read from Asterisk and not yet handed to the handler."""
+        return self._inbox.qsize() if self._inbox is not None else 0
 
     @property
     def rest_on_websocket(self) -> bool:
@@ -612,6 +623,7 @@ class AriClient:
                     continue
                 started = time.monotonic()
                 inbox: asyncio.Queue[Event | str] = asyncio.Queue()
+                self._inbox = inbox
                 reader = asyncio.create_task(self._read(ws, inbox))
                 try:
                     self._connected = True
@@ -633,6 +645,7 @@ class AriClient:
                 finally:
                     self._connected = False
                     self._rest_ws = None
+                    self._inbox = None
                     reader.cancel()
                     # wait() never raises the reader's own cancellation into this task
                     await asyncio.wait([reader])
@@ -731,6 +744,7 @@ class AriClient:
                 event = self._event(data)
                 if event is not None:
                     inbox.put_nowait(event)
+                    self.events_waiting_max = max(self.events_waiting_max, inbox.qsize())
             elif msg.type is aiohttp.WSMsgType.BINARY:
                 self._reject("binary message")
             elif msg.type is aiohttp.WSMsgType.ERROR:

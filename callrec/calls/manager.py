@@ -190,6 +190,12 @@ class CallManager:
     def active_calls(self) -> int:
         return len(self._calls)
 
+    @property
+    def events_waiting(self) -> int:
+        """Events queued for the calls' tasks and not yet handled (unbounded, as the
+        client's: a call's task may be waiting for an answer that comes after them)."""
+        return sum(call.queue.qsize() for call in self._calls.values())
+
     def states(self) -> list[m.CallState]:
         """A snapshot of the calls in progress (for status pages and tests)."""
         return [call.state for call in self._calls.values()]

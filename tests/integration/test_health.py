@@ -60,6 +60,11 @@ async def test_metrics_are_prometheus_text_with_the_promised_series(stack: Stack
     assert any(name.startswith("callrec_calls_total{end_reason=") for name in samples)
     assert samples["callrec_ari_connected"] == 1
     assert samples["callrec_services_without_notice"] == 0
+    # an idle service has handled every event it read (the events' queues are watched,
+    # not bounded: the reader also takes the answers a call's task may wait for)
+    assert samples["callrec_ari_events_waiting"] == 0
+    assert samples["callrec_call_events_waiting"] == 0
+    assert samples["callrec_ari_events_waiting_max"] >= 0
     # Asterisk 22.10 answers REST requests on the events websocket (asked right after connect)
     await eventually(lambda: _rest_on_websocket(stack.web_url), timeout=10)
     _, _, body = await _get(stack.web_url + "/metrics")

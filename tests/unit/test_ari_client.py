@@ -42,6 +42,7 @@ from callrec.ari.models import (
     endpoint_state,
     startup_time,
 )
+from tests.polling import eventually
 from tests.unit.test_ari_samples import bridge, sample
 
 # -- pure helpers ------------------------------------------------------------------------
@@ -265,6 +266,37 @@ class Harness:
 
 def kinds(events: list[Event]) -> list[str]:
     return [e.type for e in events]
+
+
+async def test_events_waiting_for_a_slow_handler_are_counted_not_dropped() -> None:
+    """The events' queue is unbounded (the reader also takes REST answers the handler may
+    wait for), so what waits there is shown instead: now and at its most."""
+    socket = ScriptedSocket([text(sample("StasisStart")) for _ in range(6)], hang=True)
+    h = Harness([socket])
+    release = asyncio.Event()
+    handled: list[Event] = []
+
+    async def slow(event: Event) -> None:
+        handled.append(event)
+        if isinstance(event, StasisStart):
+            await release.wait()
+
+    task = asyncio.create_task(h.ari.run_events(slow))
+    try:
+        async def all_read() -> bool:
+            return h.ari.events_waiting == 5  # the first is in the handler
+        await eventually(all_read, timeout=5, what="five events waiting")
+        assert h.ari.events_waiting_max == 5
+        release.set()
+        async def all_handled() -> bool:
+            return len(handled) == 7  # Connected and six StasisStarts
+        await eventually(all_handled, timeout=5, what="every event handled")
+        assert h.ari.events_waiting == 0 and h.ari.events_waiting_max == 5
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert h.ari.events_waiting == 0  # no connection, nothing waiting
 
 
 async def test_good_events_are_delivered_in_order_and_bad_ones_counted() -> None:

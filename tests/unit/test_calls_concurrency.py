@@ -196,3 +196,15 @@ def test_the_last_request_before_each_barrier_needs_no_task() -> None:
     assert _last_before_barriers([None, a, frozenset(), b, None, a, frozenset()]) == {3, 5}
     assert _last_before_barriers([frozenset(), None]) == set()
     assert _last_before_barriers([]) == set()
+
+
+async def test_events_waiting_for_the_calls_tasks_are_counted() -> None:
+    manager, call, _, sim = _setup()
+    assert manager.events_waiting == 0
+    manager._calls[call.id] = call
+    call.queue.put_nowait(m.TimerFired(sim.now, "ring"))
+    call.queue.put_nowait(m.TimerFired(sim.now, "ring"))
+    assert manager.events_waiting == 2
+    call.queue.get_nowait()
+    assert manager.events_waiting == 1
+

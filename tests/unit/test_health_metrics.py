@@ -23,9 +23,11 @@ pytestmark = pytest.mark.timeout(20)
 
 def _probes(tmp_path: Path) -> health.Probes:
     manager = SimpleNamespace(calls_by_end_reason={"completed": 1234567}, active_calls=2,
-                              notice_wait=Histogram(), agent_join=Histogram())
+                              notice_wait=Histogram(), agent_join=Histogram(),
+                              events_waiting=3)
     ari = SimpleNamespace(connected=True, rest_on_websocket=True, websocket_requests=10,
-                          http_requests=0, reconnects=0, rejected_events=0)
+                          http_requests=0, reconnects=0, rejected_events=0,
+                          events_waiting=7, events_waiting_max=1500)
     store = SimpleNamespace(db_available=True, journal_backlog=0, rejected_operations=4)
     archiver = SimpleNamespace(root=tmp_path, disk_full=False, pending=0,
                                bytes_archived=5_000_123_456)
@@ -58,6 +60,8 @@ async def test_metrics_give_every_digit_and_count_what_failed(tmp_path: Path) ->
     assert "callrec_retention_last_success_timestamp_seconds 1780000000.5" in lines
     assert "callrec_journal_rejected_total 4" in lines
     assert "callrec_services_without_notice 1" in lines
+    assert {"callrec_ari_events_waiting 7", "callrec_ari_events_waiting_max 1500",
+            "callrec_call_events_waiting 3"} <= lines
 
 
 async def test_healthz_tells_of_failing_retention_without_turning_red(tmp_path: Path) -> None:
