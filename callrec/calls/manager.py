@@ -192,8 +192,8 @@ class CallManager:
 
     @property
     def events_waiting(self) -> int:
-        """Events queued for the calls' tasks and not yet handled (unbounded, as the
-        client's: a call's task may be waiting for an answer that comes after them)."""
+        """Events queued for the calls' tasks and not yet handled. Unbounded: `handle`
+        must never block, or one slow call would hold up the events of every other."""
         return sum(call.queue.qsize() for call in self._calls.values())
 
     def states(self) -> list[m.CallState]:
