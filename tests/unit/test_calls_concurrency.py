@@ -207,4 +207,3 @@ async def test_events_waiting_for_the_calls_tasks_are_counted() -> None:
     assert manager.events_waiting == 2
     call.queue.get_nowait()
     assert manager.events_waiting == 1
-
