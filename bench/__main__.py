@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import capacity as cap
-from bench import profile, report, steps, taskqueue
+from bench import cpu, profile, report, steps, taskqueue
 from bench.archive import ArchiveShape
 from bench.archive import run as run_archive
 from bench.baseline import baseline_instance
@@ -116,26 +116,37 @@ def run_calls(args: argparse.Namespace, results: dict[str, Any]) -> None:
             results["capacity_ratio"] = steps.ratio(app, baseline)
             share = cap.cpu_share(app_runs)
             base_share = cap.cpu_share(base_runs)
+            same = cpu.matched(cap.passing_steps(app_runs), cap.passing_steps(base_runs))
+            if same is not None:
+                results["extra"]["asterisk_cpu_vs_baseline_same_rates"] = round(same.ratio, 3)
             if share is not None:
                 results["cpu_share"] = share.share
-                if base_share is not None:
+                if same is not None:
                     # the share counts callrec's process only; what callrec's events
                     # and requests cost Asterisk beyond the baseline's work is callrec's too
                     results["extra"]["callrec_and_its_asterisk_work_vs_baseline"] = round(
-                        (share.app_per_call + share.asterisk_per_call
-                         - base_share.asterisk_per_call) / base_share.asterisk_per_call, 3)
+                        (share.app_per_call + same.callrec_per_call - same.baseline_per_call)
+                        / same.baseline_per_call, 3)
                 results["cpu"] = {
                     "calls": share.calls, "callrec_s_per_call": share.app_per_call,
                     "asterisk_s_per_call": share.asterisk_per_call,
+                    # over each target's own passing steps: not comparable (`cpu.matched`)
                     "baseline_asterisk_s_per_call":
                         base_share.asterisk_per_call if base_share else None,
+                    "same_rates": None if same is None else {
+                        "rates": list(same.rates),
+                        "asterisk_s_per_call": same.callrec_per_call,
+                        "baseline_asterisk_s_per_call": same.baseline_per_call},
                     "per_step": [{"rate": r.result.rate, "calls": r.result.archived,
                                   "callrec_s": round(r.app_cpu, 2),
                                   "asterisk_s": round(r.asterisk_cpu, 2),
                                   "loop_lag_p99_s": _finite(r.loop_lag_p99_s),
                                   "event_queue_max_depth": r.event_queue_max_depth,
                                   "event_queue_per_call": r.event_queue_per_call}
-                                 for r in app_runs]}
+                                 for r in app_runs],
+                    "baseline_per_step": [{"rate": r.result.rate, "calls": r.result.archived,
+                                           "asterisk_s": round(r.asterisk_cpu, 2)}
+                                          for r in base_runs]}
         finally:
             for agent in agents:
                 agent.stop()

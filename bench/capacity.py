@@ -292,6 +292,12 @@ def cpu_share(runs: list[StepRun]) -> cpu.CpuShare | None:
     return cpu.CpuShare(calls, sum(r.app_cpu for r in good), sum(r.asterisk_cpu for r in good))
 
 
+def passing_steps(runs: list[StepRun]) -> list[cpu.Step]:
+    """Each passing step's rate, archived calls and Asterisk's CPU (for `cpu.matched`)."""
+    return [cpu.Step(r.result.rate, r.result.archived, r.asterisk_cpu)
+            for r in runs if r.result.ok]
+
+
 async def measure_latency(stack: Stack, concurrent: int, conversation: float,
                           first_number: int) -> dict[str, Any]:
     """Offer `concurrent` calls fast enough that they are all up together; Asterisk's

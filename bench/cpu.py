@@ -50,6 +50,48 @@ class CpuShare:
         return self.app_seconds / self.asterisk_seconds
 
 
+@dataclass(frozen=True)
+class Step:
+    """One passing capacity step of a target: its rate, calls archived, Asterisk's CPU."""
+
+    rate: float
+    calls: int
+    asterisk_seconds: float
+
+
+@dataclass(frozen=True)
+class Matched:
+    """Asterisk's CPU per call under callrec and under the baseline, over the rates both
+    passed."""
+
+    rates: tuple[float, ...]
+    callrec_per_call: float
+    baseline_per_call: float
+
+    @property
+    def ratio(self) -> float:
+        return self.callrec_per_call / self.baseline_per_call
+
+
+def matched(callrec: list[Step], baseline: list[Step]) -> Matched | None:
+    """Compare Asterisk's CPU per call at the same rates only. Per call it falls as the rate
+    rises (its fixed work spread over more calls, fewer wake-ups per packet at saturation),
+    so averages over each target's own passing steps favour the target that passed higher
+    rates."""
+    common = sorted({s.rate for s in callrec} & {s.rate for s in baseline})
+    if not common:
+        return None
+
+    def per_call(steps: list[Step]) -> float:
+        chosen = [s for s in steps if s.rate in common]
+        calls = sum(s.calls for s in chosen)
+        if calls <= 0:
+            raise ValueError("no calls in the matched steps")
+        return sum(s.asterisk_seconds for s in chosen) / calls
+
+    return Matched(tuple(common), per_call(callrec), per_call(baseline))
+
+
 def share(calls: int, app: tuple[float, float], asterisk: tuple[float, float]) -> CpuShare:
     """From (before, after) CPU-second readings of both processes over `calls` calls."""
     if calls <= 0:

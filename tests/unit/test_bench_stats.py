@@ -94,6 +94,26 @@ def test_share_refuses_a_restarted_process_or_no_calls() -> None:
         _ = cpu.share(1, app=(0.0, 1.0), asterisk=(1.0, 1.0)).share
 
 
+def test_asterisk_cpu_is_compared_at_the_rates_both_targets_passed() -> None:
+    # per call Asterisk's CPU falls as the rate rises: the baseline's 16 calls/s step must
+    # not lower its side of the comparison when callrec passed only up to 8
+    callrec = [cpu.Step(4, 100, 20.0), cpu.Step(8, 200, 30.0), cpu.Step(10, 250, 40.0)]
+    baseline = [cpu.Step(4, 100, 19.0), cpu.Step(8, 200, 29.0), cpu.Step(16, 400, 40.0)]
+    m = cpu.matched(callrec, baseline)
+    assert m is not None
+    assert m.rates == (4, 8)
+    assert m.callrec_per_call == pytest.approx(50.0 / 300)
+    assert m.baseline_per_call == pytest.approx(48.0 / 300)
+    assert m.ratio == pytest.approx(50.0 / 48.0)  # over each one's own steps: 1.3
+
+
+def test_no_common_rate_means_no_comparison() -> None:
+    assert cpu.matched([cpu.Step(4, 100, 20.0)], [cpu.Step(8, 200, 30.0)]) is None
+    assert cpu.matched([], [cpu.Step(8, 200, 30.0)]) is None
+    with pytest.raises(ValueError, match="no calls"):
+        cpu.matched([cpu.Step(4, 0, 1.0)], [cpu.Step(4, 0, 1.0)])
+
+
 def test_profile_collapsed_totals() -> None:
     text = ("main (a.py:1);run (callrec/calls/manager.py:10);select (selectors.py:5) 70\n"
             "main (a.py:1);run (callrec/calls/manager.py:10);_apply (callrec/x.py:3) 30\n"
