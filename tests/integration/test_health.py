@@ -64,7 +64,8 @@ async def test_metrics_are_prometheus_text_with_the_promised_series(stack: Stack
     # not bounded: the reader also takes the answers a call's task may wait for)
     assert samples["callrec_ari_events_waiting"] == 0
     assert samples["callrec_call_events_waiting"] == 0
-    assert samples["callrec_ari_events_waiting_max"] >= 0
+    # its value is whatever the most was since start: only its presence is promised here
+    assert "callrec_ari_events_waiting_max" in samples
     # Asterisk 22.10 answers REST requests on the events websocket (asked right after connect)
     await eventually(lambda: _rest_on_websocket(stack.web_url), timeout=10)
     _, _, body = await _get(stack.web_url + "/metrics")
