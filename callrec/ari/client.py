@@ -121,12 +121,6 @@ def _list_of(data: Any, decode: Callable[[Any], _T], what: str) -> list[_T]:
 _NOT_JSON = (ValueError, RecursionError)
 
 
-def _plain(segment: str) -> bool:
-    """True if the segment is valid and needs no quoting: Asterisk does not unquote a
-    websocket request's path, so only such paths go that way (recording names hold '/')."""
-    return _segment(segment) == segment
-
-
 def _explanation(body: str, fallback: str) -> str:
     """Asterisk's explanation of an error: the body's JSON `message`, or the body text."""
     try:
@@ -309,7 +303,6 @@ class AriClient:
             ws is not None
             and not ws.closed  # closing: its reader has not let go of it yet
             and len(self._replies) < WEBSOCKET_REQUESTS_IN_FLIGHT
-            and all(_plain(s) for s in segments)
         ):
             try:
                 return _rest_answer(
@@ -348,7 +341,10 @@ class AriClient:
     ) -> Mapping[str, Any]:
         """Send one `RESTRequest` on the websocket; its `RESTResponse`, as sent."""
         request_id = str(next(self._request_ids))
-        uri = "/".join(segments)
+        # quoted as over HTTP: Asterisk splits a websocket request's path at '/' and then
+        # unquotes each segment, so a channel's name ('PJSIP/agent1-0000002a') or a
+        # recording's ('2026/11/29/...') goes as one segment
+        uri = "/".join(_segment(s) for s in segments)
         if params:
             uri = f"{uri}?{_query(params)}"
         message: dict[str, str] = {

@@ -22,7 +22,6 @@ from callrec.ari.client import (
     AriClient,
     _basic_auth,
     _list_of,
-    _plain,
     _query,
     _quoted,
     _segment,
@@ -508,13 +507,23 @@ async def stop(h: Harness, task: asyncio.Task[None]) -> None:
     await h.ari.close()
 
 
-def test_only_plain_segments_go_on_the_websocket() -> None:
-    assert _plain("1764357885.17") and _plain("call-6f1c") and _plain("answer")
-    assert not _plain("2026/11/29/x") and not _plain("a b") and not _plain("ä")
-    # what the HTTP path refuses, the websocket path refuses too
+async def test_names_and_paths_go_on_the_websocket_quoted_as_one_segment() -> None:
+    # Asterisk splits the path at '/' and then unquotes each segment, as over HTTP
+    sock = AnsweringSocket(lambda r: reply(r) if r["uri"] != "asterisk/ping" else pong(r))
+    h = Harness([sock], rest=True)
+    task = await running(h)
+    await h.ari.hangup("PJSIP/agent1-0000002a")
+    await h.ari.stop_recording("2026/11/29/x")
+    assert [r["uri"] for r in sock.requests[1:]] == [
+        "channels/PJSIP%2Fagent1-0000002a?reason=normal",
+        "recordings/live/2026%2F11%2F29%2Fx/stop",
+    ]
+    # what the HTTP path refuses, the websocket path refuses too, before sending
     for bad in ("", ".", ".."):
         with pytest.raises(ValueError, match="segment"):
-            _plain(bad)
+            await h.ari.hangup(bad)
+    assert len(sock.requests) == 3
+    await stop(h, task)
 
 
 async def test_requests_go_on_the_websocket_once_asterisk_answers_there() -> None:
@@ -644,7 +653,9 @@ async def test_an_http_request_cut_after_it_was_written_may_have_been_done() -> 
         await server.wait_closed()
 
 
-async def test_a_request_left_unanswered_is_told_apart_from_one_never_sent() -> None:
+async def test_a_request_left_unanswered_is_told_apart_from_one_never_sent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # no answer: Asterisk may have done it all the same (a channel made late), so the call flow
     # must not take it for a refusal; an HTTP address nobody listens at is a plain failure
     sock = AnsweringSocket(lambda r: pong(r) if r["uri"] == "asterisk/ping" else None)
@@ -654,7 +665,9 @@ async def test_a_request_left_unanswered_is_told_apart_from_one_never_sent() -> 
     with pytest.raises(errors.AriNoAnswer, match=r"no answer within 0\.2 s"):
         await h.ari._request("POST", "channels", "c1", "snoop")
     assert sock.requests[-1]["uri"] == "channels/c1/snoop"
-    with pytest.raises(errors.AriUnavailable) as refused:  # a name to quote goes over HTTP
+    # with the websocket full, a request goes over HTTP
+    monkeypatch.setattr("callrec.ari.client.WEBSOCKET_REQUESTS_IN_FLIGHT", 0)
+    with pytest.raises(errors.AriUnavailable) as refused:
         await h.ari._request("GET", "recordings", "a b")
     assert not isinstance(refused.value, errors.AriNoAnswer)
     await stop(h, task)
