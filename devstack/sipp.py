@@ -4,6 +4,7 @@ a recording can be checked by content (one tone per party)."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import re
@@ -19,6 +20,10 @@ from devstack.errors import StackError
 from devstack.ports import free_block
 
 SCENARIOS = Path(__file__).resolve().parent / "sipp"
+# Tone files are the same for every run: made once, kept beside the work directories.
+TONES = Path(tempfile.gettempdir()) / "callrec-tones"
+# Set to keep SIPp's work directories (scenarios, traces, statistics) after the process exits.
+KEEP_ENV = "CALLREC_KEEP_SIPP"
 _URI_USER_SAFE = set(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.!~*'()&=+$,;?/"
 )
@@ -29,7 +34,7 @@ def tone_file(directory: Path, hz: int, seconds: int = 30) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"tone-{hz}hz-{seconds}s.alaw"
     if not path.exists():
-        tmp = path.with_suffix(".partial")
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.partial")  # processes may race
         subprocess.run(
             ["sox", "-n", "-r", "8000", "-c", "1", "-e", "a-law", "-t", "raw", str(tmp),
              "synth", str(seconds), "sine", str(hz), "vol", "0.5"],
@@ -52,6 +57,24 @@ def sip_display(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '" '
 
 
+_own_dirs: dict[bool, Path] = {}
+
+
+def new_workdir(*, memory: bool = False) -> Path:
+    """A fresh work directory for one SIPp process. They all sit in one directory of this
+    process's own, removed when it exits unless CALLREC_KEEP_SIPP is set (a test or a
+    benchmark step starts dozens; left behind, they piled up in /tmp by the hundred).
+    `memory`: in /dev/shm where there is one, so that SIPp never waits for the disk."""
+    if memory not in _own_dirs:
+        shm = Path("/dev/shm")
+        base = shm if memory and shm.is_dir() and os.access(shm, os.W_OK) else None
+        own = Path(tempfile.mkdtemp(prefix="callrec-sipp-", dir=base))
+        if not os.environ.get(KEEP_ENV):
+            atexit.register(shutil.rmtree, own, ignore_errors=True)
+        _own_dirs[memory] = own
+    return Path(tempfile.mkdtemp(dir=_own_dirs[memory]))
+
+
 # A SIPp process binds its SIP port and, from its `-mp` media port M, M (audio) and M + 2
 # (video). With the SIP port at a block's base and M = base + 2, a block of 4 let the video
 # port land on the next block's SIP port (SIPp then exits 254); a block of 8 holds them all.
@@ -64,7 +87,7 @@ def _ports(count: int = SIPP_BLOCK) -> int:
 
 @dataclass
 class _Sipp:
-    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="callrec-sipp-")))
+    workdir: Path = field(default_factory=new_workdir)
     proc: subprocess.Popen[bytes] | None = None
 
     def _render(self, template: str, values: dict[str, str], name: str) -> Path:
@@ -150,7 +173,7 @@ class Caller(_Sipp):
             {
                 "FROM_DISPLAY": sip_display(self.caller_name),
                 "FROM_USER": user,
-                "TONE": str(tone_file(self.workdir.parent / "callrec-tones", self.tone_hz)),
+                "TONE": str(tone_file(TONES, self.tone_hz)),
                 "TALK_MS": str(int(self.talk_seconds * 1000)),
             },
             "caller.xml",
@@ -195,7 +218,7 @@ class Agent(_Sipp):
                 "agent.xml",
                 {
                     "AGENT": self.name,
-                    "TONE": str(tone_file(self.workdir.parent / "callrec-tones", self.tone_hz)),
+                    "TONE": str(tone_file(TONES, self.tone_hz)),
                     "ANSWER_MS": str(max(1, int(self.answer_after * 1000))),
                     "TALK_MS": str(int(self.talk_seconds * 1000)),
                 },

@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -286,3 +287,26 @@ def test_a_part_that_exits_while_starting_is_reported_at_once() -> None:
         wait_until(exited, timeout=3600, what="callrec service")
     with pytest.raises(NotReady, match="not ready after"):
         wait_until(lambda: False, timeout=0.2, what="callrec service", interval=0.05)
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_sipp_work_directories_go_with_the_process_unless_kept(keep: bool) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "CALLREC_KEEP_SIPP"}
+    if keep:
+        env["CALLREC_KEEP_SIPP"] = "1"
+    script = ("from devstack.sipp import new_workdir\n"
+              "a, b = new_workdir(), new_workdir()\n"
+              "(a / 'stats.csv').write_text('x')\n"
+              "assert a.parent == b.parent and a != b\n"
+              "print(a.parent)\n")
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, check=True, timeout=30,
+                         cwd=Path(__file__).resolve().parents[2])
+    own = Path(out.stdout.strip())
+    assert own.name.startswith("callrec-sipp-")
+    try:
+        assert own.exists() is keep
+        if keep:
+            assert [p.name for p in own.glob("*/stats.csv")] == ["stats.csv"]
+    finally:
+        shutil.rmtree(own, ignore_errors=True)
