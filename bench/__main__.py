@@ -100,10 +100,11 @@ def run_calls(args: argparse.Namespace, results: dict[str, Any]) -> None:
             targets = [
                 cap.Target("baseline", int(base.values["SIP_PORT"]),
                            lambda: read_pid(base.pidfile), lambda: None,
-                           cap.baseline_archived(base, stack)),
+                           cap.baseline_archived(base, stack), agents=[agents[1]]),
                 cap.Target("callrec", stack.sip_port, ast_pid, app_pid,
                            cap.callrec_archived(stack), loop_lag=cap.callrec_loop_lag(stack),
-                           event_queue=taskqueue.AppQueue(stack.asterisk.cli, "callrec")),
+                           event_queue=taskqueue.AppQueue(stack.asterisk.cli, "callrec"),
+                           agents=[agents[0]]),
             ]
             found = cap.interleaved_search(targets, plan, shape, say)
             app, app_runs = found["callrec"]
@@ -111,7 +112,8 @@ def run_calls(args: argparse.Namespace, results: dict[str, Any]) -> None:
             results["capacity"] = {
                 name: {"best_rate": s.best_rate, "best_concurrent": s.best_concurrent,
                        "ceiling_above_tried": steps.hit_ceiling(s),
-                       "steps": [vars(x) | {"ok": x.ok} for x in s.steps]}
+                       "steps": [vars(x) | {"ok": x.ok} for x in s.steps],
+                       "void_steps": [vars(x) for x in s.void]}
                 for name, s in (("callrec", app), ("baseline", baseline))}
             results["capacity_ratio"] = steps.ratio(app, baseline)
             share = cap.cpu_share(app_runs)

@@ -10,7 +10,6 @@ import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from bench import cpu, steps, taskqueue
@@ -24,6 +23,11 @@ from devstack.proc import read_pid
 from devstack.stack import Stack
 
 ANSWER_AFTER = 0.3  # the agent phone rings this long
+# SIPp writes its statistics every second; standing still this long is SIPp's own stall,
+# not a slow recorder's (a CPU-starved process still gets its turn within milliseconds)
+STOOD_STILL_S = 3.0
+# how often a failed step is run again because its load generator stood still
+VOID_RETRIES = 1
 BYTES_PER_SECOND = 16000  # 8 kHz 16-bit mono WAV
 
 
@@ -71,6 +75,8 @@ class Target:
     loop_lag: Callable[[], LagReading] | None = None
     # Asterisk's queue of events for the recorder's ARI application (callrec only)
     event_queue: taskqueue.AppQueue | None = None
+    # the agent phones answering this target's calls (their SIPp statistics show stalls)
+    agents: list[LoadAgent] = field(default_factory=list)
 
 
 def callrec_loop_lag(stack: Stack) -> Callable[[], LagReading]:
@@ -172,6 +178,12 @@ class StepRun:
     loop_lag_p99_s: float | None = None  # bucket bound; inf: later than the last bound
     event_queue_max_depth: int | None = None
     event_queue_per_call: float | None = None  # messages through it per call offered
+    stood_still_s: float = 0.0  # the longest stall of the step's SIPp processes
+
+    @property
+    def void(self) -> bool:
+        """Failed while its load generator stood still: says nothing of the target."""
+        return not self.result.ok and self.stood_still_s >= STOOD_STILL_S
 
 
 def _sched(pid: int | None) -> tuple[float, float] | None:
@@ -221,6 +233,7 @@ def run_step(target: Target, rate: float, shape: LoadShape) -> StepRun:
     except Exception:
         caller.stop()
     completed, failed, peak = caller.outcome()
+    stood_still = max([caller.stood_still(since), *(a.stood_still(since) for a in target.agents)])
     deadline = time.monotonic() + shape.settle
     archived, detail = target.archived(caller, since, shape)
     while archived < completed and time.monotonic() < deadline:
@@ -237,6 +250,8 @@ def run_step(target: Target, rate: float, shape: LoadShape) -> StepRun:
         notes += "; " + caller.output()[-300:].replace("\n", " ")
     if detail:
         notes += f" archive: {detail}"
+    if stood_still >= STOOD_STILL_S:
+        notes += f"; a SIPp process stood still for {stood_still:.1f} s"
     if lag_p99 is not None:
         # whether the recorder itself kept up: its loop on time means the limit was elsewhere
         notes += f"; {target.name} event loop late p99 <= {lag_p99:g} s"
@@ -252,7 +267,7 @@ def run_step(target: Target, rate: float, shape: LoadShape) -> StepRun:
                   f"call, deepest {queue.max_depth} (alert at {taskqueue.HIGH_WATER})")
     return StepRun(steps.StepResult(rate, calls, completed, archived, peak, notes.strip()),
                    ast1 - ast0, app1 - app0, wall, lag_p99,
-                   queue.max_depth if queue else None, per_call)
+                   queue.max_depth if queue else None, per_call, stood_still)
 
 
 def interleaved_search(targets: list[Target], plan: steps.Plan, shape: LoadShape,
@@ -271,16 +286,24 @@ def interleaved_search(targets: list[Target], plan: steps.Plan, shape: LoadShape
         if not todo:
             return out
         for t, rate in todo:
-            if not first and shape.pause > 0:
-                pause(shape.pause)
-            first = False
-            run = run_step(t, rate, shape)
+            for attempt in range(VOID_RETRIES + 1):
+                if not first and shape.pause > 0:
+                    pause(shape.pause)
+                first = False
+                run = run_step(t, rate, shape)
+                r = run.result
+                say(f"  {t.name:8} {rate:5.1f} calls/s: offered {r.offered}, completed "
+                    f"{r.completed}, archived {r.archived}, peak {r.peak_concurrent} "
+                    f"concurrent ({run.seconds:.0f} s) {'ok' if r.ok else 'FAILED ' + r.notes}")
+                if not run.void or attempt == VOID_RETRIES:
+                    break
+                # the failure may be the load generator's alone: the same rate once more,
+                # the void run kept apart for the record
+                out[t.name][0].void.append(r)
+                say(f"  {t.name:8} {rate:5.1f} calls/s: void (SIPp stood still "
+                    f"{run.stood_still_s:.1f} s), run again")
             out[t.name][0].steps.append(run.result)
             out[t.name][1].append(run)
-            r = run.result
-            say(f"  {t.name:8} {rate:5.1f} calls/s: offered {r.offered}, completed "
-                f"{r.completed}, archived {r.archived}, peak {r.peak_concurrent} concurrent "
-                f"({run.seconds:.0f} s) {'ok' if r.ok else 'FAILED ' + r.notes}")
 
 
 def cpu_share(runs: list[StepRun]) -> cpu.CpuShare | None:
@@ -326,8 +349,6 @@ def pids(stack: Stack) -> tuple[Callable[[], int | None], Callable[[], int | Non
     return (lambda: read_pid(stack.asterisk.pidfile)), (lambda: read_pid(stack.service_pidfile))
 
 
-def start_agent(port: int, workdir: Path | None = None) -> LoadAgent:
-    agent = LoadAgent(name="agent1", port=port, answer_after=ANSWER_AFTER, talk_seconds=3600)
-    if workdir is not None:
-        agent.workdir = workdir
-    return agent.start()
+def start_agent(port: int) -> LoadAgent:
+    return LoadAgent(name="agent1", port=port, answer_after=ANSWER_AFTER,
+                     talk_seconds=3600).start()

@@ -8,12 +8,32 @@ import csv
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from devstack.errors import StackError
 from devstack.ports import is_free
-from devstack.sipp import Agent, Caller, _ports, tone_file
+from devstack.sipp import TONES, Agent, Caller, _ports, new_workdir, tone_file
+
+
+def _in_memory() -> Path:
+    # SIPp does its work in one thread: a write of its statistics that waits for the disk
+    # (which Asterisk's recordings, the archive and PostgreSQL keep busy) stops its calls too
+    return new_workdir(memory=True)
+
+
+def longest_gap(times: Iterable[float], since: float) -> float:
+    """The longest time between two consecutive statistics rows, the later one written at
+    or after `since` (seconds; 0 with fewer than two rows). SIPp writes a row every second
+    from its one thread, so a long gap is a SIPp that stood still: its calls' messages and
+    audio waited with it."""
+    gap, last = 0.0, None
+    for t in times:
+        if last is not None and t >= since:
+            gap = max(gap, t - last)
+        last = t
+    return gap
 
 
 class _Quiet:
@@ -30,6 +50,18 @@ class _Quiet:
     def stats_path(self) -> Path:
         return self.workdir / "stats.csv"
 
+    def stood_still(self, since: float) -> float:
+        """`longest_gap` of this SIPp's statistics since `since` (epoch seconds)."""
+        times = []
+        for row in self.stats():
+            # "date<TAB>time<TAB>epoch"
+            stamp = (row.get("CurrentTime") or "").rsplit("\t", 1)[-1]
+            try:
+                times.append(float(stamp))
+            except ValueError:
+                continue  # a row cut short by the process's end
+        return longest_gap(times, since)
+
     def stats(self) -> list[dict[str, str]]:
         """SIPp's statistics rows (one per second, and a last one at exit)."""
         try:
@@ -43,6 +75,7 @@ class _Quiet:
 class LoadCaller(_Quiet, Caller):
     """`calls` calls at `rate` per second, caller numbers 0409NNNNNN from `first_number`."""
 
+    workdir: Path = field(default_factory=_in_memory)
     first_number: int = 0
 
     def start(self) -> LoadCaller:
@@ -53,7 +86,7 @@ class LoadCaller(_Quiet, Caller):
         scenario = self._render(
             "caller.xml",
             {"FROM_DISPLAY": "", "FROM_USER": "[field0]",
-             "TONE": str(tone_file(self.workdir.parent / "callrec-tones", self.tone_hz)),
+             "TONE": str(tone_file(TONES, self.tone_hz)),
              "TALK_MS": str(int(self.talk_seconds * 1000))},
             "caller.xml",
         )
@@ -84,12 +117,14 @@ class LoadCaller(_Quiet, Caller):
 class LoadAgent(_Quiet, Agent):
     """One agent phone answering every call it is offered."""
 
+    workdir: Path = field(default_factory=_in_memory)
+
     def start(self) -> LoadAgent:
         media = _ports()
         scenario = self._render(
             "agent.xml",
             {"AGENT": self.name,
-             "TONE": str(tone_file(self.workdir.parent / "callrec-tones", self.tone_hz)),
+             "TONE": str(tone_file(TONES, self.tone_hz)),
              "ANSWER_MS": str(max(1, int(self.answer_after * 1000))),
              "TALK_MS": str(int(self.talk_seconds * 1000))},
             f"{self.name}.xml",

@@ -25,6 +25,8 @@ class StepResult:
 @dataclass
 class Search:
     steps: list[StepResult] = field(default_factory=list)
+    # failed steps run again because the load generator stood still; not counted
+    void: list[StepResult] = field(default_factory=list)
 
     @property
     def first_failure(self) -> float | None:

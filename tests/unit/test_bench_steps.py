@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bench import steps
@@ -179,3 +181,59 @@ def test_each_capacity_step_but_the_first_starts_after_a_quiet_pause(
     assert ran == [("baseline", 4), ("callrec", 4), ("baseline", 8), ("callrec", 8)]
     assert events == ["baseline 4", "pause 60", "callrec 4", "pause 60", "baseline 8",
                       "pause 60", "callrec 8"]
+
+
+def test_a_sipp_standing_still_is_the_longest_gap_between_its_statistics_rows(
+    tmp_path: Path,
+) -> None:
+    from bench.load import LoadAgent, longest_gap
+
+    assert longest_gap([], 0) == 0
+    assert longest_gap([10.0], 0) == 0
+    assert longest_gap([10.0, 11.0, 18.5, 19.4], 0) == 7.5
+    assert longest_gap([10.0, 17.0, 18.0, 19.0], 17.5) == 1.0  # the stall came before
+    assert longest_gap([10.0, 17.0, 18.0], 16.0) == 7.0  # a row written since ends a gap
+    # SIPp's own format: CurrentTime is "date<TAB>time<TAB>epoch"; a row cut short is skipped
+    head = "StartTime;LastResetTime;CurrentTime;ElapsedTime(P)\n"
+    rows = "".join(f"x;x;2026-12-01\t01:31:{s:02d}.0\t{1796088600 + s}.25;00:00:01\n"
+                   for s in (0, 1, 2, 8, 9))
+    agent = LoadAgent(workdir=tmp_path)
+    agent.stats_path.write_text(head + rows + "x;x;2026-12-01\t01:31")
+    assert agent.stood_still(1796088600) == 6.0
+    assert agent.stood_still(1796088609) == 1.0
+    assert LoadAgent(workdir=tmp_path / "none").stood_still(0) == 0  # no statistics yet
+
+
+def test_a_step_failed_while_its_sipp_stood_still_is_run_again_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bench import capacity as cap
+
+    stalls = {("callrec", 8): [7.0, 7.0], ("baseline", 8): [7.0, 0.0], ("callrec", 4): [9.0]}
+    ran: list[tuple[str, float]] = []
+
+    def run_step(target: cap.Target, rate: float, shape: cap.LoadShape) -> cap.StepRun:
+        ran.append((target.name, rate))
+        stall = stalls.get((target.name, rate), [0.0]).pop(0)
+        n = int(rate * 10)
+        good = rate < 8 or (target.name == "baseline" and stall == 0)
+        return cap.StepRun(steps.StepResult(rate, n, n, n if good else n - 1, n), 0.0, 0.0,
+                           1.0, stood_still_s=stall)
+
+    monkeypatch.setattr(cap, "run_step", run_step)
+    targets = [cap.Target(name, 5060, lambda: None, lambda: None, lambda *a: (0, ""))
+               for name in ("baseline", "callrec")]
+    said: list[str] = []
+    found = cap.interleaved_search(targets, steps.Plan([4, 8], max_rate=8, refine=0),
+                                   cap.LoadShape(pause=0), say=said.append)
+    # callrec's 4 stood still but passed: kept. The baseline's 8 failed standing still, and
+    # passed when run again; callrec's 8 failed both times: the second counts
+    assert ran == [("baseline", 4), ("callrec", 4), ("baseline", 8), ("baseline", 8),
+                   ("callrec", 8), ("callrec", 8)]
+    base, app = found["baseline"][0], found["callrec"][0]
+    assert [s.ok for s in base.steps] == [True, True] and base.best_rate == 8
+    assert [s.rate for s in base.void] == [8]
+    assert [s.ok for s in app.steps] == [True, False] and app.best_rate == 4
+    assert [s.rate for s in app.void] == [8]
+    assert len(found["callrec"][1]) == 2  # the void run's CPU is not counted either
+    assert sum("void (SIPp stood still 7.0 s)" in line for line in said) == 2
