@@ -144,10 +144,12 @@ def run_calls(args: argparse.Namespace, results: dict[str, Any]) -> None:
                                   "asterisk_s": round(r.asterisk_cpu, 2),
                                   "loop_lag_p99_s": _finite(r.loop_lag_p99_s),
                                   "event_queue_max_depth": r.event_queue_max_depth,
-                                  "event_queue_per_call": r.event_queue_per_call}
+                                  "event_queue_per_call": r.event_queue_per_call,
+                                  "sipp_stood_still_s": round(r.stood_still_s, 2)}
                                  for r in app_runs],
                     "baseline_per_step": [{"rate": r.result.rate, "calls": r.result.archived,
-                                           "asterisk_s": round(r.asterisk_cpu, 2)}
+                                           "asterisk_s": round(r.asterisk_cpu, 2),
+                                           "sipp_stood_still_s": round(r.stood_still_s, 2)}
                                           for r in base_runs]}
         finally:
             for agent in agents:
