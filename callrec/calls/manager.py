@@ -857,6 +857,10 @@ class CallManager:
                 leg = call.state.leg(channel_id)
                 if leg is not None and leg.status is m.LegStatus.DIALLING:
                     await self._check_answered(call, channel_id, now)
+            if restarted and call.state.recording_name:
+                # the Asterisk that recorded it is gone, its file final: nobody will report
+                # the end (the call would wait out its finish guard for nothing)
+                call.queue.put_nowait(m.RecordingFinished(gone_at, call.state.recording_name))
         # Calls of an earlier run.
         try:
             rows = await self._store.open_calls()

@@ -237,3 +237,41 @@ async def test_close_writes_a_waiting_callers_end_and_leaves_no_task_behind(
     assert set(asyncio.all_tasks()) <= before, "a task outlived close()"
     (written,) = [f for c, f in store.rows if c == call_id]
     assert written["end_reason"] == "interrupted" and written["durable"] is True
+
+
+class RestartingAri(SlowAri):
+    """Answers every request; `started` is when Asterisk last started."""
+
+    def __init__(self) -> None:
+        super().__init__(unanswered=0)
+        self.started = T0
+
+    async def asterisk_started_at(self) -> datetime:
+        return self.started
+
+
+@pytest.mark.parametrize("restarted", [True, False])
+async def test_after_a_restart_of_asterisk_a_recording_is_taken_as_finished(
+    restarted: bool,
+) -> None:
+    # Asterisk killed mid-call: the recording's end is never reported, and the call waited
+    # its 30 s finish guard before archiving what Asterisk had written
+    ari = RestartingAri()
+    ari.channels = ("caller.1", "snoop.1")
+    manager = _manager(ari)
+    assert await manager.reconcile() is True  # Asterisk's start noted
+    state = m._changed(m.initial_state(uuid.uuid4(), "caller.1"), {
+        "recording": m.RecState.STARTED, "recording_name": "rec-1", "snoop_channel": "snoop.1"})
+    call = manager._add_call(state, "100")
+    for channel in ("caller.1", "snoop.1"):
+        manager._own(call, manager._by_channel, channel)
+    ari.channels = ()
+    if restarted:
+        ari.started = T0.replace(minute=5)
+    assert await manager.reconcile() is True
+    events = _drain(call.queue)
+    caller_gone = [e for e in events if isinstance(e, m.CallerGone)]
+    assert [e.cut for e in caller_gone] == [restarted]
+    finished = [e.name for e in events if isinstance(e, m.RecordingFinished)]
+    # without a restart the recording may still end on its own and say so
+    assert finished == (["rec-1"] if restarted else [])
