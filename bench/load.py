@@ -14,7 +14,7 @@ from pathlib import Path
 
 from devstack.errors import StackError
 from devstack.ports import is_free
-from devstack.sipp import TONES, Agent, Caller, _ports, new_workdir, tone_file
+from devstack.sipp import Agent, Caller, _ports, new_workdir, tone_file
 
 
 def _in_memory() -> Path:
@@ -86,7 +86,7 @@ class LoadCaller(_Quiet, Caller):
         scenario = self._render(
             "caller.xml",
             {"FROM_DISPLAY": "", "FROM_USER": "[field0]",
-             "TONE": str(tone_file(TONES, self.tone_hz)),
+             "TONE": str(tone_file(self.tone_hz)),
              "TALK_MS": str(int(self.talk_seconds * 1000))},
             "caller.xml",
         )
@@ -124,7 +124,7 @@ class LoadAgent(_Quiet, Agent):
         scenario = self._render(
             "agent.xml",
             {"AGENT": self.name,
-             "TONE": str(tone_file(TONES, self.tone_hz)),
+             "TONE": str(tone_file(self.tone_hz)),
              "ANSWER_MS": str(max(1, int(self.answer_after * 1000))),
              "TALK_MS": str(int(self.talk_seconds * 1000))},
             f"{self.name}.xml",

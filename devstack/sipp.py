@@ -29,7 +29,7 @@ _URI_USER_SAFE = set(
 )
 
 
-def tone_file(directory: Path, hz: int, seconds: int = 30) -> Path:
+def tone_file(hz: int, seconds: int = 30, directory: Path = TONES) -> Path:
     """Raw headerless a-law (RTP payload type 8) of a sine tone, made with sox."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"tone-{hz}hz-{seconds}s.alaw"
@@ -173,7 +173,7 @@ class Caller(_Sipp):
             {
                 "FROM_DISPLAY": sip_display(self.caller_name),
                 "FROM_USER": user,
-                "TONE": str(tone_file(TONES, self.tone_hz)),
+                "TONE": str(tone_file(self.tone_hz)),
                 "TALK_MS": str(int(self.talk_seconds * 1000)),
             },
             "caller.xml",
@@ -218,7 +218,7 @@ class Agent(_Sipp):
                 "agent.xml",
                 {
                     "AGENT": self.name,
-                    "TONE": str(tone_file(TONES, self.tone_hz)),
+                    "TONE": str(tone_file(self.tone_hz)),
                     "ANSWER_MS": str(max(1, int(self.answer_after * 1000))),
                     "TALK_MS": str(int(self.talk_seconds * 1000)),
                 },
