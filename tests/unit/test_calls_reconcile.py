@@ -23,11 +23,13 @@ T0 = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
 
 
 class SlowAri:
-    """Leaves the first `unanswered` reconciliation requests unanswered."""
+    """Leaves the first `unanswered` reconciliation requests unanswered; `started` is when
+    Asterisk last started."""
 
     def __init__(self, unanswered: int) -> None:
         self.unanswered = unanswered
         self.asked = 0
+        self.started = T0
         self.channels: tuple[str, ...] = ()
         self.stored: list[StoredRecording] = []
 
@@ -36,7 +38,7 @@ class SlowAri:
         if self.unanswered:
             self.unanswered -= 1
             raise AriNoAnswer("GET /ari/asterisk/info: no answer within 10 s")
-        return T0
+        return self.started
 
     async def get_application(self) -> Application:
         return Application("callrec", self.channels, ())
@@ -239,24 +241,13 @@ async def test_close_writes_a_waiting_callers_end_and_leaves_no_task_behind(
     assert written["end_reason"] == "interrupted" and written["durable"] is True
 
 
-class RestartingAri(SlowAri):
-    """Answers every request; `started` is when Asterisk last started."""
-
-    def __init__(self) -> None:
-        super().__init__(unanswered=0)
-        self.started = T0
-
-    async def asterisk_started_at(self) -> datetime:
-        return self.started
-
-
 @pytest.mark.parametrize("restarted", [True, False])
 async def test_after_a_restart_of_asterisk_a_recording_is_taken_as_finished(
     restarted: bool,
 ) -> None:
     # Asterisk killed mid-call: the recording's end is never reported, and the call waited
     # its 30 s finish guard before archiving what Asterisk had written
-    ari = RestartingAri()
+    ari = SlowAri(unanswered=0)
     ari.channels = ("caller.1", "snoop.1")
     manager = _manager(ari)
     assert await manager.reconcile() is True  # Asterisk's start noted
