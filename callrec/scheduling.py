@@ -33,6 +33,15 @@ def _threads() -> list[int]:
         return []  # no /proc: the main thread's value is all there is
 
 
+def _group_nice(autogroup: Path) -> int | None:
+    """The group's nice value from its line (`/autogroup-42 nice -10`)."""
+    words = autogroup.read_text().split()
+    try:
+        return int(words[words.index("nice") + 1])
+    except (ValueError, IndexError):
+        return None
+
+
 def apply_nice(nice: int, autogroup: Path = AUTOGROUP) -> bool:
     """Give this process `nice` (-20..19) before it starts threads (they inherit it); True
     if applied. Without the privilege for a higher priority (CAP_SYS_NICE) it logs why and
@@ -52,7 +61,10 @@ def apply_nice(nice: int, autogroup: Path = AUTOGROUP) -> bool:
         return False
     if autogroup.exists():
         try:
-            autogroup.write_text(f"{nice}\n")
+            # set already by whoever started the service (the local stack does, as root,
+            # before it takes its own account, which may not raise it)
+            if _group_nice(autogroup) != nice:
+                autogroup.write_text(f"{nice}\n")
         except OSError as exc:
             log.warning("cpu priority of the session group not set", nice=nice,
                         error=str(exc))

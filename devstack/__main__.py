@@ -10,7 +10,7 @@ import time
 from typing import NoReturn
 
 from devstack.errors import StackError
-from devstack.stack import Stack, demo_stack
+from devstack.stack import Stack, demo_stack, saved_stack
 
 
 def _up(stack: Stack) -> None:
@@ -22,6 +22,14 @@ def _up(stack: Stack) -> None:
     stack.up(log=log)
     took = time.monotonic() - started
     c = stack.cfg
+    if stack.account is not None:
+        runs_as = f"the service runs as the account {stack.account.name} (no login)"
+    elif stack.closed_to_account is not None:
+        runs_as = (f"the service runs as root: {stack.closed_to_account} is closed to other "
+                   "accounts (a clone outside it, e.g. in /opt or /srv, runs it as the "
+                   "account callrec)")
+    else:
+        runs_as = "the service runs as the account that ran make up"
     agents = f"{c.agent_ports['agent1']}-{c.agent_ports['agent3']}"
     print(f"""
 callrec stack is up ({took:.0f} s). Everything listens on 127.0.0.1:
@@ -34,6 +42,8 @@ callrec stack is up ({took:.0f} s). Everything listens on 127.0.0.1:
   archive                {stack.archive_dir}
   settings               {stack.cfg.dir / 'env'}
   logs                   {stack.log_dir}/callrec.log, {stack.asterisk.log_dir}/messages.log
+
+  {runs_as}
 
 Place a demo call (SIPp caller + SIPp agent1):   make demo-call
 Stop everything:                                 make down
@@ -54,11 +64,18 @@ def _exit_on_signal(signum: int, _frame: object) -> NoReturn:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="devstack")
-    parser.add_argument("action", choices=["up", "down", "status", "demo-call", "env", "clean"])
+    parser.add_argument("action", choices=["up", "down", "status", "demo-call", "env", "clean",
+                                           "callrec"])
+    parser.add_argument("rest", nargs=argparse.REMAINDER,
+                        help="callrec: the command's own arguments")
     args = parser.parse_args(argv)
+    if args.rest and args.action != "callrec":
+        parser.error(f"{args.action} takes no arguments")
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _exit_on_signal)
     try:
+        if args.action == "callrec":
+            saved_stack().exec_callrec(args.rest)
         stack = demo_stack()
         if args.action == "up":
             _up(stack)

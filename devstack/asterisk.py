@@ -299,6 +299,8 @@ class AsteriskInstance:
         # recorded, log the numbers that called (Asterisk writes them 0644 within)
         self.home.chmod(0o750)
         (self.home / "etc").chmod(0o750)
+        # callrec's account, a member of Asterisk's group, reads and deletes the recordings
+        self.recordings.chmod(0o770)
         self.state.mkdir(parents=True, exist_ok=True)
 
     def running(self) -> bool:

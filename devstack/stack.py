@@ -10,16 +10,19 @@ import hashlib
 import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import stat
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from devstack.asterisk import AsteriskInstance, AsteriskRoot, unmount_below
+from devstack.account import Account, closed_directory, service_account
+from devstack.asterisk import HOST_ACCOUNT, AsteriskInstance, AsteriskRoot, unmount_below
 from devstack.errors import StackError
 from devstack.paths import PROMPTS, REPO, stack_dir, venv_python
 from devstack.ports import free_block, require_free
@@ -30,7 +33,7 @@ DEMO_CONFIG = REPO / "config" / "demo.toml"
 
 
 # callrec ahead of Asterisk's media work when the machine is out of CPU (README,
-# "Performance"); the local stack runs as root, which may raise a priority
+# "Performance"); set by root before the service takes its own account
 SERVICE_NICE = -10
 
 
@@ -155,6 +158,23 @@ class Stack:
             d / "asterisk",
         )
 
+    @cached_property
+    def account(self) -> Account | None:
+        """The account the service and `callrec` commands run as (devstack/account.py);
+        None where they run as whoever runs the stack: not root (no account to switch to),
+        or a directory on the way to the clone or the stack closed to other accounts
+        (`closed_to_account`)."""
+        if os.geteuid() != 0 or self.closed_to_account is not None:
+            return None
+        return service_account(member_of=HOST_ACCOUNT)
+
+    @property
+    def closed_to_account(self) -> Path | None:
+        for path in (REPO, self.cfg.dir, self.root.path):
+            if path.exists() and (closed := closed_directory(path)) is not None:
+                return closed
+        return None
+
     # ---- what tests and `make up` read
     @property
     def sip_port(self) -> int:
@@ -264,6 +284,11 @@ class Stack:
             sub.mkdir(parents=True, exist_ok=True)
         self.archive_dir.chmod(0o750)
         self._seed_editable_files()
+        if self.account is not None:
+            # what the service writes: recordings, journal and built prompts, and what the
+            # console edits (the routing file, prompt texts)
+            self.account.own(self.archive_dir, self.state_dir, self.config_path.parent,
+                             self.prompts_dir)
         self.pg.start()
         self.migrate()
         self.asterisk.start()
@@ -293,12 +318,30 @@ class Stack:
 
         asyncio.run(migrate(self.owner_dsn))
 
+    def _callrec_command(self, args: Sequence[str],
+                         extra_env: Mapping[str, str] | None = None,
+                         ) -> tuple[list[str], dict[str, str]]:
+        """The `callrec` command against this stack, as the service's account: what it
+        writes (built prompts, their lock) stays the service's to replace."""
+        env = {**os.environ, **self.env, **(extra_env or {})}
+        argv = [str(venv_python()), "-m", "callrec.cli", *args]
+        if self.account is not None:
+            return self.account.command(argv), self.account.environment(env)
+        return argv, env
+
+    def exec_callrec(self, args: Sequence[str]) -> NoReturn:
+        """Become the `callrec` command (`.stack/callrec`, which `make up` writes), in the
+        caller's directory (a relative `--out` is the caller's)."""
+        path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+        argv, env = self._callrec_command(args, {"PYTHONPATH": path})
+        os.execvpe(argv[0], argv, env)  # noqa: S606 - our own fixed argv, no shell wanted
+
     def callrec(self, *args: str, check: bool = True, input: str | None = None,
                 extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         """Run the `callrec` command against this stack."""
-        env = {**os.environ, **self.env, **(extra_env or {})}
+        argv, env = self._callrec_command(args, extra_env)
         proc = subprocess.run(
-            [str(venv_python()), "-m", "callrec.cli", *args],
+            argv,
             capture_output=True, text=True, env=env, cwd=REPO, input=input, check=False,
         )
         if check and proc.returncode != 0:
@@ -312,8 +355,12 @@ class Stack:
         if read_pid(self.service_pidfile) is not None:
             return
         env = {**os.environ, **self.env}
+        argv = [str(venv_python()), "-m", "callrec.cli", "serve"]
+        if self.account is not None:
+            argv = self.account.command(argv, nice=SERVICE_NICE)
+            env = self.account.environment(env)
         spawn(
-            [str(venv_python()), "-m", "callrec.cli", "serve"],
+            argv,
             log=self.service_log,
             pidfile=self.service_pidfile,
             env=env,
@@ -342,7 +389,19 @@ class Stack:
         path = self.cfg.dir / "env"
         path.write_text("".join(f"{k}={v}\n" for k, v in sorted(self.env.items())))
         path.chmod(0o600)
+        self._write_command()
         return path
+
+    def _write_command(self) -> None:
+        """`.stack/callrec ARGS`: the `callrec` command with this stack's settings, as the
+        service's account (no settings in the script: it reads the stack's own)."""
+        script = self.cfg.dir / "callrec"
+        script.write_text(
+            "#!/bin/sh\n# callrec against the local stack (written by make up)\n"
+            f"CALLREC_STACK_DIR={shlex.quote(str(self.cfg.dir))} "
+            f"PYTHONPATH={shlex.quote(str(REPO))}${{PYTHONPATH:+:$PYTHONPATH}} "
+            f"exec {shlex.quote(str(venv_python()))} -m devstack callrec \"$@\"\n")
+        script.chmod(0o755)
 
     def down(self) -> None:
         errors = []
@@ -399,6 +458,15 @@ def _port(text: str, name: str) -> int:
     if not (value.isascii() and value.isdigit() and 1 <= int(value) <= 65535):
         raise StackError(f"{name} must be a port number (1-65535), got {text!r}")
     return int(value)
+
+
+def saved_stack() -> Stack:
+    """The stack saved in the stack directory, demo or test (`.stack/callrec`)."""
+    directory = stack_dir()
+    saved = StackConfig.load(directory)
+    if saved is None:
+        raise StackError(f"no stack in {directory}: make up first")
+    return Stack(saved)
 
 
 def demo_stack() -> Stack:

@@ -12,6 +12,7 @@ import contextlib
 import datetime as dt
 import fcntl
 import hashlib
+import os
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -237,7 +238,8 @@ def _read_text(path: Path) -> str:
 @contextlib.contextmanager
 def _build_lock(cache_dir: Path) -> Iterator[None]:
     """One build at a time per cache (a second one waits)."""
-    with open(cache_dir / ".build.lock", "a+b") as lock:
+    # read-only: a lock file made by another account (the CLI run as root) still locks
+    with open(os.open(cache_dir / ".build.lock", os.O_RDONLY | os.O_CREAT, 0o644), "rb") as lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         try:
             yield

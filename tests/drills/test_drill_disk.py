@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Iterator
 
@@ -23,8 +24,9 @@ def small_archive(drill_stack: Stack) -> Iterator[Stack]:
     mounted under the running service (devstack's start-up wait does not accept a service
     that is already degraded, and a disk fills up while the service runs anyway)."""
     target = str(drill_stack.archive_dir)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k,mode=0750", "tmpfs", target],
-                   check=True)
+    owner = os.stat(target)  # the service's account, as the directory it covers
+    options = f"size=600k,mode=0750,uid={owner.st_uid},gid={owner.st_gid}"
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", target], check=True)
     try:
         yield drill_stack
     finally:

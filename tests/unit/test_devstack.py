@@ -310,3 +310,40 @@ def test_sipp_work_directories_go_with_the_process_unless_kept(keep: bool) -> No
             assert [p.name for p in own.glob("*/stats.csv")] == ["stats.csv"]
     finally:
         shutil.rmtree(own, ignore_errors=True)
+
+
+def test_a_directory_closed_to_other_accounts_is_found_on_the_way() -> None:
+    from devstack.account import closed_directory
+
+    top = Path(tempfile.mkdtemp(prefix="callrec-closed-"))
+    try:
+        top.chmod(0o755)
+        inner = top / "home" / "clone"
+        inner.mkdir(parents=True)
+        assert closed_directory(inner) is None
+        (top / "home").chmod(0o700)
+        assert closed_directory(inner) == top / "home"
+    finally:
+        shutil.rmtree(top)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching accounts needs root")
+def test_a_command_as_an_account_has_no_privilege_and_the_priority_set_before() -> None:
+    import pwd
+
+    from devstack.account import Account
+
+    nobody = pwd.getpwnam("nobody")
+    account = Account(nobody.pw_name, nobody.pw_uid, nobody.pw_gid, nobody.pw_dir)
+    probe = "cat /proc/self/status; echo nice $(nice); cat /proc/self/autogroup || true"
+    argv = account.command(["/bin/sh", "-c", probe], nice=-5)
+    assert "-5" not in argv[2], "the value is an argument, never script text"
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=True,
+                         env=account.environment(os.environ), start_new_session=True).stdout
+    status = dict(ln.split(":", 1) for ln in out.splitlines() if ":" in ln)
+    assert status["Uid"].split() == [str(nobody.pw_uid)] * 4
+    assert int(status["CapEff"], 16) == int(status["CapBnd"], 16) == 0
+    assert status["NoNewPrivs"].strip() == "1"
+    assert "nice -5" in out.splitlines()
+    if Path("/proc/self/autogroup").exists():
+        assert out.rstrip().endswith("nice -5"), "the session's group too"

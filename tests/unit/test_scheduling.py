@@ -82,3 +82,15 @@ def test_nonsense_is_refused() -> None:
     for bad in (-21, 20):
         with pytest.raises(ValueError, match="-20 to 19"):
             scheduling.apply_nice(bad)
+
+
+def test_a_group_already_at_the_value_is_left_alone(monkeypatch: pytest.MonkeyPatch,
+                                                      tmp_path: Path) -> None:
+    # the local stack sets it as root before the service takes an account that may not
+    monkeypatch.setattr(os, "setpriority", lambda *a: None)
+    group = tmp_path / "autogroup"
+    group.write_text("/autogroup-1 nice -10\n")
+    with capture_logs() as logs:
+        assert scheduling.apply_nice(-10, autogroup=group) is True
+    assert group.read_text() == "/autogroup-1 nice -10\n"
+    assert [e["log_level"] for e in logs] == ["info"]
