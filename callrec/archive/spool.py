@@ -10,6 +10,7 @@ container), the archiver reads the file there and deletes it there instead.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import shutil
 from pathlib import Path
@@ -40,10 +41,18 @@ class SpoolRecordings:
         self._run_blocking = run_blocking
 
     def check(self) -> None:
-        """Refuse to start with a spool that is not there (a wrong setting)."""
+        """Refuse to start with a spool that is not there (a wrong setting) or that this
+        process may not read and clear: every recording would stay there unarchived."""
         if not self.directory.is_dir():
             raise ConfigError(
                 f"CALLREC_ASTERISK_RECORDINGS_DIR: {self.directory} is not a directory"
+            )
+        if not os.access(self.directory, os.R_OK | os.W_OK | os.X_OK):
+            raise ConfigError(
+                f"CALLREC_ASTERISK_RECORDINGS_DIR: {self.directory} is not readable and "
+                f"writable by this service's account (uid {os.geteuid()}): it reads each "
+                "recording there and deletes it once archived (make the account a member of "
+                "Asterisk's group, the directory group-writable)"
             )
 
     def path(self, name: str) -> Path:

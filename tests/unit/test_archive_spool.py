@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -54,3 +59,30 @@ def test_a_spool_that_is_not_there_stops_the_start(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not a directory"):
         SpoolRecordings(tmp_path / "nowhere").check()
     SpoolRecordings(tmp_path).check()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run the check as another account")
+def test_a_spool_this_account_may_not_clear_stops_the_start() -> None:
+    from devstack.account import closed_directory
+    from devstack.paths import REPO, venv_python
+
+    if closed_directory(REPO) is not None:
+        pytest.skip("the clone is closed to other accounts")
+    nobody = pwd.getpwnam("nobody")
+    spool = Path(tempfile.mkdtemp(prefix="callrec-spool-"))
+    try:
+        spool.chmod(0o755)  # Asterisk's, readable by others but not writable
+        check = ("from pathlib import Path; from callrec.archive.spool import SpoolRecordings; "
+                 f"SpoolRecordings(Path({str(spool)!r})).check()")
+        as_nobody = ["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}",
+                     "--clear-groups", str(venv_python()), "-c", check]
+        out = subprocess.run(as_nobody, cwd=REPO, capture_output=True, text=True, timeout=30,
+                             env={**os.environ, "HOME": "/nonexistent"})
+        assert out.returncode != 0
+        assert f"{spool} is not readable and writable by this service's account" in out.stderr
+        os.chown(spool, nobody.pw_uid, nobody.pw_gid)  # now it may
+        out = subprocess.run(as_nobody, cwd=REPO, capture_output=True, text=True, timeout=30,
+                             env={**os.environ, "HOME": "/nonexistent"})
+        assert out.returncode == 0, out.stderr
+    finally:
+        shutil.rmtree(spool)
