@@ -56,6 +56,8 @@ class StackConfig:
     demo: bool = False
     # where the PostgreSQL cluster lives, when not in `dir` (see cluster_home)
     pg_dir: str | None = None
+    # the agents' SIP passwords; none given: the demo profile's (asterisk-conf/defaults.env)
+    agent_passwords: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def demo_profile(cls, directory: Path) -> StackConfig:
@@ -112,6 +114,7 @@ class StackConfig:
             db_owner_password=secrets.token_hex(12),
             db_app_password=secrets.token_hex(12),
             secret_key=secrets.token_hex(32),
+            agent_passwords={f"agent{i}": secrets.token_hex(12) for i in (1, 2, 3)},
         )
 
     def save(self) -> None:
@@ -154,6 +157,8 @@ class Stack:
                 "AGENT3_PORT": str(self.cfg.agent_ports["agent3"]),
                 "RTP_START": str(self.cfg.rtp_start),
                 "RTP_END": str(self.cfg.rtp_end),
+                **{f"{agent.upper()}_PASSWORD": password
+                   for agent, password in self.cfg.agent_passwords.items()},
             },
             d / "asterisk",
         )

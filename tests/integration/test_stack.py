@@ -195,3 +195,17 @@ def test_the_stack_command_and_a_build_by_root_leave_the_prompts_the_services(
     os.chown(lock, 0, 0)
     # ... and the service's account still builds (it reads the lock, never writes it)
     stack.callrec("prompts", "build")
+
+
+def test_a_test_stack_has_no_password_of_the_demo_profile(bare_stack: Stack) -> None:
+    # the demo profile's are public (asterisk-conf/defaults.env, README)
+    demo = {line.split("=", 1)[1] for line in
+            (Path(__file__).resolve().parents[2] / "asterisk-conf" / "defaults.env")
+            .read_text().splitlines() if "PASSWORD=" in line}
+    assert len(demo) == 4
+    for conf in (bare_stack.asterisk.home / "etc").iterdir():
+        text = conf.read_text()
+        assert not [p for p in demo if p in text], conf.name
+    pjsip = (bare_stack.asterisk.home / "etc" / "pjsip.conf").read_text()
+    for agent, password in bare_stack.cfg.agent_passwords.items():
+        assert f"password = {password}" in pjsip, agent
