@@ -88,7 +88,7 @@ async def test_new_notice_text_reaches_the_next_call_without_restart(
 ) -> None:
     pid = read_pid(stack.service_pidfile)
     notice = stack.prompts_dir / "fi" / "notice.txt"
-    original_version = _prompt_version(stack, "notice", "fi")
+    original_version, original_text = _prompt_version(stack, "notice", "fi"), notice.read_text()
 
     notice.write_text("Tämä puhelu tallennetaan.")
     stack.callrec("prompts", "build")
@@ -119,15 +119,9 @@ async def test_new_notice_text_reaches_the_next_call_without_restart(
         assert f"/prompts/notice-fi-{version}.wav" in cached, cached
     assert read_pid(stack.service_pidfile) == pid  # no restart
 
-    notice.write_text(restore_text := _original_notice(stack))
+    notice.write_text(original_text)
     stack.callrec("prompts", "build")
-    assert _prompt_version(stack, "notice", "fi") == original_version, restore_text
-
-
-def _original_notice(stack: Stack) -> str:
-    from devstack.paths import PROMPTS
-
-    return (PROMPTS / "fi" / "notice.txt").read_text()
+    assert _prompt_version(stack, "notice", "fi") == original_version, original_text
 
 
 @pytest.mark.timeout(300)
@@ -135,9 +129,6 @@ async def test_routing_reload_moves_a_service_and_rejects_an_invalid_edit(
     stack: Stack, restore_files: None
 ) -> None:
     pid = read_pid(stack.service_pidfile)
-    # Make the notice short so each call is quick; the routing is what is under test.
-    (stack.prompts_dir / "fi" / "notice.txt").write_text("Puhelu tallennetaan.")
-    stack.callrec("prompts", "build")
     original = stack.config_path.read_text()
     assert 'agents = ["agent1", "agent2", "agent3"]\nstrategy = "in_order"' in original
 
