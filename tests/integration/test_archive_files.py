@@ -77,6 +77,15 @@ class Asterisk:
     def archiver(self, root: Path, store: CallStore) -> RecordingArchiver:
         return RecordingArchiver(root, store, spool=self.spool)
 
+    def counting_archiver(self, root: Path, store: CallStore
+                          ) -> tuple[RecordingArchiver, Any, Counted]:
+        """An archiver whose downloads, from the spool or over ARI, are counted: it, the
+        source to pass it as the call's, and the count."""
+        counted = Counted(self.spool or self.ari)
+        if self.spool is not None:
+            return RecordingArchiver(root, store, spool=counted), self.ari, counted
+        return RecordingArchiver(root, store), counted, counted
+
 
 @pytest.fixture(params=["ari", "spool"])
 async def asterisk(bare_stack: Stack, request: pytest.FixtureRequest
@@ -222,12 +231,10 @@ async def test_one_recording_asked_for_twice_at_once_is_archived_once_and_whole(
     # one file once made a garbled recording whose header was then "repaired" to fit.
     data = _wav_bytes(tmp_path, 2.5)
     call_id, name = asterisk.store(data)
-    counted = Counted(asterisk.spool or asterisk.ari)
     root = tmp_path / "archive"
     async with CallStore(db.app_dsn, tmp_path / "journal") as store:
         await _start_call(store, call_id)
-        archiver = RecordingArchiver(root, store, spool=counted if asterisk.spool else None)
-        source: Any = asterisk.ari if asterisk.spool else counted
+        archiver, source, counted = asterisk.counting_archiver(root, store)
         first, second = await asyncio.gather(
             archiver.archive(source, call_id, name, STARTED),
             archiver.archive(source, call_id, name, STARTED))
@@ -319,12 +326,10 @@ async def test_no_room_for_the_days_folder_is_a_disk_full_alarm(
     # error, with no alarm and no retry. A filesystem with no inode left for a folder.
     data = _wav_bytes(tmp_path, 1)
     call_id, name = asterisk.store(data)
-    counted = Counted(asterisk.spool or asterisk.ari)
     with small_filesystem(tmp_path / "archive", "size=1m,nr_inodes=1") as root:
         async with CallStore(db.app_dsn, tmp_path / "journal") as store:
             await _start_call(store, call_id)
-            archiver = RecordingArchiver(root, store, spool=counted if asterisk.spool else None)
-            source: Any = asterisk.ari if asterisk.spool else counted
+            archiver, source, counted = asterisk.counting_archiver(root, store)
             with pytest.raises(ArchiveDiskFull):
                 await archiver.archive(source, call_id, name, STARTED)
             assert archiver.disk_full and archiver.pending == 1

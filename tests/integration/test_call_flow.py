@@ -693,12 +693,8 @@ async def _calls_at_once(flow: Flow, values: list[str]) -> list[tuple[str, async
 
 
 async def _started_since(flow: Flow, since: datetime, count: int) -> bool:
-    conn = await asyncpg.connect(flow.stack.owner_dsn)
-    try:
-        started = await conn.fetchval("SELECT count(*) FROM calls WHERE started_at > $1", since)
-    finally:
-        await conn.close()
-    return bool(started >= count)
+    row = await flow.fetchrow("SELECT count(*) AS n FROM calls WHERE started_at > $1", since)
+    return row is not None and row["n"] >= count
 
 
 async def test_hostile_caller_ids_are_data_never_paths(flow: Flow) -> None:

@@ -76,13 +76,16 @@ def test_a_spool_this_account_may_not_clear_stops_the_start() -> None:
                  f"SpoolRecordings(Path({str(spool)!r})).check()")
         as_nobody = ["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}",
                      "--clear-groups", str(venv_python()), "-c", check]
-        out = subprocess.run(as_nobody, cwd=REPO, capture_output=True, text=True, timeout=30,
-                             env={**os.environ, "HOME": "/nonexistent"})
+
+        def run_check() -> subprocess.CompletedProcess[str]:
+            return subprocess.run(as_nobody, cwd=REPO, capture_output=True, text=True,
+                                  timeout=30, env={**os.environ, "HOME": "/nonexistent"})
+
+        out = run_check()
         assert out.returncode != 0
         assert f"{spool} is not readable and writable by this service's account" in out.stderr
         os.chown(spool, nobody.pw_uid, nobody.pw_gid)  # now it may
-        out = subprocess.run(as_nobody, cwd=REPO, capture_output=True, text=True, timeout=30,
-                             env={**os.environ, "HOME": "/nonexistent"})
+        out = run_check()
         assert out.returncode == 0, out.stderr
     finally:
         shutil.rmtree(spool)
