@@ -910,7 +910,7 @@ def _on_agent_answered(step: _Step, ev: AgentAnswered) -> None:
         step.log("warning", "answer from an unknown channel ignored", channel_id=ev.channel_id)
         return
     if leg.channel_id == s.winner:
-        return  # the same answer reported twice (Dial ANSWER and state Up)
+        return  # the same answer reported twice (Dial's ANSWER and StasisStart)
     if s.phase is Phase.RINGING and s.winner is None and leg.status is LegStatus.DIALLING:
         _connect(step, leg)
         return

@@ -125,7 +125,6 @@ class CallManager:
             "StasisEnd",
             "ChannelHangupRequest",
             "ChannelDestroyed",
-            "ChannelStateChange",
             "Dial",
             "PlaybackFinished",
             "RecordingStarted",
@@ -273,10 +272,6 @@ class CallManager:
                 self._channel_gone(channel.id, cause, now, cut=shutdown)
             case ari_events.ChannelDestroyed(channel=channel, cause=cause):
                 self._channel_gone(channel.id, cause, now)
-            case ari_events.ChannelStateChange(channel=channel):
-                call = self._by_channel.get(channel.id)
-                if call and channel.state == "Up" and channel.id != call.state.caller_channel:
-                    call.queue.put_nowait(m.AgentAnswered(now, channel.id))
             case ari_events.Dial(peer=peer, dialstatus=status):
                 call = self._by_channel.get(peer.id)
                 if call and status and peer.id != call.state.caller_channel:
@@ -325,6 +320,11 @@ class CallManager:
                 log.warning("agent channel of no live call hung up", channel_id=channel_id,
                             call_id=str(owner.state.call_id) if owner is not None else None)
                 self._spawn(self._hangup_quietly(channel_id, "normal"))
+            elif owner is not None:
+                # an originated channel enters the application only once answered: the
+                # answer's second witness beside Dial's ANSWER (whichever comes first
+                # connects, the other is a no-op), so no ChannelStateChange is asked for
+                owner.queue.put_nowait(m.AgentAnswered(now, channel_id))
             return
         if channel_id in self._by_channel:
             return
