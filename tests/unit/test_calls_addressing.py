@@ -11,19 +11,15 @@ from typing import Any, cast
 import pytest
 
 from callrec.ari.errors import AriBadRequest, AriNotFound
-from callrec.ari.models import CallerId, Channel
+from callrec.ari.models import Channel
 from callrec.calls import machine as m
 from callrec.calls.manager import CallManager, _Call
+from tests.unit.test_calls_harness import channel
 
 pytestmark = pytest.mark.timeout(10)
 
 T0 = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
 CALLER_NAME = "PJSIP/caller-00000007"
-
-
-def _channel(channel_id: str, name: str) -> Channel:
-    nobody = CallerId("", "")
-    return Channel(channel_id, name, "Down", nobody, nobody, "", "", None, "")
 
 
 class NamingAri:
@@ -53,7 +49,7 @@ class NamingAri:
             self._find(originator)
         name = "PJSIP/agent1-00000008"
         self.names[name] = channel_id
-        return _channel(channel_id, name)
+        return channel(channel_id, name)
 
     async def snoop(self, channel_id: str, *, snoop_id: str, spy: str = "both",
                     app_args: str = "") -> Channel:
@@ -61,7 +57,7 @@ class NamingAri:
         spied = self._find(channel_id)
         name = f"Snoop/{spied}-00000009"
         self.names[name] = snoop_id
-        return _channel(snoop_id, name)
+        return channel(snoop_id, name)
 
     async def hangup(self, channel_id: str, reason: str = "normal") -> None:
         self.calls.append(("hangup", channel_id))

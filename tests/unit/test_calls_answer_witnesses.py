@@ -13,19 +13,15 @@ from typing import Any, cast
 import pytest
 
 from callrec.ari import events as ari_events
-from callrec.ari.models import CallerId, Channel
 from callrec.calls import machine as m
 from callrec.calls.manager import AGENT_ARGS_PREFIX, CallManager, _Call
+from tests.unit.test_calls_harness import AGENTS, channel
 
 pytestmark = pytest.mark.timeout(10)
 
 T0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
 AGENT = "agent.1"
-
-
-def _channel(channel_id: str, state: str = "Up") -> Channel:
-    nobody = CallerId("", "")
-    return Channel(channel_id, f"PJSIP/{channel_id}", state, nobody, nobody, "", "", None, "")
+AGENT_CHANNEL = channel(AGENT, "PJSIP/agent1-00000001", "Up")
 
 
 class HangupAri:
@@ -42,9 +38,8 @@ def _ringing(status: m.LegStatus = m.LegStatus.DIALLING) -> tuple[CallManager, _
     manager = CallManager(cast(Any, ari), unused, unused, unused, unused, "callrec",
                           clock=lambda: T0)
     call_id = uuid.uuid4()
-    target = m.AgentTarget("agent1", "PJSIP/agent1", "Aino Agentti")
     state = dataclasses.replace(m.initial_state(call_id, "caller.1"), phase=m.Phase.RINGING,
-                                legs=(m.Leg(AGENT, target, 1, 1, status),))
+                                legs=(m.Leg(AGENT, AGENTS[0], 1, 1, status),))
     call = _Call(state, "100")
     manager._by_channel[AGENT] = call
     return manager, call, ari
@@ -65,13 +60,13 @@ def test_state_changes_are_not_asked_for() -> None:
 def test_the_agents_stasis_start_is_an_answer() -> None:
     manager, call, _ = _ringing()
     args = (f"{AGENT_ARGS_PREFIX}{call.id}",)
-    manager._route(ari_events.StasisStart(channel=_channel(AGENT), args=args))
+    manager._route(ari_events.StasisStart(channel=AGENT_CHANNEL, args=args))
     assert _queued(call) == [m.AgentAnswered(T0, AGENT)]
 
 
 def test_dials_answer_is_an_answer() -> None:
     manager, call, _ = _ringing()
-    manager._route(ari_events.Dial(peer=_channel(AGENT), caller=None, dialstatus="ANSWER"))
+    manager._route(ari_events.Dial(peer=AGENT_CHANNEL, caller=None, dialstatus="ANSWER"))
     [event] = _queued(call)
     assert isinstance(event, m.AgentDialStatus)
     assert (event.channel_id, event.status) == (AGENT, "ANSWER")
@@ -92,7 +87,7 @@ def test_both_witnesses_connect_the_agent_once() -> None:
 async def test_a_leg_given_up_on_is_hung_up_not_answered() -> None:
     manager, call, ari = _ringing(m.LegStatus.HUNG_UP)
     args = (f"{AGENT_ARGS_PREFIX}{call.id}",)
-    manager._route(ari_events.StasisStart(channel=_channel(AGENT), args=args))
+    manager._route(ari_events.StasisStart(channel=AGENT_CHANNEL, args=args))
     assert _queued(call) == []
     for _ in range(3):
         await asyncio.sleep(0)

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+from callrec.ari.models import CallerId, Channel
 from callrec.calls import machine as m
 from callrec.routing.model import Strategy
 
@@ -43,6 +44,12 @@ def plan(
     }
     values.update(overrides)
     return m.ServicePlan(**values)
+
+
+def channel(channel_id: str, name: str, state: str = "Down") -> Channel:
+    """An ARI channel as an answer or event carries it, with no caller id of note."""
+    nobody = CallerId("", "")
+    return Channel(channel_id, name, state, nobody, nobody, "", "", None, "")
 
 
 def leg_id(attempt: int) -> str:
